@@ -1,0 +1,125 @@
+/**
+ * Parsing and formatting of addresses: `"example.com:443"`, `"127.0.0.1:8443"`,
+ * `"[::1]:8443"`, `":8443"` (all interfaces) or `{ host, port }`.
+ * @module
+ */
+import { isIP } from "node:net";
+import { ConfigError } from "./errors.ts";
+
+/** Where to connect or listen: `"host:port"`, `"[v6]:port"`, `":port"`, or an object. */
+export type Address = string | { host?: string; port: number };
+
+/** A parsed address; `host` is undefined for "all interfaces" (`":8443"`). */
+export interface HostPort {
+  host: string | undefined;
+  port: number;
+}
+
+/** A concrete socket endpoint. `toString()` gives `"127.0.0.1:8443"` or `"[::1]:8443"`. */
+export class SocketAddr {
+  readonly family: "IPv4" | "IPv6";
+  readonly address: string;
+  readonly port: number;
+
+  constructor(address: string, port: number, family?: "IPv4" | "IPv6") {
+    this.address = address;
+    this.port = port;
+    this.family = family ?? (isIP(address) === 6 ? "IPv6" : "IPv4");
+  }
+
+  toString(): string {
+    return formatHostPort(this.address, this.port);
+  }
+
+  toJSON(): string {
+    return this.toString();
+  }
+}
+
+/** `host:port`, with IPv6 literals in brackets. */
+export function formatHostPort(host: string | undefined, port: number): string {
+  if (host === undefined || host === "") return `:${port}`;
+  return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/**
+ * Parse an {@link Address}. Throws ConfigError naming the input when it has no
+ * port, a port outside 1..65535 (0 only when `forListen`), or bad brackets.
+ */
+export function parseAddress(address: Address, forListen = false): HostPort {
+  let host: string | undefined;
+  let port: unknown;
+  if (typeof address === "string") {
+    [host, port] = splitHostPort(address);
+  } else if (typeof address === "object" && address !== null) {
+    host = address.host;
+    port = address.port;
+    if (host !== undefined && typeof host !== "string") {
+      throw new ConfigError(`address host must be a string, got ${typeof host}`, {
+        field: "host",
+      });
+    }
+    if (host?.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1);
+  } else {
+    throw new ConfigError(
+      `address must be a "host:port" string or { host, port }, got ${describe(address)}`,
+      { field: "address" },
+    );
+  }
+  const shown = JSON.stringify(address);
+  if (typeof port !== "number" || !Number.isInteger(port)) {
+    throw new ConfigError(`address ${shown} has no valid port`, { field: "port" });
+  }
+  const min = forListen ? 0 : 1;
+  if (port < min || port > 65535) {
+    throw new ConfigError(
+      `address ${shown}: port ${port} is out of range ${min}..65535` +
+        (port === 0 ? " (port 0 is only for listening)" : ""),
+      { field: "port" },
+    );
+  }
+  if (host === "") host = undefined;
+  if (!forListen && host === undefined) {
+    throw new ConfigError(`address ${shown} has no host to connect to`, { field: "host" });
+  }
+  if (host?.includes(":") && isIP(host) !== 6) {
+    throw new ConfigError(`address ${shown}: "${host}" is not a valid IPv6 address`, {
+      field: "host",
+    });
+  }
+  return { host, port };
+}
+
+function splitHostPort(s: string): [string | undefined, number | undefined] {
+  const bad = (why: string): never => {
+    throw new ConfigError(`address ${JSON.stringify(s)}: ${why}`, { field: "address" });
+  };
+  let host: string;
+  let portText: string;
+  if (s.startsWith("[")) {
+    const close = s.indexOf("]");
+    if (close < 0) bad("missing ']' after the IPv6 address");
+    host = s.slice(1, close);
+    const rest = s.slice(close + 1);
+    if (!rest.startsWith(":")) bad('expected ":port" after "]"');
+    portText = rest.slice(1);
+  } else {
+    if (s.includes("]")) bad("']' without '['");
+    const colon = s.lastIndexOf(":");
+    if (colon < 0) bad('no port; write "host:port"');
+    host = s.slice(0, colon);
+    if (host.includes(":")) bad('IPv6 addresses need brackets, e.g. "[::1]:8443"');
+    portText = s.slice(colon + 1);
+  }
+  if (!/^\d{1,5}$/.test(portText)) bad(`port "${portText}" is not a number`);
+  return [host, Number(portText)];
+}
+
+function describe(v: unknown): string {
+  return v === null ? "null" : Array.isArray(v) ? "an array" : typeof v;
+}
+
+/** Is `host` an IP literal (v4 or v6, brackets allowed)? */
+export function isIPLiteral(host: string): boolean {
+  return isIP(host.replace(/^\[|\]$/g, "")) !== 0;
+}

@@ -1,0 +1,177 @@
+/**
+ * The read buffer: a FIFO of the chunks Node handed us plus a byte count.
+ * Chunks are never concatenated on arrival; a read that fits in the head chunk
+ * gets a `subarray` view, a read that spans chunks is copied once, and a
+ * delimiter scan resumes where the previous one stopped.
+ * @module
+ */
+
+const EMPTY = Buffer.alloc(0);
+
+export class ChunkList {
+  private chunks: Buffer[] = [];
+  /** Index of the first live chunk in `chunks` (avoids Array#shift on every read). */
+  private head = 0;
+  /** Bytes of `chunks[head]` already consumed. */
+  private headOffset = 0;
+  /** Unconsumed bytes across all chunks. */
+  length = 0;
+
+  /** Delimiter of the last unfinished scan, and the first offset it has not ruled out. */
+  private scanDelim: Uint8Array | null = null;
+  private scanFrom = 0;
+
+  push(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.chunks.push(chunk);
+    this.length += chunk.length;
+  }
+
+  /** Length of the contiguous bytes at the front (the rest of the head chunk). */
+  headLength(): number {
+    const c = this.chunks[this.head];
+    return c === undefined ? 0 : c.length - this.headOffset;
+  }
+
+  /** Remove and return the first `n` bytes (n <= length): a view if one chunk holds them, else one copy. */
+  take(n: number): Buffer {
+    if (n === 0) return EMPTY;
+    const first = this.chunks[this.head]!;
+    const avail = first.length - this.headOffset;
+    let out: Buffer;
+    if (n <= avail) {
+      out = first.subarray(this.headOffset, this.headOffset + n);
+      this.consumeHead(n, avail);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      this.copyInto(out, n);
+    }
+    return out;
+  }
+
+  /** Copy the first `n` bytes into `dst` and consume them (n <= min(length, dst.length)). */
+  copyInto(dst: Uint8Array, n: number): void {
+    let written = 0;
+    while (written < n) {
+      const c = this.chunks[this.head]!;
+      const avail = c.length - this.headOffset;
+      const step = Math.min(avail, n - written);
+      dst.set(c.subarray(this.headOffset, this.headOffset + step), written);
+      written += step;
+      this.consumeHead(step, avail);
+    }
+  }
+
+  /** Return every buffered chunk (views) and empty the list; used to hand bytes to another reader. */
+  drain(): Buffer[] {
+    const out: Buffer[] = [];
+    for (let i = this.head; i < this.chunks.length; i++) {
+      const c = this.chunks[i]!;
+      out.push(i === this.head ? c.subarray(this.headOffset) : c);
+    }
+    this.chunks = [];
+    this.head = 0;
+    this.headOffset = 0;
+    this.length = 0;
+    this.scanDelim = null;
+    this.scanFrom = 0;
+    return out;
+  }
+
+  /**
+   * Offset just past the first occurrence of `delim`, or -1. A match must end at or
+   * before `maxEnd`; `-2` means no such match can exist any more (limit reached).
+   * Offsets ruled out stay ruled out: the next call starts where this one stopped.
+   */
+  indexAfter(delim: Uint8Array, maxEnd: number): number {
+    if (this.scanDelim !== delim && !sameBytes(this.scanDelim, delim)) {
+      this.scanDelim = delim;
+      this.scanFrom = 0;
+    }
+    const first = delim[0]!;
+    const dlen = delim.length;
+    let pos = this.scanFrom;
+    // Walk chunks to the one holding `pos`.
+    let ci = this.head;
+    let base = -this.headOffset; // logical offset of chunks[ci][0]
+    while (ci < this.chunks.length && base + this.chunks[ci]!.length <= pos) {
+      base += this.chunks[ci]!.length;
+      ci++;
+    }
+    while (ci < this.chunks.length) {
+      const c = this.chunks[ci]!;
+      const hit = c.indexOf(first, pos - base);
+      if (hit < 0) {
+        base += c.length;
+        pos = base;
+        ci++;
+        continue;
+      }
+      const start = base + hit;
+      if (start + dlen > maxEnd) {
+        this.scanFrom = start;
+        return -2;
+      }
+      const m = this.matchAt(delim, ci, hit);
+      if (m === 1) {
+        this.scanFrom = 0;
+        this.scanDelim = null;
+        return start + dlen;
+      }
+      if (m === 0) {
+        this.scanFrom = start; // not enough bytes yet to decide this candidate
+        return -1;
+      }
+      pos = start + 1;
+    }
+    this.scanFrom = Math.max(pos, this.scanFrom);
+    return this.length + dlen > maxEnd ? -2 : -1;
+  }
+
+  /** Forget scan progress (after bytes were consumed by someone else). */
+  resetScan(): void {
+    this.scanDelim = null;
+    this.scanFrom = 0;
+  }
+
+  /** 1 = delim matches at chunks[ci][off], -1 = it does not, 0 = not enough bytes to tell. */
+  private matchAt(delim: Uint8Array, ci: number, off: number): number {
+    let c = this.chunks[ci]!;
+    for (let k = 1; k < delim.length; k++) {
+      off++;
+      while (off >= c.length) {
+        ci++;
+        if (ci >= this.chunks.length) return 0;
+        off -= c.length;
+        c = this.chunks[ci]!;
+      }
+      if (c[off] !== delim[k]) return -1;
+    }
+    return 1;
+  }
+
+  private consumeHead(n: number, avail: number): void {
+    this.length -= n;
+    if (this.scanFrom > 0) this.scanFrom = Math.max(0, this.scanFrom - n);
+    if (n < avail) {
+      this.headOffset += n;
+      return;
+    }
+    this.chunks[this.head] = EMPTY; // drop the reference for GC
+    this.head++;
+    this.headOffset = 0;
+    if (this.head === this.chunks.length) {
+      this.chunks.length = 0;
+      this.head = 0;
+    } else if (this.head >= 1024 && this.head * 2 >= this.chunks.length) {
+      this.chunks = this.chunks.slice(this.head);
+      this.head = 0;
+    }
+  }
+}
+
+function sameBytes(a: Uint8Array | null, b: Uint8Array): boolean {
+  if (a === null || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

@@ -1,0 +1,315 @@
+/**
+ * Dialing: resolve a host, then race connection attempts RFC 8305 style
+ * ("Happy Eyeballs"): addresses alternate between families, a new attempt
+ * starts every `fallbackDelay` ms or as soon as the previous one fails, the
+ * first to connect wins and the rest are destroyed.
+ * @module
+ */
+import { lookup } from "node:dns/promises";
+import { isIP, Socket } from "node:net";
+import { type Address, formatHostPort, parseAddress } from "./addr.ts";
+import { abortReason, checkTimeout, msUntil, NEVER, toMonotonic } from "./deadline.ts";
+import {
+  asError,
+  ConfigError,
+  DeadlineExceededError,
+  DialError,
+  describeSystemError,
+} from "./errors.ts";
+
+/** Options shared by tcp.connect and tls.connect. */
+export interface DialOptions {
+  /** Milliseconds for the whole connect, TLS handshake included. */
+  timeout?: number | undefined;
+  /** Absolute deadline (Date or epoch ms); the earlier of timeout/deadline wins. */
+  deadline?: Date | number | undefined;
+  /** Abort the dial; it rejects with `signal.reason`. */
+  signal?: AbortSignal | undefined;
+  /** Local address to bind: `"10.0.0.5"` or `"10.0.0.5:0"`. */
+  localAddress?: string | undefined;
+  /** Custom name resolution; default node:dns lookup with all addresses. */
+  resolver?: ((host: string) => Promise<string[]>) | undefined;
+  /** Address family policy, default "any". */
+  family?: "any" | "ipv4" | "ipv6" | undefined;
+  /** Happy Eyeballs attempt delay in ms, default 250; 0 tries addresses one after another. */
+  fallbackDelay?: number | undefined;
+  /** TCP_NODELAY, default true. */
+  noDelay?: boolean | undefined;
+  /** TCP keep-alive initial delay in ms, or false (default). */
+  keepAlive?: number | false | undefined;
+}
+
+/** A connected socket and what the dial learned on the way. */
+export interface DialResult {
+  socket: Socket;
+  /** The host as given (name or literal, no brackets). */
+  host: string;
+  port: number;
+  /** Monotonic expiry of the whole connect (NEVER if none): what is left is the handshake's. */
+  expiry: number;
+  /** Milliseconds spent resolving and connecting. */
+  timings: { dns: number; tcp: number };
+}
+
+const DEFAULT_FALLBACK_DELAY = 250;
+
+/** Validate DialOptions once, before any I/O. */
+export function checkDialOptions(opts: DialOptions): void {
+  if (typeof opts !== "object" || opts === null) {
+    throw new ConfigError("connect options must be an object", { field: "options" });
+  }
+  const field = (name: string, fn: () => void) => {
+    try {
+      fn();
+    } catch (err) {
+      throw new ConfigError(`invalid option ${name}: ${asError(err).message}`, {
+        field: name,
+        cause: err,
+      });
+    }
+  };
+  if (opts.timeout !== undefined) field("timeout", () => checkTimeout(opts.timeout, "timeout"));
+  if (opts.fallbackDelay !== undefined) {
+    field("fallbackDelay", () => checkTimeout(opts.fallbackDelay, "fallbackDelay"));
+  }
+  if (opts.deadline !== undefined) field("deadline", () => toMonotonic(opts.deadline, "deadline"));
+  if (opts.keepAlive !== undefined && opts.keepAlive !== false) {
+    field("keepAlive", () => checkTimeout(opts.keepAlive, "keepAlive"));
+  }
+  if (opts.family !== undefined && !["any", "ipv4", "ipv6"].includes(opts.family)) {
+    throw new ConfigError(`family must be "any", "ipv4" or "ipv6", got ${String(opts.family)}`, {
+      field: "family",
+    });
+  }
+  if (opts.resolver !== undefined && typeof opts.resolver !== "function") {
+    throw new ConfigError("resolver must be a function (host) => Promise<string[]>", {
+      field: "resolver",
+    });
+  }
+  if (opts.signal !== undefined && !(opts.signal instanceof AbortSignal)) {
+    throw new ConfigError("signal must be an AbortSignal", { field: "signal" });
+  }
+  if (opts.localAddress !== undefined) parseLocal(opts.localAddress);
+}
+
+/** The monotonic expiry of a dial: the earlier of `timeout` and `deadline`. */
+export function dialExpiry(opts: DialOptions): number {
+  const byTimeout = opts.timeout === undefined ? NEVER : performance.now() + opts.timeout;
+  return Math.min(byTimeout, toMonotonic(opts.deadline));
+}
+
+/**
+ * Resolve `address` and connect, racing attempts across addresses.
+ * Rejects with DialError (all attempts failed, every cause attached),
+ * DeadlineExceededError (op "connect") or the signal's reason.
+ */
+export async function dial(address: Address, opts: DialOptions = {}): Promise<DialResult> {
+  const { host, port } = parseAddress(address);
+  checkDialOptions(opts);
+  const target = host!;
+  const expiry = dialExpiry(opts);
+  const signal = opts.signal;
+  if (signal?.aborted) throw abortReason(signal);
+  const local = opts.localAddress === undefined ? undefined : parseLocal(opts.localAddress);
+
+  const t0 = performance.now();
+  const ips = await withLimits(resolve(target, port, opts, local?.host), expiry, signal, () =>
+    timeoutError(target, port, "resolving the name", []),
+  );
+  const t1 = performance.now();
+  const socket = await race(ips, target, port, opts, local, expiry);
+  const t2 = performance.now();
+  return { socket, host: target, port, expiry, timings: { dns: t1 - t0, tcp: t2 - t1 } };
+}
+
+/** Addresses for `host` under the family policy, interleaved by family (RFC 8305 §4). */
+async function resolve(
+  host: string,
+  port: number,
+  opts: DialOptions,
+  localHost: string | undefined,
+): Promise<string[]> {
+  const bare = host.replace(/^\[|\]$/g, "");
+  let family = opts.family ?? "any";
+  if (localHost !== undefined && family === "any") {
+    family = isIP(localHost) === 6 ? "ipv6" : "ipv4"; // a bound socket can only reach its own family
+  }
+  let ips: string[];
+  if (isIP(bare) !== 0) {
+    ips = [bare];
+  } else {
+    try {
+      ips = opts.resolver
+        ? await opts.resolver(bare)
+        : (await lookup(bare, { all: true, verbatim: true })).map((a) => a.address);
+    } catch (err) {
+      const why = describeSystemError(err) ?? asError(err).message;
+      throw new DialError(`could not resolve ${bare}: ${why}`, {
+        host: bare,
+        port,
+        errors: [asError(err)],
+      });
+    }
+    if (!Array.isArray(ips) || ips.some((ip) => typeof ip !== "string" || isIP(ip) === 0)) {
+      throw new DialError(`resolver for ${bare} must return an array of IP addresses`, {
+        host: bare,
+        port,
+      });
+    }
+  }
+  const v4 = ips.filter((ip) => isIP(ip) === 4);
+  const v6 = ips.filter((ip) => isIP(ip) === 6);
+  if (family === "ipv4") return nonEmpty(v4, bare, port, family);
+  if (family === "ipv6") return nonEmpty(v6, bare, port, family);
+  const firstIs6 = isIP(ips[0] ?? "") === 6;
+  const [a, b] = firstIs6 ? [v6, v4] : [v4, v6];
+  const out: string[] = [];
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    if (i < a.length) out.push(a[i]!);
+    if (i < b.length) out.push(b[i]!);
+  }
+  return nonEmpty(out, bare, port, family);
+}
+
+function nonEmpty(ips: string[], host: string, port: number, family: string): string[] {
+  if (ips.length > 0) return ips;
+  const which = family === "any" ? "" : ` ${family === "ipv4" ? "IPv4" : "IPv6"}`;
+  throw new DialError(`${host} has no${which} addresses to connect to`, { host, port });
+}
+
+/** Race connection attempts; resolve with the first connected socket. */
+function race(
+  ips: string[],
+  host: string,
+  port: number,
+  opts: DialOptions,
+  local: { host: string; port: number } | undefined,
+  expiry: number,
+): Promise<Socket> {
+  const delay = opts.fallbackDelay ?? DEFAULT_FALLBACK_DELAY;
+  const signal = opts.signal;
+  return new Promise<Socket>((resolve, reject) => {
+    const live = new Set<Socket>();
+    const errors: Error[] = [];
+    let next = 0;
+    let done = false;
+    let stagger: NodeJS.Timeout | undefined;
+
+    const finish = (err: unknown, winner?: Socket) => {
+      if (done) return;
+      done = true;
+      clearTimeout(stagger);
+      clearTimeout(deadlineTimer);
+      signal?.removeEventListener("abort", onAbort);
+      for (const s of live) if (s !== winner) s.destroy();
+      if (winner) resolve(winner);
+      else reject(err);
+    };
+    const onAbort = () => finish(abortReason(signal!));
+    const deadlineTimer =
+      expiry === NEVER
+        ? undefined
+        : setTimeout(() => finish(timeoutError(host, port, "connecting", errors)), msUntil(expiry));
+    signal?.addEventListener("abort", onAbort, { once: true });
+
+    const startNext = () => {
+      clearTimeout(stagger);
+      if (done || next >= ips.length) return;
+      const ip = ips[next++]!;
+      const socket = new Socket({ allowHalfOpen: true });
+      live.add(socket);
+      const onFail = (err: Error) => {
+        live.delete(socket);
+        socket.destroy();
+        const why = describeSystemError(err) ?? err.message;
+        const e = new Error(`${formatHostPort(ip, port)}: ${why}`, { cause: err });
+        (e as Error & { address: string }).address = ip;
+        errors.push(e);
+        if (done) return;
+        if (live.size === 0 && next >= ips.length) {
+          const list = errors.map((x) => x.message).join("; ");
+          finish(
+            new DialError(`could not connect to ${formatHostPort(host, port)}: ${list}`, {
+              host,
+              port,
+              errors,
+            }),
+          );
+        } else if (next < ips.length) {
+          startNext(); // a failure starts the next attempt at once
+        }
+      };
+      socket.once("error", onFail);
+      socket.once("connect", () => {
+        socket.off("error", onFail);
+        socket.setNoDelay(opts.noDelay ?? true);
+        if (typeof opts.keepAlive === "number") socket.setKeepAlive(true, opts.keepAlive);
+        finish(undefined, socket);
+      });
+      socket.connect({
+        host: ip,
+        port,
+        ...(local ? { localAddress: local.host, localPort: local.port } : {}),
+      });
+      if (delay > 0 && next < ips.length) stagger = setTimeout(startNext, delay);
+    };
+    startNext();
+  });
+}
+
+function timeoutError(
+  host: string,
+  port: number,
+  phase: string,
+  attempts: Error[],
+): DeadlineExceededError {
+  const tried = attempts.length ? ` (${attempts.map((e) => e.message).join("; ")})` : "";
+  return new DeadlineExceededError(
+    "connect",
+    `connect to ${formatHostPort(host, port)} timed out while ${phase}${tried}; ` +
+      "check the address, or raise timeout/deadline",
+    attempts.length ? { cause: new AggregateError(attempts) } : undefined,
+  );
+}
+
+/** Await `p` but give up at `expiry` or on abort. */
+async function withLimits<T>(
+  p: Promise<T>,
+  expiry: number,
+  signal: AbortSignal | undefined,
+  onTimeout: () => Error,
+): Promise<T> {
+  if (expiry === NEVER && !signal) return p;
+  let timer: NodeJS.Timeout | undefined;
+  let onAbort: (() => void) | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        if (expiry !== NEVER) timer = setTimeout(() => reject(onTimeout()), msUntil(expiry));
+        if (signal) {
+          onAbort = () => reject(abortReason(signal));
+          signal.addEventListener("abort", onAbort, { once: true });
+        }
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    if (onAbort) signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+/** `"10.0.0.5"` or `"10.0.0.5:0"` or `"[::1]:0"` -> host and port (0 = any). */
+function parseLocal(s: string): { host: string; port: number } {
+  if (typeof s !== "string" || s === "") {
+    throw new ConfigError("localAddress must be an IP address string", { field: "localAddress" });
+  }
+  if (isIP(s) !== 0) return { host: s, port: 0 };
+  const { host, port } = parseAddress(s, true);
+  if (host === undefined || isIP(host) === 0) {
+    throw new ConfigError(`localAddress ${JSON.stringify(s)} must be an IP address`, {
+      field: "localAddress",
+    });
+  }
+  return { host, port };
+}

@@ -1,0 +1,224 @@
+/**
+ * Every error tlsnet throws, and the one place where Node/OpenSSL errors are
+ * mapped onto them. Each class has a stable `code` (match on it, not on the
+ * message) and keeps the original error as `cause`.
+ *
+ * @example
+ * ```ts
+ * try { await conn.readExactly(4, { timeout: 1000 }) }
+ * catch (err) { if (err instanceof DeadlineExceededError) retry() }
+ * ```
+ * @module
+ */
+
+/** Base class: `err instanceof TlsnetError` catches everything tlsnet throws. */
+export class TlsnetError extends Error {
+  /** Stable machine-readable code, e.g. `ERR_TLSNET_DIAL`. */
+  readonly code: string;
+
+  constructor(message: string, code: string, options?: { cause?: unknown }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.code = code;
+  }
+
+  override get name(): string {
+    return this.constructor.name;
+  }
+}
+
+/** Invalid options, reported before any I/O. The message names the field. */
+export class ConfigError extends TlsnetError {
+  /** The option at fault, e.g. `"certs[0].key"`, when one can be named. */
+  readonly field: string | undefined;
+  constructor(message: string, options?: { field?: string; cause?: unknown }) {
+    super(message, "ERR_TLSNET_CONFIG", options);
+    this.field = options?.field;
+  }
+}
+
+/** Name resolution or every connect attempt failed. `errors` holds each attempt's error. */
+export class DialError extends TlsnetError {
+  readonly host: string;
+  readonly port: number;
+  /** One error per attempt (address tried), in the order they failed. */
+  readonly errors: readonly Error[];
+  constructor(
+    message: string,
+    options: { host: string; port: number; errors?: readonly Error[]; cause?: unknown },
+  ) {
+    super(message, "ERR_TLSNET_DIAL", { cause: options.cause ?? options.errors?.[0] });
+    this.host = options.host;
+    this.port = options.port;
+    this.errors = options.errors ?? [];
+  }
+}
+
+/** Binding a listener failed (address in use, permission denied...). */
+export class ListenError extends TlsnetError {
+  readonly address: string;
+  constructor(message: string, options: { address: string; cause?: unknown }) {
+    super(message, "ERR_TLSNET_LISTEN", options);
+    this.address = options.address;
+  }
+}
+
+/** A TLS handshake, read, write or close failed. `reason` is OpenSSL's or Node's code. */
+export class TLSError extends TlsnetError {
+  readonly reason: string | undefined;
+  constructor(
+    message: string,
+    options?: { reason?: string | undefined; cause?: unknown; code?: string },
+  ) {
+    super(message, options?.code ?? "ERR_TLSNET_TLS", options);
+    this.reason = options?.reason;
+  }
+}
+
+/** The peer's certificate failed verification: `reason` says why, `host` and `subject` say whose. */
+export class CertificateError extends TLSError {
+  readonly host: string | undefined;
+  readonly subject: string | undefined;
+  constructor(
+    message: string,
+    options: {
+      reason?: string | undefined;
+      host?: string | undefined;
+      subject?: string | undefined;
+      cause?: unknown;
+    },
+  ) {
+    super(message, { reason: options.reason, cause: options.cause, code: "ERR_TLSNET_CERT" });
+    this.host = options.host;
+    this.subject = options.subject;
+  }
+}
+
+/** A server-side handshake did not finish within `handshakeTimeout`. */
+export class HandshakeTimeoutError extends TlsnetError {
+  readonly timeout: number;
+  constructor(message: string, options: { timeout: number; cause?: unknown }) {
+    super(message, "ERR_TLSNET_HANDSHAKE_TIMEOUT", options);
+    this.timeout = options.timeout;
+  }
+}
+
+/** Which operation a deadline or per-call timeout cut short. */
+export type DeadlineOp = "read" | "write" | "accept" | "connect";
+
+/** A deadline or per-call timeout elapsed; `op` names the operation. */
+export class DeadlineExceededError extends TlsnetError {
+  readonly op: DeadlineOp;
+  constructor(op: DeadlineOp, message?: string, options?: { cause?: unknown }) {
+    super(message ?? `${op} deadline exceeded`, "ERR_TLSNET_DEADLINE", options);
+    this.op = op;
+  }
+}
+
+/** The peer ended the stream before the bytes asked for arrived. */
+export class UnexpectedEOFError extends TlsnetError {
+  /** How many bytes were buffered (and left unconsumed) when EOF came. */
+  readonly partial: number;
+  constructor(message: string, options: { partial: number }) {
+    super(message, "ERR_TLSNET_UNEXPECTED_EOF");
+    this.partial = options.partial;
+  }
+}
+
+/** A read would have buffered more than its `maxBytes`; nothing was consumed. */
+export class LimitExceededError extends TlsnetError {
+  readonly limit: number;
+  constructor(message: string, options: { limit: number }) {
+    super(message, "ERR_TLSNET_LIMIT");
+    this.limit = options.limit;
+  }
+}
+
+/** The conn or listener is closed, or was closed while this operation was pending. */
+export class ClosedError extends TlsnetError {
+  constructor(message = "connection is closed", options?: { cause?: unknown }) {
+    super(message, "ERR_TLSNET_CLOSED", options);
+  }
+}
+
+/** The peer reset the connection (ECONNRESET) or it broke under a write (EPIPE). */
+export class ConnectionResetError extends TlsnetError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, "ERR_TLSNET_RESET", options);
+  }
+}
+
+/** Where an error happened, for messages: "connect to 127.0.0.1:8443", "read from [::1]:443". */
+export interface ErrorContext {
+  op: DeadlineOp | "close" | "handshake";
+  /** Printable peer address or host, e.g. `"example.com:443"`. */
+  peer?: string | undefined;
+}
+
+/** What a Node system error code means to a person, and what to do about it. */
+const SYSTEM_HINTS: Record<string, string> = {
+  ECONNREFUSED: "connection refused: nothing is listening there; check the host and port",
+  ECONNRESET: "connection reset by peer",
+  EPIPE: "broken pipe: the peer closed the connection",
+  ETIMEDOUT: "timed out: the host did not answer; check the address and any firewall",
+  EHOSTUNREACH: "host unreachable: check the address and the route to it",
+  ENETUNREACH: "network unreachable: check the address family and routing",
+  ENOTFOUND: "host name not found: check the spelling or DNS",
+  EAI_AGAIN: "temporary DNS failure: retry, or check the resolver",
+  EADDRINUSE: "address already in use: pick another port or stop the other process",
+  EADDRNOTAVAIL: "address not available on this machine: check localAddress / the bind address",
+  EACCES: "permission denied: ports below 1024 need privileges",
+};
+
+/** The `code` property of a Node error, if any. */
+export function errorCode(err: unknown): string | undefined {
+  if (typeof err === "object" && err !== null && "code" in err) {
+    const code = (err as { code: unknown }).code;
+    return typeof code === "string" ? code : undefined;
+  }
+  return undefined;
+}
+
+/** A person-readable description of a Node system error code, or undefined. */
+export function describeSystemError(err: unknown): string | undefined {
+  const code = errorCode(err);
+  return code === undefined ? undefined : SYSTEM_HINTS[code];
+}
+
+/**
+ * Map any error from node:net / node:tls / node:dns onto tlsnet's classes.
+ * tlsnet errors pass through untouched, so it is safe to call twice.
+ */
+export function mapError(err: unknown, ctx: ErrorContext): TlsnetError {
+  if (err instanceof TlsnetError) return err;
+  const code = errorCode(err);
+  const where = ctx.peer ? `${ctx.op} ${preposition(ctx.op)} ${ctx.peer}` : ctx.op;
+  const detail = describeSystemError(err) ?? (err instanceof Error ? err.message : String(err));
+  if (code === "ECONNRESET" || code === "EPIPE") {
+    return new ConnectionResetError(`${where} failed: ${detail}`, { cause: err });
+  }
+  if (code === "ERR_STREAM_DESTROYED" || code === "ERR_STREAM_WRITE_AFTER_END") {
+    return new ClosedError(`${where} failed: the connection is already closed`, { cause: err });
+  }
+  if (ctx.op === "connect" && code !== undefined && code in SYSTEM_HINTS) {
+    const [host, port] = splitPeer(ctx.peer);
+    return new DialError(`${where} failed: ${detail}`, { host, port, errors: [asError(err)] });
+  }
+  if (code?.startsWith("ERR_SSL_") || code?.startsWith("ERR_TLS_")) {
+    return new TLSError(`${where} failed: ${detail}`, { reason: code, cause: err });
+  }
+  return new TlsnetError(`${where} failed: ${detail}`, code ?? "ERR_TLSNET", { cause: err });
+}
+
+function preposition(op: ErrorContext["op"]): string {
+  return op === "read" ? "from" : op === "write" ? "to" : op === "accept" ? "on" : "to";
+}
+
+function splitPeer(peer: string | undefined): [string, number] {
+  const m = peer ? /^(.*):(\d+)$/.exec(peer) : null;
+  return m ? [m[1]!.replace(/^\[|\]$/g, ""), Number(m[2])] : [peer ?? "", 0];
+}
+
+/** Wrap non-Error throwables so that `errors` / `cause` always hold Errors. */
+export function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}

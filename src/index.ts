@@ -1,0 +1,35 @@
+/**
+ * tlsnet: TCP and TLS networking for TypeScript on Node.js, with async/await.
+ *
+ * @example
+ * ```ts
+ * import { tcp } from "tlsnet";
+ * const conn = await tcp.connect("127.0.0.1:7000", { timeout: 5000 });
+ * await conn.write("hello\n");
+ * console.log(await conn.readLine());
+ * await conn.close();
+ * ```
+ * @module
+ */
+export { type Address, SocketAddr } from "./addr.ts";
+export { Conn, type MaxBytesOptions, type Transport } from "./conn.ts";
+export type { DeadlineInput, OpOptions } from "./deadline.ts";
+export type { DialOptions } from "./dial.ts";
+export {
+  CertificateError,
+  ClosedError,
+  ConfigError,
+  ConnectionResetError,
+  DeadlineExceededError,
+  type DeadlineOp,
+  DialError,
+  HandshakeTimeoutError,
+  LimitExceededError,
+  ListenError,
+  TLSError,
+  TlsnetError,
+  UnexpectedEOFError,
+} from "./errors.ts";
+export { Listener, type ListenerStats, type ListenOptions } from "./listener.ts";
+export type { TCPListenOptions } from "./tcp.ts";
+export * as tcp from "./tcp.ts";

@@ -1,0 +1,378 @@
+/**
+ * Listener: accepts connections over node:net and hands them out as Conns,
+ * either one by one (`accept()`, `for await`) or to a `handler` that the
+ * listener runs for each connection. Shared by tcp.listen and tls.listen.
+ * @module
+ */
+import { createServer, type Server, type Socket } from "node:net";
+import { type Address, formatHostPort, parseAddress, SocketAddr } from "./addr.ts";
+import type { Conn } from "./conn.ts";
+import {
+  abortReason,
+  checkOpOptions,
+  expiryAfter,
+  msUntil,
+  NEVER,
+  type OpOptions,
+  toMonotonic,
+} from "./deadline.ts";
+import {
+  asError,
+  ClosedError,
+  ConfigError,
+  DeadlineExceededError,
+  describeSystemError,
+  ListenError,
+} from "./errors.ts";
+
+/** Options of tcp.listen and tls.listen. */
+export interface ListenOptions<C> {
+  /** Where to listen: `"127.0.0.1:8443"`, `"[::1]:0"`, `":8443"` (all interfaces); port 0 picks one. */
+  addr: Address;
+  /** Kernel accept backlog, default 511. Also bounds conns waiting for accept(). */
+  backlog?: number | undefined;
+  /** SO_REUSEPORT where the platform and Node version have it (Node >= 22.12 on Linux). */
+  reusePort?: boolean | undefined;
+  /**
+   * Run the listener's own accept loop and call this for each conn. The conn is
+   * closed when the handler settles; a handler that throws goes to `onError`.
+   */
+  handler?: ((conn: C) => void | Promise<void>) | undefined;
+  /** Failures that never reach a handler or accept(): handshakes, handler errors. */
+  onError?: ((err: Error, info: { remoteAddr?: SocketAddr }) => void) | undefined;
+  /** Connections beyond this many active ones are closed at once and counted as rejected. */
+  maxConnections?: number | undefined;
+}
+
+/** Counters of a listener; `active` counts conns whose socket is still open. */
+export interface ListenerStats {
+  accepted: number;
+  active: number;
+  rejected: number;
+  handshakeFailures: number;
+}
+
+/** How a kind of listener turns sockets into conns (TCP: plain; TLS: lazy TLS). */
+export interface ConnFactory<C extends Conn> {
+  wrap(socket: Socket): C;
+  /** Runs before a handler gets the conn (TLS: the handshake); a failure counts as a handshake failure. */
+  prepare?(conn: C): Promise<void>;
+  /** The handler for this conn (TLS: by ALPN protocol); default: options.handler. */
+  pick?(conn: C): ((conn: C) => void | Promise<void>) | undefined;
+}
+
+type AcceptWaiter<C> = {
+  resolve: (c: C) => void;
+  reject: (e: unknown) => void;
+  expiry: number;
+  timer: NodeJS.Timeout | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+};
+
+/**
+ * A listening socket. Iterate it, call accept(), or give `handler` in the options.
+ *
+ * @example
+ * ```ts
+ * await using ln = await tcp.listen({ addr: "127.0.0.1:0" });
+ * for await (const conn of ln) serve(conn);
+ * ```
+ */
+export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposable {
+  readonly addr: SocketAddr;
+  private readonly server: Server;
+  private readonly factory: ConnFactory<C>;
+  private readonly opts: ListenOptions<C>;
+  private readonly backlog: number;
+  private readonly queue: C[] = [];
+  private readonly waiters: AcceptWaiter<C>[] = [];
+  private readonly sockets = new Set<Socket>();
+  private readonly handled = new Map<C, Promise<void>>();
+  private closing: Promise<void> | undefined;
+  private deadline = NEVER;
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private readonly counters: ListenerStats = {
+    accepted: 0,
+    active: 0,
+    rejected: 0,
+    handshakeFailures: 0,
+  };
+
+  private constructor(server: Server, opts: ListenOptions<C>, factory: ConnFactory<C>) {
+    this.server = server;
+    this.opts = opts;
+    this.factory = factory;
+    this.backlog = opts.backlog ?? 511;
+    const a = server.address();
+    if (a === null || typeof a === "string") throw new Error("listener has no TCP address");
+    this.addr = new SocketAddr(a.address, a.port, a.family === "IPv6" ? "IPv6" : "IPv4");
+    server.on("connection", (socket: Socket) => this.onConnection(socket));
+    server.on("error", (err) => this.report(err, undefined));
+  }
+
+  /** Bind and listen; rejects with ListenError (address in use...) or ConfigError. */
+  static async open<C extends Conn>(
+    opts: ListenOptions<C>,
+    factory: ConnFactory<C>,
+  ): Promise<Listener<C>> {
+    checkListenOptions(opts);
+    const { host, port } = parseAddress(opts.addr, true);
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true });
+    const where = formatHostPort(host, port);
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error) => {
+        const why = describeSystemError(err) ?? err.message;
+        reject(
+          new ListenError(`cannot listen on ${where}: ${why}`, { address: where, cause: err }),
+        );
+      };
+      server.once("error", onError);
+      server.listen(
+        {
+          port,
+          backlog: opts.backlog ?? 511,
+          ...(host === undefined ? {} : { host }),
+          ...(opts.reusePort ? { reusePort: true } : {}),
+        },
+        () => {
+          server.off("error", onError);
+          resolve();
+        },
+      );
+    });
+    return new Listener(server, opts, factory);
+  }
+
+  get isOpen(): boolean {
+    return this.closing === undefined;
+  }
+
+  /** A copy of the counters. */
+  stats(): ListenerStats {
+    return { ...this.counters };
+  }
+
+  /** Count a failed handshake (TLS listeners call this for lazy conns too). */
+  countHandshakeFailure(): void {
+    this.counters.handshakeFailures++;
+  }
+
+  /** The next connection. Rejects with ClosedError once closed, DeadlineExceededError on deadline. */
+  accept(opts?: OpOptions): Promise<C> {
+    if (this.opts.handler) {
+      return Promise.reject(
+        new TypeError("this listener runs its own handler; accept() is not available"),
+      );
+    }
+    try {
+      checkOpOptions(opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (this.closing) return Promise.reject(this.closedError());
+    const expiry = Math.min(this.deadline, expiryAfter(opts?.timeout));
+    if (expiry <= performance.now()) return Promise.reject(this.deadlineError());
+    const signal = opts?.signal;
+    if (signal?.aborted) return Promise.reject(abortReason(signal));
+    const ready = this.queue.shift();
+    if (ready) return Promise.resolve(ready);
+    return new Promise<C>((resolve, reject) => {
+      const w: AcceptWaiter<C> = {
+        resolve,
+        reject,
+        expiry,
+        timer: undefined,
+        signal,
+        onAbort: undefined,
+      };
+      if (expiry !== NEVER) w.timer = setTimeout(() => this.expire(w), msUntil(expiry));
+      if (signal) {
+        w.onAbort = () => this.settle(w, abortReason(signal));
+        signal.addEventListener("abort", w.onAbort, { once: true });
+      }
+      this.waiters.push(w);
+    });
+  }
+
+  /** Deadline for accept() calls, pending ones included; null or 0 clears it. */
+  setDeadline(t: Date | number | null): void {
+    this.deadline = toMonotonic(t, "accept deadline");
+    clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = undefined;
+    if (this.deadline === NEVER || this.waiters.length === 0) return;
+    this.deadlineTimer = setTimeout(() => {
+      for (const w of [...this.waiters]) if (w.expiry >= this.deadline) this.expire(w, true);
+    }, msUntil(this.deadline));
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<C> {
+    for (;;) {
+      try {
+        yield await this.accept();
+      } catch (err) {
+        if (err instanceof ClosedError && this.closing) return;
+        throw err;
+      }
+    }
+  }
+
+  /**
+   * Stop accepting. Pending accept() calls reject with ClosedError, conns not
+   * yet accepted are closed. Handler conns get `graceful` ms (default 0) to
+   * finish, then are closed. Conns returned by accept() belong to the caller.
+   */
+  close(opts?: { graceful?: number }): Promise<void> {
+    if (this.closing) return this.closing;
+    const graceful = opts?.graceful ?? 0;
+    if (typeof graceful !== "number" || !(graceful >= 0)) {
+      throw new RangeError(`close({ graceful }) takes ms >= 0, got ${String(graceful)}`);
+    }
+    this.closing = this.shutdown(graceful);
+    return this.closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  private async shutdown(graceful: number): Promise<void> {
+    const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    clearTimeout(this.deadlineTimer);
+    for (const w of this.waiters.splice(0)) this.settle(w, this.closedError(), false);
+    for (const c of this.queue.splice(0)) void c.close();
+    const running = [...this.handled.values()];
+    if (running.length > 0 && graceful > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled(running),
+        new Promise((r) => {
+          timer = setTimeout(r, graceful);
+        }),
+      ]);
+      clearTimeout(timer);
+    }
+    await Promise.all([...this.handled.keys()].map((c) => c.close()));
+    await serverClosed;
+  }
+
+  private onConnection(socket: Socket): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    const max = this.opts.maxConnections;
+    const full = max !== undefined && this.counters.active >= max;
+    const backed = !this.opts.handler && this.queue.length >= this.backlog;
+    if (full || backed) {
+      this.counters.rejected++;
+      socket.on("error", noop);
+      socket.destroy();
+      return;
+    }
+    this.counters.accepted++;
+    this.counters.active++;
+    this.sockets.add(socket);
+    socket.once("close", () => {
+      this.counters.active--;
+      this.sockets.delete(socket);
+    });
+    let conn: C;
+    try {
+      conn = this.factory.wrap(socket);
+    } catch (err) {
+      socket.destroy();
+      this.report(asError(err), undefined);
+      return;
+    }
+    if (this.opts.handler) {
+      const run = this.runHandler(conn);
+      this.handled.set(conn, run);
+      void run.finally(() => this.handled.delete(conn));
+      return;
+    }
+    const w = this.waiters.shift();
+    if (w) this.settle(w, undefined, true, conn);
+    else this.queue.push(conn);
+  }
+
+  private async runHandler(conn: C): Promise<void> {
+    const remoteAddr = conn.remoteAddr;
+    try {
+      if (this.factory.prepare) {
+        try {
+          await this.factory.prepare(conn);
+        } catch (err) {
+          this.counters.handshakeFailures++;
+          this.report(asError(err), remoteAddr);
+          return;
+        }
+      }
+      const handler = this.factory.pick?.(conn) ?? this.opts.handler!;
+      await handler(conn);
+    } catch (err) {
+      this.report(asError(err), remoteAddr);
+    } finally {
+      await conn.close();
+    }
+  }
+
+  private report(err: Error, remoteAddr: SocketAddr | undefined): void {
+    const onError = this.opts.onError;
+    if (!onError) return;
+    try {
+      onError(err, remoteAddr === undefined ? {} : { remoteAddr });
+    } catch {
+      // A throwing onError must not take the listener down.
+    }
+  }
+
+  private expire(w: AcceptWaiter<C>, byDeadline = false): void {
+    if (!byDeadline && performance.now() + 1 < Math.min(w.expiry, this.deadline)) return;
+    this.settle(w, this.deadlineError());
+  }
+
+  private settle(w: AcceptWaiter<C>, err: unknown, remove = true, conn?: C): void {
+    clearTimeout(w.timer);
+    if (w.onAbort) w.signal?.removeEventListener("abort", w.onAbort);
+    if (remove) {
+      const i = this.waiters.indexOf(w);
+      if (i >= 0) this.waiters.splice(i, 1);
+    }
+    if (conn) w.resolve(conn);
+    else w.reject(err);
+  }
+
+  private closedError(): ClosedError {
+    return new ClosedError(`listener on ${this.addr} is closed`);
+  }
+
+  private deadlineError(): DeadlineExceededError {
+    return new DeadlineExceededError("accept", `accept on ${this.addr} timed out`);
+  }
+}
+
+function noop(): void {}
+
+function checkListenOptions<C>(opts: ListenOptions<C>): void {
+  if (typeof opts !== "object" || opts === null) {
+    throw new ConfigError("listen options must be an object with at least { addr }", {
+      field: "options",
+    });
+  }
+  if (opts.addr === undefined) {
+    throw new ConfigError('listen needs addr, e.g. { addr: "127.0.0.1:0" }', { field: "addr" });
+  }
+  const positiveInt = (name: string, v: unknown) => {
+    if (v !== undefined && (typeof v !== "number" || !Number.isInteger(v) || v < 0)) {
+      throw new ConfigError(`${name} must be an integer >= 0, got ${String(v)}`, { field: name });
+    }
+  };
+  positiveInt("backlog", opts.backlog);
+  positiveInt("maxConnections", opts.maxConnections);
+  for (const name of ["handler", "onError"] as const) {
+    if (opts[name] !== undefined && typeof opts[name] !== "function") {
+      throw new ConfigError(`${name} must be a function`, { field: name });
+    }
+  }
+}

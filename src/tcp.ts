@@ -1,0 +1,34 @@
+/**
+ * Plain TCP: `tcp.connect` and `tcp.listen`, both giving {@link Conn}s.
+ *
+ * @example
+ * ```ts
+ * import { tcp } from "tlsnet";
+ * const ln = await tcp.listen({
+ *   addr: "127.0.0.1:7000",
+ *   handler: async (conn) => { for await (const chunk of conn) await conn.write(chunk) },
+ * });
+ * const conn = await tcp.connect(ln.addr.toString());
+ * ```
+ * @module
+ */
+import type { Address } from "./addr.ts";
+import { Conn } from "./conn.ts";
+import { type DialOptions, dial } from "./dial.ts";
+import { Listener, type ListenOptions } from "./listener.ts";
+
+/** Options of tcp.listen. */
+export type TCPListenOptions = ListenOptions<Conn>;
+
+const plain = { wrap: (socket: import("node:net").Socket) => new Conn(socket) };
+
+/** Connect over TCP (Happy Eyeballs across the host's addresses). */
+export async function connect(address: Address, opts: DialOptions = {}): Promise<Conn> {
+  const { socket } = await dial(address, opts);
+  return new Conn(socket);
+}
+
+/** Listen for TCP connections. */
+export function listen(opts: TCPListenOptions): Promise<Listener<Conn>> {
+  return Listener.open(opts, plain);
+}
