@@ -166,7 +166,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       return;
     }
     this.clearReadWait();
-    w.reject(new DeadlineExceededError("read", `read from ${this.peerName} timed out`));
+    w.reject(this.readTimeoutError());
   };
   private readonly onWriteTimeout = () => {
     this.writeTimer = undefined;
@@ -484,6 +484,9 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
         await ready;
         this.checkUsable();
       }
+      if (Math.min(this.readDeadline, callExpiry) <= performance.now()) {
+        throw this.readTimeoutError(); // a deadline in the past fails at once, data or not
+      }
       for (;;) {
         const result = attempt();
         if (result !== undefined) return result;
@@ -495,6 +498,13 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       this.readers.release();
       this.updateFlow();
     }
+  }
+
+  private readTimeoutError(): DeadlineExceededError {
+    return new DeadlineExceededError(
+      "read",
+      `read from ${this.peerName} timed out; buffered data is kept for the next read`,
+    );
   }
 
   private checkUsable(): void {
@@ -510,11 +520,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   private waitReadable(callExpiry: number, signal: AbortSignal | undefined): Promise<void> {
     if (signal?.aborted) return Promise.reject(abortReason(signal));
     const expiry = Math.min(this.readDeadline, callExpiry);
-    if (expiry <= performance.now()) {
-      return Promise.reject(
-        new DeadlineExceededError("read", `read from ${this.peerName} timed out`),
-      );
-    }
+    if (expiry <= performance.now()) return Promise.reject(this.readTimeoutError());
     return new Promise<void>((resolve, reject) => {
       this.readWaiter = { resolve, reject };
       this.readCallExpiry = callExpiry;
@@ -589,6 +595,10 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       if (ready) {
         await ready;
         this.checkWritable();
+      }
+      if (Math.min(this.writeDeadline, callExpiry) <= performance.now()) {
+        // Nothing was handed over yet, so this failure is not permanent.
+        throw new DeadlineExceededError("write", `write to ${this.peerName} timed out`);
       }
       const t = this.transport!;
       if (typeof data === "string" || data instanceof Uint8Array) {

@@ -237,7 +237,9 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
   }
 
   private async shutdown(graceful: number): Promise<void> {
-    const serverClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    // server.close() stops listening at once; its callback would also wait for the
+    // conns handed out by accept(), which belong to the caller, so it is not awaited.
+    this.server.close();
     clearTimeout(this.deadlineTimer);
     for (const w of this.waiters.splice(0)) this.settle(w, this.closedError(), false);
     for (const c of this.queue.splice(0)) void c.close();
@@ -253,7 +255,6 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
       clearTimeout(timer);
     }
     await Promise.all([...this.handled.keys()].map((c) => c.close()));
-    await serverClosed;
   }
 
   private onConnection(socket: Socket): void {

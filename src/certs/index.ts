@@ -15,8 +15,9 @@
  * @module
  */
 
-// The shim must be evaluated before @peculiar/x509 loads (see reflect.ts).
-import "./reflect.ts";
+// @peculiar/x509's dependency injection (tsyringe) needs the Reflect metadata polyfill
+// loaded before it; side-effect imports keep their place.
+import "reflect-metadata";
 
 import { randomBytes } from "node:crypto";
 import { isIP } from "node:net";
@@ -239,14 +240,10 @@ class DevCA implements CA {
       chain: chainPems.join(""),
     };
     if (!plan.intermediate) return result;
-    const ca = await DevCA.create({
-      cert,
-      keys,
-      keyType: plan.keyType,
-      skiHex: ski.keyId,
-      chainAbove: chainPems,
-      pathLen: 0,
-    });
+    const ca = new DevCA(
+      { cert, keys, keyType: plan.keyType, skiHex: ski.keyId, chainAbove: chainPems, pathLen: 0 },
+      result.key,
+    );
     return { ...result, ca };
   }
 }
