@@ -139,9 +139,8 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     this.wakeReader();
   };
   private readonly onError = (err: Error) => {
-    const mapped = mapError(err, { op: "read", peer: this.peerName });
-    this.readError ??= mapped;
-    this.writeError ??= mapError(err, { op: "write", peer: this.peerName });
+    this.readError ??= this.mapTransportError(err, "read");
+    this.writeError ??= this.mapTransportError(err, "write");
     this.wakeReader();
     this.failWriter(this.writeError);
   };
@@ -203,7 +202,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    * Wrap a connected socket. `transport` may be omitted by subclasses that
    * attach one later (TLS wraps the TCP socket on first use).
    */
-  constructor(socket: Socket, transport: Transport | undefined = socket) {
+  constructor(socket: Socket, transport: Transport | null = socket) {
     this.baseSocket = socket;
     this.remoteAddr = new SocketAddr(
       socket.remoteAddress ?? "0.0.0.0",
@@ -256,6 +255,23 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     t.off("error", this.onError);
     t.on("error", noop);
     return t;
+  }
+
+  /** Map a transport error for this kind of conn (TLSConn knows TLS reasons). */
+  protected mapTransportError(err: unknown, op: "read" | "write"): TlsnetError {
+    return mapError(err, { op, peer: this.peerName });
+  }
+
+  /** The earlier of the read and write deadlines (monotonic), for work that does both. */
+  protected get ioDeadline(): number {
+    return Math.min(this.readDeadline, this.writeDeadline);
+  }
+
+  /** A Conn that only reports addresses: the TCP conn under a TLS conn that owns the socket. */
+  static addressView(socket: Socket): Conn {
+    const view = new Conn(socket, null);
+    view.upgraded = true;
+    return view;
   }
 
   /** Hook for subclasses: a promise to wait for before any I/O (the TLS handshake). */
@@ -484,6 +500,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
         await ready;
         this.checkUsable();
       }
+      if (!this.transport) throw new ClosedError(this.closedMessage());
       if (Math.min(this.readDeadline, callExpiry) <= performance.now()) {
         throw this.readTimeoutError(); // a deadline in the past fails at once, data or not
       }
@@ -596,6 +613,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
         await ready;
         this.checkWritable();
       }
+      if (!this.transport) throw new ClosedError(this.closedMessage());
       if (Math.min(this.writeDeadline, callExpiry) <= performance.now()) {
         // Nothing was handed over yet, so this failure is not permanent.
         throw new DeadlineExceededError("write", `write to ${this.peerName} timed out`);

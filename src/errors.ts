@@ -222,3 +222,118 @@ function splitPeer(peer: string | undefined): [string, number] {
 export function asError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
+
+/** OpenSSL/Node TLS error codes and what they mean to a person. */
+const TLS_HINTS: Record<string, string> = {
+  ERR_SSL_WRONG_VERSION_NUMBER:
+    "the peer does not speak TLS here (plaintext service, or a TLS version it refuses); check the port",
+  ERR_SSL_PACKET_LENGTH_TOO_LONG: "the peer does not speak TLS here (plaintext?); check the port",
+  ERR_SSL_HTTP_REQUEST: "the client sent a plain HTTP request to a TLS port; use https://",
+  ERR_SSL_UNSUPPORTED_PROTOCOL:
+    "no TLS version in common (tlsnet speaks TLS 1.2 and 1.3); the peer is too old or misconfigured",
+  ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION:
+    "the peer refused our TLS version range; check minVersion/maxVersion on both sides",
+  ERR_SSL_NO_PROTOCOLS_AVAILABLE: "no TLS version enabled; check minVersion/maxVersion",
+  ERR_SSL_NO_SHARED_CIPHER: "no cipher suite in common; check ciphers on both sides",
+  ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE:
+    "the peer aborted the handshake (no common cipher, version or signature algorithm?)",
+  ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL:
+    "the server supports none of the ALPN protocols we offered",
+  ERR_SSL_NO_APPLICATION_PROTOCOL: "the client offered no ALPN protocol this server supports",
+  ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED:
+    "the server requires a client certificate; set certs (or certFile/keyFile) on the client",
+  ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE: "the client did not provide a certificate",
+  ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE: "the peer rejected our certificate",
+  ERR_SSL_TLSV1_ALERT_UNKNOWN_CA:
+    "the peer does not trust the CA that signed our certificate (server rejected the client certificate?)",
+  ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED: "the peer says our certificate has expired",
+  ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN: "the peer rejected our certificate",
+  ERR_SSL_TLSV1_ALERT_DECRYPT_ERROR: "the peer could not verify our handshake signature",
+  ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC: "a TLS record failed integrity checks",
+  ERR_SSL_SSLV3_ALERT_UNEXPECTED_MESSAGE: "the peer sent or received an unexpected TLS message",
+  ERR_SSL_UNEXPECTED_MESSAGE: "the peer sent an unexpected TLS message",
+  ERR_SSL_RECORD_LAYER_FAILURE: "malformed TLS record from the peer",
+  ERR_SSL_UNEXPECTED_EOF_WHILE_READING: "the peer closed the connection without close_notify",
+  ERR_TLS_CERT_ALTNAME_INVALID: "the certificate does not cover the host name",
+};
+
+/** Certificate verification reasons (OpenSSL's X509_V_ERR names as Node reports them). */
+const CERT_HINTS: Record<string, string> = {
+  CERT_HAS_EXPIRED: "has expired",
+  CERT_NOT_YET_VALID: "is not yet valid",
+  DEPTH_ZERO_SELF_SIGNED_CERT: "is self-signed and not trusted",
+  SELF_SIGNED_CERT_IN_CHAIN: "chains to a self-signed root that is not trusted",
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    "cannot be verified: its issuer is unknown (missing intermediate, or an untrusted CA)",
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    "is signed by an unknown authority (missing intermediate, or an untrusted CA)",
+  UNABLE_TO_GET_ISSUER_CERT: "is signed by an unknown authority",
+  CERT_SIGNATURE_FAILURE: "has a bad signature",
+  CERT_REVOKED: "has been revoked",
+  INVALID_PURPOSE: "is not valid for this purpose (check its extended key usage)",
+  CERT_UNTRUSTED: "is not trusted",
+  CERT_REJECTED: "was rejected",
+  HOSTNAME_MISMATCH: "does not match the host name",
+  ERR_TLS_CERT_ALTNAME_INVALID: "does not match the host name",
+};
+
+/** What to do about a certificate failure, per reason. */
+function certAdvice(reason: string): string {
+  if (reason === "CERT_HAS_EXPIRED" || reason === "CERT_NOT_YET_VALID") {
+    return "renew it or fix the clock";
+  }
+  if (reason === "ERR_TLS_CERT_ALTNAME_INVALID" || reason === "HOSTNAME_MISMATCH") {
+    return "connect with a name the certificate covers, or set serverName";
+  }
+  return "pass the issuing CA in ca/caFile, or have the server send its full chain";
+}
+
+/**
+ * A CertificateError for a failed verification.
+ * @example certificate for 'localhost' has expired (notAfter 2020-01-31); renew it or fix the clock
+ */
+export function certificateError(opts: {
+  reason: string;
+  host: string | undefined;
+  subject: string | undefined;
+  validTo?: Date | undefined;
+  validFrom?: Date | undefined;
+  role: "client" | "server";
+  cause?: unknown;
+}): CertificateError {
+  const whose = opts.role === "server" ? "client certificate" : "certificate";
+  const of = opts.host ? ` for '${opts.host}'` : "";
+  const subj = opts.subject ? ` (subject ${opts.subject})` : "";
+  const what = CERT_HINTS[opts.reason] ?? `failed verification (${opts.reason})`;
+  let when = "";
+  if (opts.reason === "CERT_HAS_EXPIRED" && opts.validTo) {
+    when = ` (notAfter ${opts.validTo.toISOString().slice(0, 10)})`;
+  } else if (opts.reason === "CERT_NOT_YET_VALID" && opts.validFrom) {
+    when = ` (notBefore ${opts.validFrom.toISOString().slice(0, 10)})`;
+  }
+  return new CertificateError(
+    `${whose}${of}${subj} ${what}${when}; ${certAdvice(opts.reason)} [${opts.reason}]`,
+    { reason: opts.reason, host: opts.host, subject: opts.subject, cause: opts.cause },
+  );
+}
+
+/** Map an error from a TLS socket (handshake, read, write) onto tlsnet's classes. */
+export function mapTLSError(err: unknown, ctx: ErrorContext): TlsnetError {
+  if (err instanceof TlsnetError) return err;
+  const code = errorCode(err);
+  const hint = code === undefined ? undefined : TLS_HINTS[code];
+  if (hint === undefined) {
+    if (code === "ECONNRESET" && ctx.op === "handshake") {
+      const where = ctx.peer ? ` with ${ctx.peer}` : "";
+      return new ConnectionResetError(
+        `TLS handshake${where} failed: the peer closed or reset the connection before it finished ` +
+          "(does it speak TLS on this port? does it accept our certificate and versions?)",
+        { cause: err },
+      );
+    }
+    return mapError(err, ctx);
+  }
+  const where = ctx.peer ? ` with ${ctx.peer}` : "";
+  const phase = ctx.op === "handshake" ? "TLS handshake" : `TLS ${ctx.op}`;
+  return new TLSError(`${phase}${where} failed: ${hint} [${code}]`, { reason: code, cause: err });
+}

@@ -33,3 +33,15 @@ export {
 export { Listener, type ListenerStats, type ListenOptions } from "./listener.ts";
 export type { TCPListenOptions } from "./tcp.ts";
 export * as tcp from "./tcp.ts";
+export type {
+  CertEntry,
+  ClientAuth,
+  ConnectionState,
+  PeerCertificate,
+  ReloadOptions,
+  TLSListenOptions,
+  TLSOptions,
+  TLSVersion,
+} from "./tls/index.ts";
+export * as tls from "./tls/index.ts";
+export { TLSConfig, TLSConn, TLSListener } from "./tls/index.ts";

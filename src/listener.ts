@@ -56,9 +56,9 @@ export interface ListenerStats {
 export interface ConnFactory<C extends Conn> {
   wrap(socket: Socket): C;
   /** Runs before a handler gets the conn (TLS: the handshake); a failure counts as a handshake failure. */
-  prepare?(conn: C): Promise<void>;
+  prepare?: ((conn: C) => Promise<void>) | undefined;
   /** The handler for this conn (TLS: by ALPN protocol); default: options.handler. */
-  pick?(conn: C): ((conn: C) => void | Promise<void>) | undefined;
+  pick?: ((conn: C) => ((conn: C) => void | Promise<void>) | undefined) | undefined;
 }
 
 type AcceptWaiter<C> = {
@@ -99,7 +99,8 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     handshakeFailures: 0,
   };
 
-  private constructor(server: Server, opts: ListenOptions<C>, factory: ConnFactory<C>) {
+  /** Use tcp.listen / tls.listen; subclasses pass a server from {@link bindServer}. */
+  protected constructor(server: Server, opts: ListenOptions<C>, factory: ConnFactory<C>) {
     this.server = server;
     this.opts = opts;
     this.factory = factory;
@@ -116,32 +117,7 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     opts: ListenOptions<C>,
     factory: ConnFactory<C>,
   ): Promise<Listener<C>> {
-    checkListenOptions(opts);
-    const { host, port } = parseAddress(opts.addr, true);
-    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true });
-    const where = formatHostPort(host, port);
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error) => {
-        const why = describeSystemError(err) ?? err.message;
-        reject(
-          new ListenError(`cannot listen on ${where}: ${why}`, { address: where, cause: err }),
-        );
-      };
-      server.once("error", onError);
-      server.listen(
-        {
-          port,
-          backlog: opts.backlog ?? 511,
-          ...(host === undefined ? {} : { host }),
-          ...(opts.reusePort ? { reusePort: true } : {}),
-        },
-        () => {
-          server.off("error", onError);
-          resolve();
-        },
-      );
-    });
-    return new Listener(server, opts, factory);
+    return new Listener(await bindServer(opts), opts, factory);
   }
 
   get isOpen(): boolean {
@@ -304,21 +280,23 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
         try {
           await this.factory.prepare(conn);
         } catch (err) {
-          this.counters.handshakeFailures++;
-          this.report(asError(err), remoteAddr);
+          this.report(asError(err), remoteAddr); // counted by the conn's handshake hook
           return;
         }
       }
       const handler = this.factory.pick?.(conn) ?? this.opts.handler!;
       await handler(conn);
     } catch (err) {
+      // A conn closed by the listener's own shutdown is not the handler's failure.
+      if (this.closing && err instanceof ClosedError) return;
       this.report(asError(err), remoteAddr);
     } finally {
       await conn.close();
     }
   }
 
-  private report(err: Error, remoteAddr: SocketAddr | undefined): void {
+  /** Tell onError, never letting it throw into the listener. */
+  protected report(err: Error, remoteAddr: SocketAddr | undefined): void {
     const onError = this.opts.onError;
     if (!onError) return;
     try {
@@ -351,6 +329,34 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
   private deadlineError(): DeadlineExceededError {
     return new DeadlineExceededError("accept", `accept on ${this.addr} timed out`);
   }
+}
+
+/** Validate listen options and bind a paused-on-connect, half-open-capable server. */
+export async function bindServer<C>(opts: ListenOptions<C>): Promise<Server> {
+  checkListenOptions(opts);
+  const { host, port } = parseAddress(opts.addr, true);
+  const server = createServer({ allowHalfOpen: true, pauseOnConnect: true });
+  const where = formatHostPort(host, port);
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error) => {
+      const why = describeSystemError(err) ?? err.message;
+      reject(new ListenError(`cannot listen on ${where}: ${why}`, { address: where, cause: err }));
+    };
+    server.once("error", onError);
+    server.listen(
+      {
+        port,
+        backlog: opts.backlog ?? 511,
+        ...(host === undefined ? {} : { host }),
+        ...(opts.reusePort ? { reusePort: true } : {}),
+      },
+      () => {
+        server.off("error", onError);
+        resolve();
+      },
+    );
+  });
+  return server;
 }
 
 function noop(): void {}

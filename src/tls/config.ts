@@ -1,0 +1,496 @@
+/**
+ * TLS configuration: options are validated once (ConfigError naming the field,
+ * before any I/O), files are read once, and the result is a frozen, reusable
+ * TLSConfig that owns one SecureContext per certificate entry.
+ * @module
+ */
+import { createHash, createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import {
+  createSecureContext,
+  rootCertificates,
+  type SecureContext,
+  type SecureContextOptions,
+} from "node:tls";
+import { checkTimeout } from "../deadline.ts";
+import { asError, ConfigError, errorCode } from "../errors.ts";
+import type { ConnectionState } from "./state.ts";
+
+/** TLS protocol versions tlsnet speaks. Older ones are refused. */
+export type TLSVersion = "TLSv1.2" | "TLSv1.3";
+
+/** Client-certificate policy of a server, with Go's semantics. */
+export type ClientAuth =
+  | "none"
+  | "request"
+  | "require-any"
+  | "verify-if-given"
+  | "require-and-verify";
+
+/** One certificate (chain) with its private key, PEM. */
+export interface CertEntry {
+  cert: string | Buffer;
+  key: string | Buffer;
+  passphrase?: string | undefined;
+}
+
+/** Everything TLS about a client or server. See docs/api.md. */
+export interface TLSOptions {
+  certs?: CertEntry[] | undefined;
+  certFile?: string | undefined;
+  keyFile?: string | undefined;
+  verifyPeer?: boolean | undefined;
+  serverName?: string | undefined;
+  ca?: string | Buffer | Array<string | Buffer> | undefined;
+  caFile?: string | undefined;
+  clientAuth?: ClientAuth | undefined;
+  clientCa?: string | Buffer | Array<string | Buffer> | undefined;
+  clientCaFile?: string | undefined;
+  verifyConnection?: ((state: ConnectionState) => void | Promise<void>) | undefined;
+  alpnProtocols?: string[] | undefined;
+  minVersion?: TLSVersion | undefined;
+  maxVersion?: TLSVersion | undefined;
+  ciphers?: string | undefined;
+  handshakeTimeout?: number | undefined;
+  sessionCache?: boolean | number | undefined;
+  ticketKeys?: Buffer | undefined;
+  keyLog?: ((line: string) => void) | undefined;
+}
+
+/** A certificate entry after validation: PEM text, the parsed leaf, and the names it serves. */
+export interface Identity {
+  readonly cert: string;
+  readonly key: string;
+  readonly passphrase: string | undefined;
+  readonly leaf: X509Certificate;
+  /** DNS names from the SAN (or CN without SAN), lower-case; wildcards kept as "*.x". */
+  readonly names: readonly string[];
+}
+
+const CLIENT_AUTH_MODES: readonly ClientAuth[] = [
+  "none",
+  "request",
+  "require-any",
+  "verify-if-given",
+  "require-and-verify",
+];
+const VERSION_RANK: Record<TLSVersion, number> = { "TLSv1.2": 2, "TLSv1.3": 3 };
+const DEFAULT_SERVER_HANDSHAKE_TIMEOUT = 10_000;
+const DEFAULT_SESSION_CACHE = 100;
+
+/**
+ * A validated, frozen TLS configuration. Build it once with `tls.config()` and
+ * pass it to any number of connects or listeners; contexts are built lazily,
+ * once, and shared by every connection.
+ */
+export class TLSConfig {
+  readonly identities: readonly Identity[];
+  readonly verifyPeer: boolean;
+  readonly serverName: string | undefined;
+  /** Trusted roots (PEM), or undefined for Node's bundled roots. */
+  readonly ca: readonly string[] | undefined;
+  readonly clientAuth: ClientAuth;
+  readonly clientCa: readonly string[] | undefined;
+  readonly verifyConnection: TLSOptions["verifyConnection"];
+  readonly alpnProtocols: readonly string[] | undefined;
+  readonly minVersion: TLSVersion;
+  readonly maxVersion: TLSVersion;
+  readonly ciphers: string | undefined;
+  /** Server handshake timeout in ms (0 = none). */
+  readonly handshakeTimeout: number;
+  /** Explicit client handshake timeout, if the caller gave one. */
+  readonly clientHandshakeTimeout: number | undefined;
+  /** Client session cache size (0 = off). */
+  readonly sessionCacheSize: number;
+  readonly ticketKeys: Buffer | undefined;
+  readonly keyLog: TLSOptions["keyLog"];
+
+  /** Contexts built on first use; a holder object because the config itself is frozen. */
+  private readonly contexts: { client?: SecureContext; server?: SecureContext[] } = {};
+
+  /** Use `tls.config(opts)`. */
+  constructor(opts: TLSOptions) {
+    if (typeof opts !== "object" || opts === null) {
+      throw new ConfigError("TLS options must be an object", { field: "options" });
+    }
+    this.identities = Object.freeze(readIdentities(opts));
+    this.verifyPeer = optBool(opts.verifyPeer, "verifyPeer", true);
+    this.serverName = checkServerName(opts.serverName);
+    this.ca = readPemList(opts.ca, opts.caFile, "ca", "caFile");
+    this.clientAuth = opts.clientAuth ?? "none";
+    if (!CLIENT_AUTH_MODES.includes(this.clientAuth)) {
+      throw new ConfigError(
+        `clientAuth must be one of ${CLIENT_AUTH_MODES.join(", ")}; got ${JSON.stringify(opts.clientAuth)}`,
+        { field: "clientAuth" },
+      );
+    }
+    this.clientCa = readPemList(opts.clientCa, opts.clientCaFile, "clientCa", "clientCaFile");
+    if (
+      (this.clientAuth === "verify-if-given" || this.clientAuth === "require-and-verify") &&
+      this.clientCa === undefined
+    ) {
+      throw new ConfigError(
+        `clientAuth "${this.clientAuth}" verifies client certificates and needs clientCa or clientCaFile`,
+        { field: "clientCa" },
+      );
+    }
+    this.verifyConnection = optFunction(opts.verifyConnection, "verifyConnection");
+    this.keyLog = optFunction(opts.keyLog, "keyLog");
+    this.alpnProtocols = checkAlpn(opts.alpnProtocols);
+    this.minVersion = checkVersion(opts.minVersion, "minVersion", "TLSv1.2");
+    this.maxVersion = checkVersion(opts.maxVersion, "maxVersion", "TLSv1.3");
+    if (VERSION_RANK[this.minVersion] > VERSION_RANK[this.maxVersion]) {
+      throw new ConfigError(
+        `minVersion ${this.minVersion} is above maxVersion ${this.maxVersion}`,
+        { field: "minVersion" },
+      );
+    }
+    if (opts.ciphers !== undefined && (typeof opts.ciphers !== "string" || opts.ciphers === "")) {
+      throw new ConfigError("ciphers must be a non-empty OpenSSL cipher list string", {
+        field: "ciphers",
+      });
+    }
+    this.ciphers = opts.ciphers;
+    if (opts.handshakeTimeout !== undefined) {
+      fieldCheck("handshakeTimeout", () => checkTimeout(opts.handshakeTimeout, "handshakeTimeout"));
+    }
+    this.handshakeTimeout = opts.handshakeTimeout ?? DEFAULT_SERVER_HANDSHAKE_TIMEOUT;
+    this.clientHandshakeTimeout = opts.handshakeTimeout;
+    this.sessionCacheSize = checkSessionCache(opts.sessionCache);
+    if (opts.ticketKeys !== undefined) {
+      if (!Buffer.isBuffer(opts.ticketKeys) || opts.ticketKeys.length !== 48) {
+        throw new ConfigError(
+          `ticketKeys must be a Buffer of exactly 48 bytes (crypto.randomBytes(48)), got ${
+            Buffer.isBuffer(opts.ticketKeys)
+              ? `${opts.ticketKeys.length} bytes`
+              : typeof opts.ticketKeys
+          }`,
+          { field: "ticketKeys" },
+        );
+      }
+      this.ticketKeys = Buffer.from(opts.ticketKeys);
+    } else {
+      this.ticketKeys = undefined;
+    }
+    if (this.ciphers !== undefined) {
+      // Let OpenSSL judge the cipher string now, not at the first handshake.
+      fieldCheck("ciphers", () => createSecureContext({ ciphers: this.ciphers! }));
+    }
+    this.sessionScope = this.scope();
+    Object.freeze(this);
+  }
+
+  /**
+   * Identifies what a resumed session may be trusted under: configs that verify
+   * the same way and present the same identity share client sessions.
+   */
+  readonly sessionScope: string;
+
+  private scope(): string {
+    const h = createHash("sha256");
+    const parts = [
+      String(this.verifyPeer),
+      this.serverName ?? "",
+      ...(this.ca ?? ["<bundled roots>"]),
+      this.identities[0]?.cert ?? "",
+      ...(this.alpnProtocols ?? []),
+      this.minVersion,
+      this.maxVersion,
+      this.ciphers ?? "",
+    ];
+    for (const p of parts) h.update(p).update("\0");
+    return h.digest("hex");
+  }
+
+  /** The client's context (trust roots, our certificate for mTLS, versions), built once. */
+  clientContext(): SecureContext {
+    if (!this.contexts.client) {
+      const id = this.identities[0];
+      this.contexts.client = createSecureContext({
+        ...this.baseContextOptions(),
+        ...(this.ca ? { ca: [...this.ca] } : {}),
+        ...(id ? identityOptions(id) : {}),
+      });
+    }
+    return this.contexts.client;
+  }
+
+  /** One server context per identity, in order; index 0 is the default. Built once. */
+  serverContexts(): SecureContext[] {
+    if (!this.contexts.server) {
+      if (this.identities.length === 0) {
+        throw new ConfigError("a TLS server needs a certificate: set certs or certFile/keyFile", {
+          field: "certs",
+        });
+      }
+      this.contexts.server = this.identities.map((id) => {
+        const ctx = createSecureContext({
+          ...this.baseContextOptions(),
+          ...identityOptions(id),
+          ...(this.clientCa ? { ca: [...this.clientCa] } : {}),
+        });
+        if (this.ticketKeys) ctx.context.setTicketKeys(this.ticketKeys);
+        return ctx;
+      });
+    }
+    return this.contexts.server;
+  }
+
+  private baseContextOptions(): SecureContextOptions {
+    return {
+      minVersion: this.minVersion,
+      maxVersion: this.maxVersion,
+      ...(this.ciphers ? { ciphers: this.ciphers } : {}),
+    };
+  }
+}
+
+/** Validate and freeze TLS options into a reusable TLSConfig. Throws ConfigError. */
+export function config(opts: TLSOptions | TLSConfig): TLSConfig {
+  return opts instanceof TLSConfig ? opts : new TLSConfig(opts);
+}
+
+function identityOptions(id: Identity): SecureContextOptions {
+  return { cert: id.cert, key: id.key, ...(id.passphrase ? { passphrase: id.passphrase } : {}) };
+}
+
+function fieldCheck(field: string, fn: () => void): void {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError(`invalid ${field}: ${asError(err).message}`, { field, cause: err });
+  }
+}
+
+function optBool(v: unknown, field: string, dflt: boolean): boolean {
+  if (v === undefined) return dflt;
+  if (typeof v !== "boolean") {
+    throw new ConfigError(`${field} must be true or false, got ${typeof v}`, { field });
+  }
+  return v;
+}
+
+function optFunction<T>(v: T, field: string): T {
+  if (v !== undefined && typeof v !== "function") {
+    throw new ConfigError(`${field} must be a function`, { field });
+  }
+  return v;
+}
+
+function checkServerName(v: unknown): string | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== "string" || v === "") {
+    throw new ConfigError("serverName must be a non-empty string", { field: "serverName" });
+  }
+  return v.replace(/\.$/, "");
+}
+
+function checkVersion(v: unknown, field: string, dflt: TLSVersion): TLSVersion {
+  if (v === undefined) return dflt;
+  if (v === "TLSv1.2" || v === "TLSv1.3") return v;
+  const old = v === "TLSv1" || v === "TLSv1.1" || v === "SSLv3";
+  throw new ConfigError(
+    old
+      ? `${field} ${v} is insecure and not supported; use "TLSv1.2" or "TLSv1.3"`
+      : `${field} must be "TLSv1.2" or "TLSv1.3", got ${JSON.stringify(v)}`,
+    { field },
+  );
+}
+
+function checkAlpn(v: unknown): readonly string[] | undefined {
+  if (v === undefined) return undefined;
+  if (!Array.isArray(v)) {
+    throw new ConfigError('alpnProtocols must be an array like ["h2", "http/1.1"]', {
+      field: "alpnProtocols",
+    });
+  }
+  v.forEach((p, i) => {
+    const len = typeof p === "string" ? Buffer.byteLength(p) : 0;
+    if (typeof p !== "string" || len === 0 || len > 255) {
+      throw new ConfigError(
+        `alpnProtocols[${i}] must be a protocol name of 1..255 bytes, got ${JSON.stringify(p)}`,
+        { field: `alpnProtocols[${i}]` },
+      );
+    }
+  });
+  return Object.freeze([...v]);
+}
+
+function checkSessionCache(v: unknown): number {
+  if (v === undefined || v === true) return DEFAULT_SESSION_CACHE;
+  if (v === false) return 0;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 0) {
+    throw new ConfigError(`sessionCache must be a boolean or a size >= 0, got ${String(v)}`, {
+      field: "sessionCache",
+    });
+  }
+  return v;
+}
+
+/** Read a file for an option; ConfigError naming the option and the path. */
+function readOptionFile(path: unknown, field: string): string {
+  if (typeof path !== "string" || path === "") {
+    throw new ConfigError(`${field} must be a file path`, { field });
+  }
+  try {
+    return readFileSync(path, "utf8");
+  } catch (err) {
+    const why = errorCode(err) === "ENOENT" ? "no such file" : asError(err).message;
+    throw new ConfigError(`${field}: cannot read ${path}: ${why}`, { field, cause: err });
+  }
+}
+
+function pemText(v: unknown, field: string): string {
+  const text = Buffer.isBuffer(v) ? v.toString("utf8") : v;
+  if (typeof text !== "string" || !/-----BEGIN [A-Z0-9 ]+-----/.test(text)) {
+    throw new ConfigError(`${field} is not PEM (expected "-----BEGIN ...-----")`, { field });
+  }
+  return text;
+}
+
+/** CA bundles from an inline option and/or a file or OpenSSL hashed directory. */
+function readPemList(
+  inline: unknown,
+  file: unknown,
+  field: string,
+  fileField: string,
+): readonly string[] | undefined {
+  if (inline === undefined && file === undefined) return undefined;
+  const out: string[] = [];
+  if (inline !== undefined) {
+    const list = Array.isArray(inline) ? inline : [inline];
+    list.forEach((item, i) => {
+      const name = Array.isArray(inline) ? `${field}[${i}]` : field;
+      const pem = pemText(item, name);
+      checkCertificates(pem, name);
+      out.push(pem);
+    });
+  }
+  if (file !== undefined) {
+    if (typeof file !== "string") throw new ConfigError(`${fileField} must be a path`);
+    let isDir = false;
+    try {
+      isDir = statSync(file).isDirectory();
+    } catch {
+      // readOptionFile reports the error below.
+    }
+    const paths = isDir
+      ? readdirSync(file)
+          .filter((n) => /^[0-9a-f]{8}\.\d+$|\.(pem|crt)$/i.test(n))
+          .sort()
+          .map((n) => join(file, n))
+      : [file];
+    for (const p of paths) {
+      const pem = pemText(readOptionFile(p, fileField), `${fileField} (${p})`);
+      checkCertificates(pem, `${fileField} (${p})`);
+      out.push(pem);
+    }
+    if (out.length === 0) {
+      throw new ConfigError(`${fileField}: no certificates found in ${file}`, { field: fileField });
+    }
+  }
+  return Object.freeze(out);
+}
+
+function checkCertificates(pem: string, field: string): X509Certificate[] {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
+  if (!blocks) throw new ConfigError(`${field} holds no certificate`, { field });
+  return blocks.map((b, i) => {
+    try {
+      return new X509Certificate(b);
+    } catch (err) {
+      throw new ConfigError(`${field}: certificate #${i + 1} cannot be parsed`, {
+        field,
+        cause: err,
+      });
+    }
+  });
+}
+
+function readIdentities(opts: TLSOptions): Identity[] {
+  const entries: Array<{ cert: unknown; key: unknown; passphrase?: unknown; field: string }> = [];
+  if (opts.certs !== undefined) {
+    if (!Array.isArray(opts.certs)) {
+      throw new ConfigError("certs must be an array of { cert, key }", { field: "certs" });
+    }
+    opts.certs.forEach((e, i) => {
+      if (typeof e !== "object" || e === null) {
+        throw new ConfigError(`certs[${i}] must be { cert, key }`, { field: `certs[${i}]` });
+      }
+      entries.push({ cert: e.cert, key: e.key, passphrase: e.passphrase, field: `certs[${i}]` });
+    });
+  }
+  if (opts.certFile !== undefined || opts.keyFile !== undefined) {
+    if (opts.certFile === undefined) {
+      throw new ConfigError("keyFile is set but certFile is missing", { field: "certFile" });
+    }
+    if (opts.keyFile === undefined) {
+      throw new ConfigError("certFile is set but keyFile is missing", { field: "keyFile" });
+    }
+    entries.push({
+      cert: readOptionFile(opts.certFile, "certFile"),
+      key: readOptionFile(opts.keyFile, "keyFile"),
+      field: "certFile/keyFile",
+    });
+  }
+  return entries.map(toIdentity);
+}
+
+function toIdentity(e: {
+  cert: unknown;
+  key: unknown;
+  passphrase?: unknown;
+  field: string;
+}): Identity {
+  if (e.cert === undefined) {
+    throw new ConfigError(`${e.field}: key given without cert`, { field: `${e.field}.cert` });
+  }
+  if (e.key === undefined) {
+    throw new ConfigError(`${e.field}: cert given without key`, { field: `${e.field}.key` });
+  }
+  const cert = pemText(e.cert, `${e.field}.cert`);
+  const keyPem = pemText(e.key, `${e.field}.key`);
+  if (e.passphrase !== undefined && typeof e.passphrase !== "string") {
+    throw new ConfigError(`${e.field}.passphrase must be a string`, {
+      field: `${e.field}.passphrase`,
+    });
+  }
+  const passphrase = e.passphrase as string | undefined;
+  const leaf = checkCertificates(cert, `${e.field}.cert`)[0]!;
+  let key: KeyObject;
+  try {
+    key = createPrivateKey(
+      passphrase === undefined ? keyPem : { key: keyPem, passphrase, format: "pem" },
+    );
+  } catch (err) {
+    throw new ConfigError(
+      `${e.field}.key cannot be loaded (${asError(err).message}); is it an unencrypted PEM key, or is the passphrase right?`,
+      { field: `${e.field}.key`, cause: err },
+    );
+  }
+  if (!leaf.checkPrivateKey(key)) {
+    throw new ConfigError(
+      `${e.field}: the key does not match the certificate (${leaf.subject.replace(/\n/g, ", ")})`,
+      { field: `${e.field}.key` },
+    );
+  }
+  return Object.freeze({ cert, key: keyPem, passphrase, leaf, names: namesOf(leaf) });
+}
+
+/** DNS names a certificate serves: its SAN DNS entries, or its CN when it has no SAN. */
+function namesOf(cert: X509Certificate): string[] {
+  const san = cert.subjectAltName;
+  if (san) {
+    return san
+      .split(/,\s*/)
+      .filter((s) => s.startsWith("DNS:"))
+      .map((s) => s.slice(4).toLowerCase());
+  }
+  const cn = /(?:^|\n)CN=([^\n]+)/.exec(cert.subject)?.[1];
+  return cn ? [cn.toLowerCase()] : [];
+}
+
+/** Node's bundled roots (for documentation and `tlsnet info`). */
+export const bundledRootCount = rootCertificates.length;

@@ -1,0 +1,356 @@
+/**
+ * TLSConn: a Conn whose transport is a TLS socket over the TCP socket. The
+ * handshake is a small state machine (idle → running → done | failed): it runs
+ * on `handshake()` or the first read or write, concurrent callers share one
+ * run, and a failure is sticky.
+ * @module
+ */
+import type { Socket } from "node:net";
+import { checkServerIdentity, TLSSocket, connect as tlsConnect } from "node:tls";
+import { isIPLiteral } from "../addr.ts";
+import { Conn } from "../conn.ts";
+import { abortReason, checkOpOptions, msUntil, NEVER, type OpOptions } from "../deadline.ts";
+import {
+  ClosedError,
+  certificateError,
+  DeadlineExceededError,
+  HandshakeTimeoutError,
+  mapTLSError,
+  TLSError,
+  type TlsnetError,
+} from "../errors.ts";
+import type { TLSConfig } from "./config.ts";
+import type { SessionCache } from "./sessions.ts";
+import { sniSelector } from "./sni.ts";
+import { type ConnectionState, dn, emptyState, type PeerCertificate, stateOf } from "./state.ts";
+
+/** How a TLSConn is set up; the public API fills this in. */
+export interface TLSConnInit {
+  role: "client" | "server";
+  /** The config, or (servers) a function giving the config in force at handshake time. */
+  config: TLSConfig | (() => TLSConfig);
+  /** Client: SNI to send (null: none, for IP literals). */
+  serverName?: string | null | undefined;
+  /** Client: the name or IP to verify the certificate against. */
+  verifyName?: string | undefined;
+  /** Client: session cache key (server name and port). */
+  sessionKey?: string | undefined;
+  sessions?: SessionCache | undefined;
+  /** Client: monotonic expiry of the dial; the handshake must end by then. */
+  dialExpiry?: number | undefined;
+  /** The Conn this one upgrades (STARTTLS), reported as netConn. */
+  netConn?: Conn | undefined;
+  /** Told about every failed handshake (listener stats). */
+  onHandshakeFailure?: ((err: TlsnetError) => void) | undefined;
+}
+
+type Phase = "idle" | "running" | "done" | "failed";
+
+/** A TLS connection. All Conn methods work; the first of them runs the handshake. */
+export class TLSConn extends Conn {
+  private readonly init: TLSConnInit;
+  private readonly raw: Socket;
+  private phase: Phase = "idle";
+  private running: Promise<ConnectionState> | undefined;
+  private result: ConnectionState | undefined;
+  private failure: TlsnetError | undefined;
+  private tlsSocket: TLSSocket | undefined;
+  private abortRun: ((err: TlsnetError) => void) | undefined;
+  private netConnView: Conn | undefined;
+
+  constructor(raw: Socket, init: TLSConnInit) {
+    super(raw, null);
+    this.raw = raw;
+    this.init = init;
+    this.netConnView = init.netConn;
+  }
+
+  /** The plain TCP conn underneath (for addresses; its reads and writes belong to TLS now). */
+  get netConn(): Conn {
+    this.netConnView ??= Conn.addressView(this.raw);
+    return this.netConnView;
+  }
+
+  /** The negotiated ALPN protocol, or null (none, or no handshake yet). */
+  get alpnProtocol(): string | null {
+    return this.result?.alpnProtocol ?? null;
+  }
+
+  /** The peer's leaf certificate, or null. */
+  peerCertificate(): PeerCertificate | null {
+    return this.result?.peerCertificates[0] ?? null;
+  }
+
+  /** A snapshot of the connection state; never starts the handshake. */
+  state(): ConnectionState {
+    return (
+      this.result ?? emptyState(this.init.role === "client" ? (this.init.serverName ?? null) : null)
+    );
+  }
+
+  /**
+   * Run the handshake if it has not run; idempotent. Concurrent callers share
+   * one run; a failure is remembered and re-thrown as the same error.
+   */
+  handshake(opts?: OpOptions): Promise<ConnectionState> {
+    if (this.phase === "done") return Promise.resolve(this.result!);
+    if (this.phase === "failed") return Promise.reject(this.failure);
+    if (this.phase === "running") return this.running!;
+    try {
+      checkOpOptions(opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    this.phase = "running";
+    this.running = this.run(opts).then(
+      (state) => {
+        this.phase = "done";
+        this.result = state;
+        return state;
+      },
+      (err: TlsnetError) => {
+        this.phase = "failed";
+        this.failure = err;
+        this.tlsSocket?.destroy();
+        if (!this.tlsSocket) this.raw.destroy();
+        this.init.onHandshakeFailure?.(err);
+        throw err;
+      },
+    );
+    return this.running;
+  }
+
+  override close(): Promise<void> {
+    this.abortRun?.(
+      new ClosedError(`connection to ${this.peerName} was closed during the handshake`),
+    );
+    return super.close();
+  }
+
+  protected override beforeIO(_op: "read" | "write", opts?: OpOptions): Promise<void> | undefined {
+    if (this.phase === "done") return undefined;
+    return this.handshake(opts).then(noop);
+  }
+
+  protected override mapTransportError(err: unknown, op: "read" | "write"): TlsnetError {
+    const phase = this.phase === "done" ? op : "handshake";
+    return mapTLSError(err, { op: phase, peer: this.peerName });
+  }
+
+  private config(): TLSConfig {
+    const c = this.init.config;
+    return typeof c === "function" ? c() : c;
+  }
+
+  /** One handshake run: wrap, wait for "secure", verify, run the verifyConnection hook. */
+  private async run(opts: OpOptions | undefined): Promise<ConnectionState> {
+    const cfg = this.config();
+    const socket = this.init.role === "client" ? this.wrapClient(cfg) : this.wrapServer(cfg);
+    this.tlsSocket = socket;
+    if (cfg.keyLog) {
+      const keyLog = cfg.keyLog;
+      socket.on("keylog", (line: Buffer) => keyLog(line.toString("latin1").trimEnd()));
+    }
+    this.attach(socket);
+    await this.waitSecure(socket, cfg, opts);
+    const verified =
+      this.init.role === "client" ? this.verifyServer(socket, cfg) : this.verifyClient(socket, cfg);
+    const serverName =
+      this.init.role === "client" ? (this.init.serverName ?? null) : serverNameOf(socket);
+    const state = stateOf(socket, serverName, verified);
+    if (cfg.verifyConnection) {
+      try {
+        await cfg.verifyConnection(state);
+      } catch (err) {
+        throw new TLSError(
+          `verifyConnection rejected the connection with ${this.peerName}: ${
+            err instanceof Error ? err.message : String(err)
+          }`,
+          { reason: "VERIFY_CONNECTION", cause: err },
+        );
+      }
+    }
+    return state;
+  }
+
+  private wrapClient(cfg: TLSConfig): TLSSocket {
+    const name = this.init.serverName;
+    const verifyName = this.init.verifyName;
+    const key = this.init.sessionKey;
+    const sessions = this.init.sessions;
+    const session = key && sessions ? sessions.get(key) : undefined;
+    const socket = tlsConnect({
+      socket: this.raw,
+      secureContext: cfg.clientContext(),
+      rejectUnauthorized: false, // verified below, so errors can name the host and subject
+      ...(name ? { servername: name } : {}),
+      ...(cfg.alpnProtocols ? { ALPNProtocols: [...cfg.alpnProtocols] } : {}),
+      ...(session ? { session } : {}),
+      checkServerIdentity: (_host, cert) =>
+        verifyName === undefined ? undefined : checkServerIdentity(verifyName, cert),
+    });
+    if (key && sessions) socket.on("session", (s: Buffer) => sessions.set(key, s));
+    return socket;
+  }
+
+  private wrapServer(cfg: TLSConfig): TLSSocket {
+    const contexts = cfg.serverContexts();
+    const select = contexts.length > 1 ? sniSelector(cfg.identities) : undefined;
+    return new TLSSocket(this.raw, {
+      isServer: true,
+      secureContext: contexts[0]!,
+      requestCert: cfg.clientAuth !== "none",
+      rejectUnauthorized: false, // each clientAuth mode is checked below, with its own message
+      ...(cfg.alpnProtocols ? { ALPNProtocols: [...cfg.alpnProtocols] } : {}),
+      ...(select
+        ? {
+            SNICallback: (sni: string, cb: (e: Error | null, c?: unknown) => void) =>
+              cb(null, contexts[select(sni)]),
+          }
+        : {}),
+    } as ConstructorParameters<typeof TLSSocket>[1]);
+  }
+
+  /** Resolve on "secure"; reject on error, early close, timeout, deadline, abort or close(). */
+  private waitSecure(
+    socket: TLSSocket,
+    cfg: TLSConfig,
+    opts: OpOptions | undefined,
+  ): Promise<void> {
+    const isClient = this.init.role === "client";
+    const peer = this.peerName;
+    // Which limit ends the handshake first decides the error: the handshake timeout,
+    // the dial's timeout/deadline, or a deadline/per-call timeout of the conn.
+    const hsTimeout = isClient ? cfg.clientHandshakeTimeout : cfg.handshakeTimeout || undefined;
+    const limits: Array<[number, () => TlsnetError]> = [];
+    if (hsTimeout !== undefined) {
+      limits.push([
+        performance.now() + hsTimeout,
+        () =>
+          new HandshakeTimeoutError(
+            `TLS handshake with ${peer} did not finish within ${hsTimeout} ms` +
+              (isClient
+                ? "; is the server up and speaking TLS?"
+                : "; the client stalled or does not speak TLS"),
+            { timeout: hsTimeout },
+          ),
+      ]);
+    }
+    if (this.init.dialExpiry !== undefined && this.init.dialExpiry !== NEVER) {
+      limits.push([
+        this.init.dialExpiry,
+        () =>
+          new DeadlineExceededError(
+            "connect",
+            `connect to ${peer} timed out during the TLS handshake; raise timeout/deadline or check the server`,
+          ),
+      ]);
+    }
+    const own = Math.min(
+      this.ioDeadline,
+      opts?.timeout === undefined ? NEVER : performance.now() + opts.timeout,
+    );
+    if (own !== NEVER) {
+      limits.push([
+        own,
+        () =>
+          new DeadlineExceededError(
+            "read",
+            `TLS handshake with ${peer} passed the conn's deadline`,
+          ),
+      ]);
+    }
+    limits.sort((a, b) => a[0] - b[0]);
+    const first = limits[0];
+    const signal = opts?.signal;
+
+    return new Promise<void>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = (err?: TlsnetError | unknown) => {
+        clearTimeout(timer);
+        socket.off("secure", onSecure);
+        socket.off("secureConnect", onSecure);
+        socket.off("error", onError);
+        socket.off("close", onClose);
+        socket.off("end", onClose);
+        signal?.removeEventListener("abort", onAbort);
+        this.abortRun = undefined;
+        if (err === undefined) resolve();
+        else reject(err);
+      };
+      const onSecure = () => done();
+      const onError = (err: Error) => done(mapTLSError(err, { op: "handshake", peer }));
+      const onClose = () =>
+        done(
+          new TLSError(
+            `TLS handshake with ${peer} failed: the peer closed the connection before it finished (it may have rejected our certificate or parameters)`,
+            {
+              reason: "ECONNRESET",
+            },
+          ),
+        );
+      const onAbort = () => done(abortReason(signal!));
+      socket.once(isClient ? "secureConnect" : "secure", onSecure);
+      socket.once("error", onError);
+      socket.once("close", onClose);
+      socket.once("end", onClose); // half-open sockets do not close on their own at EOF
+      this.abortRun = done;
+      if (signal) {
+        if (signal.aborted) return onAbort();
+        signal.addEventListener("abort", onAbort, { once: true });
+      }
+      if (first) timer = setTimeout(() => done(first[1]()), msUntil(first[0]));
+    });
+  }
+
+  /** Client side: chain and host name, unless verifyPeer is off. */
+  private verifyServer(socket: TLSSocket, cfg: TLSConfig): boolean {
+    if (!cfg.verifyPeer) return false;
+    if (socket.authorized) return true;
+    const leaf = socket.getPeerX509Certificate();
+    throw certificateError({
+      reason: String(socket.authorizationError ?? "CERT_REJECTED"),
+      host: this.init.verifyName,
+      subject: leaf ? dn(leaf.subject) : undefined,
+      validTo: leaf ? new Date(leaf.validTo) : undefined,
+      validFrom: leaf ? new Date(leaf.validFrom) : undefined,
+      role: "client",
+    });
+  }
+
+  /** Server side: the clientAuth mode, with Go's semantics. Returns whether a chain was verified. */
+  private verifyClient(socket: TLSSocket, cfg: TLSConfig): boolean {
+    const mode = cfg.clientAuth;
+    if (mode === "none" || mode === "request") return false;
+    const leaf = socket.getPeerX509Certificate();
+    if (!leaf) {
+      if (mode === "verify-if-given") return false;
+      throw new TLSError(
+        `client ${this.peerName} did not provide a certificate (clientAuth "${mode}" requires one)`,
+        { reason: "PEER_DID_NOT_RETURN_A_CERTIFICATE" },
+      );
+    }
+    if (mode === "require-any") return false;
+    if (socket.authorized) return true;
+    throw certificateError({
+      reason: String(socket.authorizationError ?? "CERT_REJECTED"),
+      host: this.peerName,
+      subject: dn(leaf.subject),
+      validTo: new Date(leaf.validTo),
+      validFrom: new Date(leaf.validFrom),
+      role: "server",
+    });
+  }
+}
+
+function noop(): void {}
+
+function serverNameOf(socket: TLSSocket): string | null {
+  const name = (socket as TLSSocket & { servername?: string | false }).servername;
+  return typeof name === "string" && name !== "" ? name : null;
+}
+
+/** The SNI to send for a dial host: none for IP literals, trailing dot stripped. */
+export function sniFor(host: string): string | null {
+  return isIPLiteral(host) ? null : host.replace(/\.$/, "");
+}

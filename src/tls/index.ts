@@ -1,0 +1,167 @@
+/**
+ * TLS over OpenSSL (node:tls): verified clients, multi-certificate servers,
+ * STARTTLS upgrades, all as async/await {@link TLSConn}s.
+ *
+ * @example
+ * ```ts
+ * import { tls } from "tlsnet";
+ * const conn = await tls.connect("example.com:443", { alpnProtocols: ["http/1.1"], timeout: 10_000 });
+ * console.log(conn.state().version, conn.state().cipherSuite);
+ * await conn.write("GET / HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n");
+ * console.log((await conn.readAll({ maxBytes: 1 << 20 })).toString());
+ * ```
+ * @module
+ */
+import { Socket } from "node:net";
+import { DEFAULT_MAX_VERSION, DEFAULT_MIN_VERSION } from "node:tls";
+import type { Address } from "../addr.ts";
+import { Conn } from "../conn.ts";
+import { checkDialOptions, type DialOptions, dial } from "../dial.ts";
+import { ConfigError } from "../errors.ts";
+import { TLSConfig, type TLSOptions } from "./config.ts";
+import { sniFor, TLSConn } from "./conn.ts";
+import { TLSListener, type TLSListenOptions } from "./listener.ts";
+import { SessionCache } from "./sessions.ts";
+
+export type { CertEntry, ClientAuth, TLSOptions, TLSVersion } from "./config.ts";
+export { TLSConfig } from "./config.ts";
+export { TLSConn } from "./conn.ts";
+export type { ReloadOptions, TLSListenOptions } from "./listener.ts";
+export { TLSListener } from "./listener.ts";
+export type { ConnectionState, PeerCertificate } from "./state.ts";
+
+/** Client session caches by config scope: configs that verify alike share resumption. */
+const sessionCaches = new Map<string, SessionCache>();
+
+/** Validate and freeze options into a reusable TLSConfig (throws ConfigError). */
+export function config(opts: TLSOptions | TLSConfig): TLSConfig {
+  return opts instanceof TLSConfig ? opts : new TLSConfig(opts);
+}
+
+/**
+ * Dial and handshake. `opts` holds TLS and dial options together, or is a
+ * TLSConfig; with a TLSConfig, dial options go in the third argument.
+ * Rejects with DialError, DeadlineExceededError, TLSError or CertificateError.
+ */
+export async function connect(
+  address: Address,
+  opts: (TLSOptions & DialOptions) | TLSConfig = {},
+  dialOptions?: DialOptions,
+): Promise<TLSConn> {
+  const cfg = config(opts instanceof TLSConfig ? opts : tlsOnly(opts));
+  const dialOpts: DialOptions = { ...(opts instanceof TLSConfig ? {} : opts), ...dialOptions };
+  checkDialOptions(dialOpts);
+  const { socket, host, port, expiry } = await dial(address, dialOpts);
+  const serverName = cfg.serverName ?? sniFor(host);
+  const conn = new TLSConn(socket, {
+    role: "client",
+    config: cfg,
+    serverName,
+    verifyName: cfg.serverName ?? host.replace(/\.$/, ""),
+    sessionKey: `${serverName ?? host}|${port}`,
+    sessions: sessionsOf(cfg),
+    dialExpiry: expiry,
+  });
+  try {
+    await conn.handshake(dialOpts.signal ? { signal: dialOpts.signal } : undefined);
+  } catch (err) {
+    await conn.close();
+    throw err;
+  }
+  return conn;
+}
+
+/** Listen for TLS connections. */
+export function listen(opts: TLSListenOptions): Promise<TLSListener> {
+  return TLSListener.listen(opts);
+}
+
+/**
+ * Upgrade an existing plain conn or socket to TLS as the client (STARTTLS).
+ * The handshake is lazy; bytes the plain conn had buffered are kept.
+ */
+export function client(conn: Conn | Socket, opts: TLSOptions | TLSConfig): TLSConn {
+  const cfg = config(opts);
+  const { socket, netConn } = takeOver(conn);
+  const host = cfg.serverName ?? socket.remoteAddress ?? "";
+  const serverName = cfg.serverName ?? null;
+  if (cfg.verifyPeer && cfg.serverName === undefined && host === "") {
+    throw new ConfigError("tls.client needs serverName to verify the peer", {
+      field: "serverName",
+    });
+  }
+  return new TLSConn(socket, {
+    role: "client",
+    config: cfg,
+    serverName,
+    verifyName: host,
+    sessionKey: `${serverName ?? host}|${socket.remotePort ?? 0}`,
+    sessions: sessionsOf(cfg),
+    netConn,
+  });
+}
+
+/** Upgrade an existing plain conn or socket to TLS as the server. The handshake is lazy. */
+export function server(conn: Conn | Socket, opts: TLSOptions | TLSConfig): TLSConn {
+  const cfg = config(opts);
+  cfg.serverContexts(); // a server without certificates fails here, before any I/O
+  const { socket, netConn } = takeOver(conn);
+  return new TLSConn(socket, { role: "server", config: cfg, netConn });
+}
+
+/** The TLS implementation behind tlsnet. */
+export function backend(): { name: "openssl"; version: string; engine: "node" } {
+  return { name: "openssl", version: process.versions.openssl ?? "unknown", engine: "node" };
+}
+
+/** The protocol range Node defaults to, and ours. */
+export function defaults(): {
+  minVersion: string;
+  maxVersion: string;
+  nodeMin: string;
+  nodeMax: string;
+} {
+  return {
+    minVersion: "TLSv1.2",
+    maxVersion: "TLSv1.3",
+    nodeMin: DEFAULT_MIN_VERSION,
+    nodeMax: DEFAULT_MAX_VERSION,
+  };
+}
+
+function takeOver(conn: Conn | Socket): { socket: Socket; netConn: Conn | undefined } {
+  if (conn instanceof Conn) return { socket: conn.detach(), netConn: conn };
+  if (conn instanceof Socket) return { socket: conn, netConn: undefined };
+  throw new TypeError("expected a tlsnet Conn or a node:net Socket");
+}
+
+function sessionsOf(cfg: TLSConfig): SessionCache | undefined {
+  if (cfg.sessionCacheSize === 0) return undefined;
+  let cache = sessionCaches.get(cfg.sessionScope);
+  if (!cache) {
+    cache = new SessionCache(cfg.sessionCacheSize);
+    sessionCaches.set(cfg.sessionScope, cache);
+  }
+  return cache;
+}
+
+const DIAL_KEYS = new Set([
+  "timeout",
+  "deadline",
+  "signal",
+  "localAddress",
+  "resolver",
+  "family",
+  "fallbackDelay",
+  "noDelay",
+  "keepAlive",
+]);
+
+function tlsOnly(opts: TLSOptions & DialOptions): TLSOptions {
+  if (typeof opts !== "object" || opts === null) {
+    throw new ConfigError("tls.connect options must be an object", { field: "options" });
+  }
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(opts)) if (!DIAL_KEYS.has(k)) out[k] = v;
+  return out as TLSOptions;
+}

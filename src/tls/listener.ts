@@ -1,0 +1,200 @@
+/**
+ * TLS listener: accepted TCP sockets become lazy TLSConns; with a handler the
+ * listener handshakes first and hands over only conns whose handshake
+ * succeeded (dispatching by ALPN with `alpnHandlers`). `reload` swaps the
+ * whole TLS config atomically for new handshakes; `watch` reloads on file change.
+ * @module
+ */
+import { type FSWatcher, watch as fsWatch } from "node:fs";
+import type { Server, Socket } from "node:net";
+import { basename, dirname, resolve as resolvePath } from "node:path";
+import { asError, ConfigError } from "../errors.ts";
+import { bindServer, type ConnFactory, Listener, type ListenOptions } from "../listener.ts";
+import { TLSConfig, type TLSOptions } from "./config.ts";
+import { TLSConn } from "./conn.ts";
+
+/** Options of tls.listen. */
+export type TLSListenOptions = TLSOptions &
+  ListenOptions<TLSConn> & {
+    /** A handler per negotiated ALPN protocol; the first one also takes clients without ALPN. */
+    alpnHandlers?: Record<string, (conn: TLSConn) => void | Promise<void>> | undefined;
+  };
+
+/** What reload() may change. */
+export type ReloadOptions = Partial<
+  Pick<
+    TLSOptions,
+    | "certs"
+    | "certFile"
+    | "keyFile"
+    | "ciphers"
+    | "alpnProtocols"
+    | "clientCa"
+    | "clientCaFile"
+    | "clientAuth"
+    | "ticketKeys"
+  >
+>;
+
+const LISTEN_KEYS = new Set([
+  "addr",
+  "backlog",
+  "reusePort",
+  "handler",
+  "onError",
+  "maxConnections",
+  "alpnHandlers",
+]);
+
+/** A listener of TLSConns with hot reload. */
+export class TLSListener extends Listener<TLSConn> {
+  private readonly ref: { config: TLSConfig; options: TLSOptions };
+  private readonly watchers = new Set<() => void>();
+
+  /** Use tls.listen(). */
+  protected constructor(
+    server: Server,
+    opts: TLSListenOptions,
+    ref: { config: TLSConfig; options: TLSOptions },
+    onFailure: { count?: () => void },
+  ) {
+    const handlers = opts.alpnHandlers;
+    const fallback = handlers ? Object.values(handlers)[0] : undefined;
+    super(server, { ...opts, handler: opts.handler ?? fallback }, {
+      wrap: (socket: Socket) =>
+        new TLSConn(socket, {
+          role: "server",
+          config: () => ref.config,
+          onHandshakeFailure: () => onFailure.count?.(),
+        }),
+      prepare: async (conn) => {
+        await conn.handshake();
+      },
+      pick: handlers
+        ? (conn) => (conn.alpnProtocol ? handlers[conn.alpnProtocol] : undefined) ?? fallback
+        : undefined,
+    } satisfies ConnFactory<TLSConn>);
+    this.ref = ref;
+    onFailure.count = () => this.countHandshakeFailure();
+  }
+
+  /** Validate the TLS options, bind, and listen. */
+  static async listen(opts: TLSListenOptions): Promise<TLSListener> {
+    if (typeof opts !== "object" || opts === null) {
+      throw new ConfigError("tls.listen needs options: { addr, certs | certFile/keyFile, ... }");
+    }
+    const tlsOptions = tlsPart(opts);
+    if (opts.alpnHandlers !== undefined) checkAlpnHandlers(opts.alpnHandlers, tlsOptions);
+    const config = buildServerConfig(tlsOptions);
+    const server = await bindServer(opts);
+    return new TLSListener(server, opts, { config, options: tlsOptions }, {});
+  }
+
+  /** The TLS config in force for new handshakes. */
+  get config(): TLSConfig {
+    return this.ref.config;
+  }
+
+  /**
+   * Validate a changed config in full and swap it in for new handshakes.
+   * On error it throws ConfigError and the old config stays in force;
+   * established conns are never touched.
+   */
+  async reload(opts: ReloadOptions): Promise<void> {
+    const next: TLSOptions = { ...this.ref.options };
+    if (opts.certs !== undefined || opts.certFile !== undefined || opts.keyFile !== undefined) {
+      // A new identity replaces the old one rather than adding to it.
+      delete next.certs;
+      delete next.certFile;
+      delete next.keyFile;
+    }
+    if (opts.clientCa !== undefined || opts.clientCaFile !== undefined) {
+      delete next.clientCa;
+      delete next.clientCaFile;
+    }
+    for (const [k, v] of Object.entries(opts)) {
+      if (v !== undefined) (next as Record<string, unknown>)[k] = v;
+    }
+    const config = buildServerConfig(next);
+    this.ref.config = config;
+    this.ref.options = next;
+  }
+
+  /**
+   * Reload from certFile/keyFile when they change (atomic renames included),
+   * debounced. A bad new file keeps the old certificates and goes to onError.
+   * Returns a function that stops watching.
+   */
+  watch(opts?: { debounce?: number }): () => void {
+    const { certFile, keyFile, clientCaFile } = this.ref.options;
+    const files = [certFile, keyFile, clientCaFile]
+      .filter((f): f is string => !!f)
+      .map((f) => resolvePath(f));
+    if (files.length === 0) {
+      throw new ConfigError("watch() needs certFile/keyFile (or clientCaFile) to watch", {
+        field: "certFile",
+      });
+    }
+    const debounce = opts?.debounce ?? 200;
+    const names = new Set(files.map((f) => basename(f)));
+    let timer: NodeJS.Timeout | undefined;
+    const fire = () => {
+      timer = undefined;
+      const o = this.ref.options;
+      this.reload({
+        ...(o.certFile ? { certFile: o.certFile, keyFile: o.keyFile } : {}),
+        ...(o.clientCaFile ? { clientCaFile: o.clientCaFile } : {}),
+      }).catch((err) => this.report(asError(err), undefined));
+    };
+    // Watch the directories: certbot-style renames replace the file's inode.
+    const watchers: FSWatcher[] = [...new Set(files.map((f) => dirname(f)))].map((dir) =>
+      fsWatch(dir, { persistent: false }, (_event, name) => {
+        if (name !== null && !names.has(String(name))) return;
+        clearTimeout(timer);
+        timer = setTimeout(fire, debounce);
+      }),
+    );
+    const stop = () => {
+      clearTimeout(timer);
+      for (const w of watchers) w.close();
+      this.watchers.delete(stop);
+    };
+    this.watchers.add(stop);
+    return stop;
+  }
+
+  override close(opts?: { graceful?: number }): Promise<void> {
+    for (const stop of [...this.watchers]) stop();
+    return super.close(opts);
+  }
+}
+
+function buildServerConfig(opts: TLSOptions): TLSConfig {
+  const config = new TLSConfig(opts);
+  config.serverContexts(); // builds the contexts now: a bad key or cipher fails here, not later
+  return config;
+}
+
+/** The TLS options out of tls.listen's options. */
+function tlsPart(opts: TLSListenOptions): TLSOptions {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(opts)) if (!LISTEN_KEYS.has(k)) out[k] = v;
+  return out as TLSOptions;
+}
+
+function checkAlpnHandlers(handlers: unknown, tlsOptions: TLSOptions): void {
+  if (typeof handlers !== "object" || handlers === null || Object.keys(handlers).length === 0) {
+    throw new ConfigError("alpnHandlers must map protocol names to handlers, e.g. { h2: fn }", {
+      field: "alpnHandlers",
+    });
+  }
+  for (const [name, fn] of Object.entries(handlers)) {
+    if (typeof fn !== "function") {
+      throw new ConfigError(`alpnHandlers[${JSON.stringify(name)}] must be a function`, {
+        field: "alpnHandlers",
+      });
+    }
+  }
+  // The protocols offered default to the handlers' names, in order.
+  tlsOptions.alpnProtocols ??= Object.keys(handlers);
+}

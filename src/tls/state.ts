@@ -1,0 +1,105 @@
+/**
+ * The connection state snapshot (Go's ConnectionState) and peer certificates
+ * in a plain, serialisable shape.
+ * @module
+ */
+import { X509Certificate } from "node:crypto";
+import type { PeerCertificate as NodePeerCertificate, TLSSocket } from "node:tls";
+
+/** A certificate the peer presented. */
+export interface PeerCertificate {
+  /** RFC 4514 order, most specific first: "CN=example.com, O=Example". */
+  subject: string;
+  issuer: string;
+  /** ["DNS:example.com", "IP Address:127.0.0.1"] */
+  subjectAltNames: string[];
+  validFrom: Date;
+  validTo: Date;
+  serialNumber: string;
+  /** SHA-256 fingerprint, colon-separated hex. */
+  fingerprint256: string;
+  /** DER bytes. */
+  raw: Buffer;
+}
+
+/** What the handshake negotiated; `state()` returns a snapshot. */
+export interface ConnectionState {
+  handshakeComplete: boolean;
+  version: "TLSv1.2" | "TLSv1.3" | null;
+  /** IANA name, e.g. TLS_AES_128_GCM_SHA256. */
+  cipherSuite: string | null;
+  alpnProtocol: string | null;
+  /** SNI sent (client) or received (server). */
+  serverName: string | null;
+  resumed: boolean;
+  /** Leaf first. */
+  peerCertificates: PeerCertificate[];
+  /** Chain and name verified. */
+  verified: boolean;
+}
+
+/** The state of a conn whose handshake has not completed. */
+export function emptyState(serverName: string | null): ConnectionState {
+  return {
+    handshakeComplete: false,
+    version: null,
+    cipherSuite: null,
+    alpnProtocol: null,
+    serverName,
+    resumed: false,
+    peerCertificates: [],
+    verified: false,
+  };
+}
+
+/** Snapshot a finished handshake. */
+export function stateOf(
+  socket: TLSSocket,
+  serverName: string | null,
+  verified: boolean,
+): ConnectionState {
+  const version = socket.getProtocol();
+  const alpn = socket.alpnProtocol;
+  return {
+    handshakeComplete: true,
+    version: version === "TLSv1.2" || version === "TLSv1.3" ? version : null,
+    cipherSuite: socket.getCipher()?.standardName ?? null,
+    alpnProtocol: typeof alpn === "string" && alpn !== "" ? alpn : null,
+    serverName,
+    resumed: socket.isSessionReused(),
+    peerCertificates: peerChain(socket),
+    verified,
+  };
+}
+
+/** The peer's chain, leaf first, as tlsnet PeerCertificates. */
+export function peerChain(socket: TLSSocket): PeerCertificate[] {
+  const out: PeerCertificate[] = [];
+  let c: NodePeerCertificate | undefined = socket.getPeerCertificate(true) as NodePeerCertificate;
+  const seen = new Set<string>();
+  while (c?.raw && !seen.has(c.fingerprint256)) {
+    seen.add(c.fingerprint256);
+    out.push(toPeerCertificate(new X509Certificate(c.raw)));
+    c = (c as { issuerCertificate?: NodePeerCertificate }).issuerCertificate;
+  }
+  return out;
+}
+
+/** Convert Node's X509Certificate. */
+export function toPeerCertificate(x: X509Certificate): PeerCertificate {
+  return {
+    subject: dn(x.subject),
+    issuer: dn(x.issuer),
+    subjectAltNames: x.subjectAltName ? x.subjectAltName.split(/,\s*/) : [],
+    validFrom: new Date(x.validFrom),
+    validTo: new Date(x.validTo),
+    serialNumber: x.serialNumber,
+    fingerprint256: x.fingerprint256,
+    raw: x.raw,
+  };
+}
+
+/** Node prints DNs one attribute per line, least specific first; RFC 4514 is the reverse. */
+export function dn(s: string): string {
+  return s.split("\n").filter(Boolean).reverse().join(", ");
+}
