@@ -57,6 +57,8 @@ export class TLSConn extends Conn {
   private tlsSocket: TLSSocket | undefined;
   private abortRun: ((err: TlsnetError) => void) | undefined;
   private netConnView: Conn | undefined;
+  /** The ALPN list a client offered (server side), for error messages. */
+  private offeredAlpn: string[] | undefined;
 
   constructor(raw: Socket, init: TLSConnInit) {
     super(raw, null);
@@ -201,7 +203,7 @@ export class TLSConn extends Conn {
       secureContext: contexts[0]!,
       requestCert: cfg.clientAuth !== "none",
       rejectUnauthorized: false, // each clientAuth mode is checked below, with its own message
-      ...(cfg.alpnProtocols ? { ALPNProtocols: [...cfg.alpnProtocols] } : {}),
+      ...(cfg.alpnProtocols ? { ALPNCallback: this.alpnSelector(cfg.alpnProtocols) } : {}),
       ...(select
         ? {
             SNICallback: (sni: string, cb: (e: Error | null, c?: unknown) => void) =>
@@ -279,7 +281,8 @@ export class TLSConn extends Conn {
         else reject(err);
       };
       const onSecure = () => done();
-      const onError = (err: Error) => done(mapTLSError(err, { op: "handshake", peer }));
+      const onError = (err: Error) =>
+        done(this.explainAlpn(mapTLSError(err, { op: "handshake", peer }), cfg));
       const onClose = () =>
         done(
           new TLSError(
@@ -300,6 +303,30 @@ export class TLSConn extends Conn {
         signal.addEventListener("abort", onAbort, { once: true });
       }
       if (first) timer = setTimeout(() => done(first[1]()), msUntil(first[0]));
+    });
+  }
+
+  /** Server-preference ALPN that remembers what the client offered, for error messages. */
+  private alpnSelector(ours: readonly string[]) {
+    return ({ protocols }: { servername: string; protocols: string[] }): string | undefined => {
+      this.offeredAlpn = protocols;
+      return ours.find((p) => protocols.includes(p)); // undefined: alert no_application_protocol
+    };
+  }
+
+  /** Name both ALPN lists when negotiation found no overlap. */
+  private explainAlpn(err: TlsnetError, cfg: TLSConfig): TlsnetError {
+    const reason = err instanceof TLSError ? err.reason : undefined;
+    if (!reason?.includes("NO_APPLICATION_PROTOCOL") && reason !== "ERR_SSL_CALLBACK_FAILED")
+      return err;
+    const ours = JSON.stringify(cfg.alpnProtocols ?? []);
+    const detail =
+      this.init.role === "client"
+        ? `we offered ALPN ${ours} and the server accepts none of them`
+        : `the client offered ALPN ${JSON.stringify(this.offeredAlpn ?? [])}, this server accepts ${ours}`;
+    return new TLSError(`TLS handshake with ${this.peerName} failed: ${detail} (alert 120)`, {
+      reason: reason ?? "ERR_SSL_NO_APPLICATION_PROTOCOL",
+      cause: err,
     });
   }
 

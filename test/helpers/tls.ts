@@ -1,0 +1,40 @@
+/** Certificates and TLS listeners for tests, generated at test time with tlsnet/certs. */
+import { type CA, createCA } from "../../src/certs/index.ts";
+import { type TLSConn, type TLSListener, type TLSListenOptions, tls } from "../../src/index.ts";
+
+export interface TestPKI {
+  ca: CA;
+  /** localhost + 127.0.0.1 + ::1, signed by `ca`. */
+  leaf: { cert: string; key: string; chain: string };
+}
+
+let shared: Promise<TestPKI> | undefined;
+
+/** One CA and localhost leaf per test process (generation takes milliseconds, but adds up). */
+export function pki(): Promise<TestPKI> {
+  shared ??= (async () => {
+    const ca = await createCA();
+    const leaf = await ca.issue({ names: ["localhost", "127.0.0.1", "::1"] });
+    return { ca, leaf };
+  })();
+  return shared;
+}
+
+/** An echo server: every conn gets its bytes back, then a half-close at EOF. */
+export async function echoServer(
+  opts: Partial<TLSListenOptions> & { certs: TLSListenOptions["certs"] },
+): Promise<TLSListener> {
+  return tls.listen({
+    addr: "127.0.0.1:0",
+    handler: async (conn: TLSConn) => {
+      for await (const chunk of conn) await conn.write(chunk);
+      await conn.closeWrite();
+    },
+    ...opts,
+  } as TLSListenOptions);
+}
+
+/** `localhost:PORT` for a listener. */
+export function hostPort(ln: TLSListener, host = "localhost"): string {
+  return `${host}:${ln.addr.port}`;
+}
