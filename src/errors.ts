@@ -152,6 +152,8 @@ export interface ErrorContext {
   op: DeadlineOp | "close" | "handshake";
   /** Printable peer address or host, e.g. `"example.com:443"`. */
   peer?: string | undefined;
+  /** Our side of a TLS connection, where the meaning of an alert depends on it. */
+  role?: "client" | "server" | undefined;
 }
 
 /** What a Node system error code means to a person, and what to do about it. */
@@ -236,18 +238,14 @@ const TLS_HINTS: Record<string, string> = {
   ERR_SSL_NO_PROTOCOLS_AVAILABLE: "no TLS version enabled; check minVersion/maxVersion",
   ERR_SSL_NO_SHARED_CIPHER: "no cipher suite in common; check ciphers on both sides",
   ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE:
-    "the peer aborted the handshake (no common cipher, version or signature algorithm?)",
+    "the peer aborted the handshake: it may require a client certificate (set certs), or share no cipher, version or signature algorithm with us",
   ERR_SSL_TLSV1_ALERT_NO_APPLICATION_PROTOCOL:
     "the server supports none of the ALPN protocols we offered",
   ERR_SSL_NO_APPLICATION_PROTOCOL: "the client offered no ALPN protocol this server supports",
   ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED:
     "the server requires a client certificate; set certs (or certFile/keyFile) on the client",
   ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE: "the client did not provide a certificate",
-  ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE: "the peer rejected our certificate",
-  ERR_SSL_TLSV1_ALERT_UNKNOWN_CA:
-    "the peer does not trust the CA that signed our certificate (server rejected the client certificate?)",
   ERR_SSL_SSLV3_ALERT_CERTIFICATE_EXPIRED: "the peer says our certificate has expired",
-  ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN: "the peer rejected our certificate",
   ERR_SSL_TLSV1_ALERT_DECRYPT_ERROR: "the peer could not verify our handshake signature",
   ERR_SSL_DECRYPTION_FAILED_OR_BAD_RECORD_MAC: "a TLS record failed integrity checks",
   ERR_SSL_SSLV3_ALERT_UNEXPECTED_MESSAGE: "the peer sent or received an unexpected TLS message",
@@ -257,6 +255,23 @@ const TLS_HINTS: Record<string, string> = {
   ERR_TLS_CERT_ALTNAME_INVALID: "the certificate does not cover the host name",
 };
 
+/** Alerts about our own certificate: what they mean depends on which side we are. */
+const PEER_REJECTED_US: Record<string, { client: string; server: string }> = {
+  ERR_SSL_TLSV1_ALERT_UNKNOWN_CA: {
+    client: "the server does not trust the CA that signed our client certificate",
+    server:
+      "the client does not trust the CA that signed our certificate; give clients that CA (ca/caFile) or serve a chain they trust",
+  },
+  ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE: {
+    client: "the server rejected our client certificate",
+    server: "the client rejected our certificate",
+  },
+  ERR_SSL_SSLV3_ALERT_CERTIFICATE_UNKNOWN: {
+    client: "the server rejected our client certificate",
+    server: "the client rejected our certificate (wrong name, untrusted CA, or expired?)",
+  },
+};
+
 /** Certificate verification reasons (OpenSSL's X509_V_ERR names as Node reports them). */
 const CERT_HINTS: Record<string, string> = {
   CERT_HAS_EXPIRED: "has expired",
@@ -264,7 +279,7 @@ const CERT_HINTS: Record<string, string> = {
   DEPTH_ZERO_SELF_SIGNED_CERT: "is self-signed and not trusted",
   SELF_SIGNED_CERT_IN_CHAIN: "chains to a self-signed root that is not trusted",
   UNABLE_TO_VERIFY_LEAF_SIGNATURE:
-    "cannot be verified: its issuer is unknown (missing intermediate, or an untrusted CA)",
+    "is signed by an unknown authority (missing intermediate, or an untrusted CA)",
   UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
     "is signed by an unknown authority (missing intermediate, or an untrusted CA)",
   UNABLE_TO_GET_ISSUER_CERT: "is signed by an unknown authority",
@@ -321,7 +336,8 @@ export function certificateError(opts: {
 export function mapTLSError(err: unknown, ctx: ErrorContext): TlsnetError {
   if (err instanceof TlsnetError) return err;
   const code = errorCode(err);
-  const hint = code === undefined ? undefined : TLS_HINTS[code];
+  const byRole = code === undefined ? undefined : PEER_REJECTED_US[code];
+  const hint = code === undefined ? undefined : (byRole?.[ctx.role ?? "client"] ?? TLS_HINTS[code]);
   if (hint === undefined) {
     if (code === "ECONNRESET" && ctx.op === "handshake") {
       const where = ctx.peer ? ` with ${ctx.peer}` : "";

@@ -64,7 +64,8 @@ export interface ConnFactory<C extends Conn> {
 type AcceptWaiter<C> = {
   resolve: (c: C) => void;
   reject: (e: unknown) => void;
-  expiry: number;
+  /** Monotonic expiry of this call's own timeout (NEVER if none); the listener deadline applies too. */
+  callExpiry: number;
   timer: NodeJS.Timeout | undefined;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
@@ -91,7 +92,6 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
   private readonly handled = new Map<C, Promise<void>>();
   private closing: Promise<void> | undefined;
   private deadline = NEVER;
-  private deadlineTimer: NodeJS.Timeout | undefined;
   private readonly counters: ListenerStats = {
     accepted: 0,
     active: 0,
@@ -147,8 +147,10 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
       return Promise.reject(err);
     }
     if (this.closing) return Promise.reject(this.closedError());
-    const expiry = Math.min(this.deadline, expiryAfter(opts?.timeout));
-    if (expiry <= performance.now()) return Promise.reject(this.deadlineError());
+    const callExpiry = expiryAfter(opts?.timeout);
+    if (Math.min(this.deadline, callExpiry) <= performance.now()) {
+      return Promise.reject(this.deadlineError());
+    }
     const signal = opts?.signal;
     if (signal?.aborted) return Promise.reject(abortReason(signal));
     const ready = this.queue.shift();
@@ -157,12 +159,12 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
       const w: AcceptWaiter<C> = {
         resolve,
         reject,
-        expiry,
+        callExpiry,
         timer: undefined,
         signal,
         onAbort: undefined,
       };
-      if (expiry !== NEVER) w.timer = setTimeout(() => this.expire(w), msUntil(expiry));
+      this.arm(w);
       if (signal) {
         w.onAbort = () => this.settle(w, abortReason(signal));
         signal.addEventListener("abort", w.onAbort, { once: true });
@@ -174,12 +176,7 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
   /** Deadline for accept() calls, pending ones included; null or 0 clears it. */
   setDeadline(t: Date | number | null): void {
     this.deadline = toMonotonic(t, "accept deadline");
-    clearTimeout(this.deadlineTimer);
-    this.deadlineTimer = undefined;
-    if (this.deadline === NEVER || this.waiters.length === 0) return;
-    this.deadlineTimer = setTimeout(() => {
-      for (const w of [...this.waiters]) if (w.expiry >= this.deadline) this.expire(w, true);
-    }, msUntil(this.deadline));
+    for (const w of this.waiters) this.arm(w); // pending accepts follow the new deadline
   }
 
   async *[Symbol.asyncIterator](): AsyncIterator<C> {
@@ -216,7 +213,6 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     // server.close() stops listening at once; its callback would also wait for the
     // conns handed out by accept(), which belong to the caller, so it is not awaited.
     this.server.close();
-    clearTimeout(this.deadlineTimer);
     for (const w of this.waiters.splice(0)) this.settle(w, this.closedError(), false);
     for (const c of this.queue.splice(0)) void c.close();
     const running = [...this.handled.values()];
@@ -306,9 +302,18 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     }
   }
 
-  private expire(w: AcceptWaiter<C>, byDeadline = false): void {
-    if (!byDeadline && performance.now() + 1 < Math.min(w.expiry, this.deadline)) return;
-    this.settle(w, this.deadlineError());
+  /** (Re)start a waiter's timer for the earlier of its own timeout and the listener deadline. */
+  private arm(w: AcceptWaiter<C>): void {
+    clearTimeout(w.timer);
+    w.timer = undefined;
+    const expiry = Math.min(w.callExpiry, this.deadline);
+    if (expiry !== NEVER) w.timer = setTimeout(() => this.expire(w), msUntil(expiry));
+  }
+
+  private expire(w: AcceptWaiter<C>): void {
+    // Timers may fire a little early (they run off the loop's cached clock): re-arm then.
+    if (performance.now() + 1 < Math.min(w.callExpiry, this.deadline)) this.arm(w);
+    else this.settle(w, this.deadlineError());
   }
 
   private settle(w: AcceptWaiter<C>, err: unknown, remove = true, conn?: C): void {

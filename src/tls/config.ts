@@ -231,6 +231,8 @@ export class TLSConfig {
           ...(this.clientCa ? { ca: [...this.clientCa] } : {}),
         });
         if (this.ticketKeys) ctx.context.setTicketKeys(this.ticketKeys);
+        // OpenSSL refuses to resume sessions of verified clients without a session id context.
+        ctx.context.setSessionIdContext(this.sessionScope.slice(0, 32));
         return ctx;
       });
     }

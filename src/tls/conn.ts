@@ -136,7 +136,7 @@ export class TLSConn extends Conn {
 
   protected override mapTransportError(err: unknown, op: "read" | "write"): TlsnetError {
     const phase = this.phase === "done" ? op : "handshake";
-    return mapTLSError(err, { op: phase, peer: this.peerName });
+    return mapTLSError(err, { op: phase, peer: this.peerName, role: this.init.role });
   }
 
   private config(): TLSConfig {
@@ -202,7 +202,12 @@ export class TLSConn extends Conn {
       isServer: true,
       secureContext: contexts[0]!,
       requestCert: cfg.clientAuth !== "none",
-      rejectUnauthorized: false, // each clientAuth mode is checked below, with its own message
+      // In the modes that require a certificate, OpenSSL itself refuses a client that sends
+      // none, with a certificate_required alert the client can report. Everything else
+      // (chain verification included) is checked after "secure", with its own message: a
+      // standalone server TLSSocket does not destroy itself on a verify error.
+      rejectUnauthorized:
+        cfg.clientAuth === "require-any" || cfg.clientAuth === "require-and-verify",
       ...(cfg.alpnProtocols ? { ALPNCallback: this.alpnSelector(cfg.alpnProtocols) } : {}),
       ...(select
         ? {
@@ -282,7 +287,9 @@ export class TLSConn extends Conn {
       };
       const onSecure = () => done();
       const onError = (err: Error) =>
-        done(this.explainAlpn(mapTLSError(err, { op: "handshake", peer }), cfg));
+        done(
+          this.explainAlpn(mapTLSError(err, { op: "handshake", peer, role: this.init.role }), cfg),
+        );
       const onClose = () =>
         done(
           new TLSError(
@@ -358,9 +365,10 @@ export class TLSConn extends Conn {
       );
     }
     if (mode === "require-any") return false;
-    if (socket.authorized) return true;
+    const failure = chainError(socket);
+    if (failure === null) return true;
     throw certificateError({
-      reason: String(socket.authorizationError ?? "CERT_REJECTED"),
+      reason: failure,
       host: this.peerName,
       subject: dn(leaf.subject),
       validTo: new Date(leaf.validTo),
@@ -371,6 +379,20 @@ export class TLSConn extends Conn {
 }
 
 function noop(): void {}
+
+/**
+ * OpenSSL's verdict on the peer's chain: null when it verified, else the reason code.
+ * A standalone server TLSSocket never fills in `authorized`, so ask the handle as
+ * node:tls's own server does.
+ */
+function chainError(socket: TLSSocket): string | null {
+  const handle = (socket as unknown as { _handle?: { verifyError?: () => Error | null } })._handle;
+  if (typeof handle?.verifyError !== "function") {
+    return socket.authorized ? null : String(socket.authorizationError ?? "CERT_REJECTED");
+  }
+  const err = handle.verifyError();
+  return err ? String((err as Error & { code?: string }).code ?? err.message) : null;
+}
 
 function serverNameOf(socket: TLSSocket): string | null {
   const name = (socket as TLSSocket & { servername?: string | false }).servername;

@@ -51,14 +51,14 @@ export async function connect(
   const cfg = config(opts instanceof TLSConfig ? opts : tlsOnly(opts));
   const dialOpts: DialOptions = { ...(opts instanceof TLSConfig ? {} : opts), ...dialOptions };
   checkDialOptions(dialOpts);
-  const { socket, host, port, expiry } = await dial(address, dialOpts);
+  const { socket, host, expiry } = await dial(address, dialOpts);
   const serverName = cfg.serverName ?? sniFor(host);
   const conn = new TLSConn(socket, {
     role: "client",
     config: cfg,
     serverName,
     verifyName: cfg.serverName ?? host.replace(/\.$/, ""),
-    sessionKey: `${serverName ?? host}|${port}`,
+    sessionKey: serverName ?? host, // per server name: a fleet sharing ticketKeys resumes across ports
     sessions: sessionsOf(cfg),
     dialExpiry: expiry,
   });
@@ -95,7 +95,7 @@ export function client(conn: Conn | Socket, opts: TLSOptions | TLSConfig): TLSCo
     config: cfg,
     serverName,
     verifyName: host,
-    sessionKey: `${serverName ?? host}|${socket.remotePort ?? 0}`,
+    sessionKey: serverName ?? host,
     sessions: sessionsOf(cfg),
     netConn,
   });
