@@ -335,7 +335,7 @@ export function certificateError(opts: {
 /** Map an error from a TLS socket (handshake, read, write) onto tlsnet's classes. */
 export function mapTLSError(err: unknown, ctx: ErrorContext): TlsnetError {
   if (err instanceof TlsnetError) return err;
-  const code = errorCode(err);
+  const code = stableSSLCode(errorCode(err));
   const byRole = code === undefined ? undefined : PEER_REJECTED_US[code];
   const hint = code === undefined ? undefined : (byRole?.[ctx.role ?? "client"] ?? TLS_HINTS[code]);
   if (hint === undefined) {
@@ -347,9 +347,19 @@ export function mapTLSError(err: unknown, ctx: ErrorContext): TlsnetError {
         { cause: err },
       );
     }
-    return mapError(err, ctx);
+    if (!code?.startsWith("ERR_SSL_")) return mapError(err, ctx);
   }
   const where = ctx.peer ? ` with ${ctx.peer}` : "";
   const phase = ctx.op === "handshake" ? "TLS handshake" : `TLS ${ctx.op}`;
-  return new TLSError(`${phase}${where} failed: ${hint} [${code}]`, { reason: code, cause: err });
+  // Without a hint, OpenSSL's own reason text ("bad record mac") beats its error stack.
+  const text = hint ?? (err as { reason?: string }).reason ?? code;
+  return new TLSError(`${phase}${where} failed: ${text} [${code}]`, { reason: code, cause: err });
+}
+
+/**
+ * OpenSSL 3.2 renamed "sslv3 alert ..." reasons to "ssl/tls alert ...", which changes
+ * Node's codes; report the older, stable spelling so `reason` means the same everywhere.
+ */
+function stableSSLCode(code: string | undefined): string | undefined {
+  return code?.replace(/^ERR_SSL_SSL\/TLS_ALERT_/, "ERR_SSL_SSLV3_ALERT_");
 }

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import tls from "node:tls";
-import { type CA, createCA, type IssuedCert, type KeyType } from "../src/certs/index.ts";
+import { type CA, createCA, type IssuedCert, type KeyType, loadCA } from "../src/certs/index.ts";
 
 const KEY_TYPES: KeyType[] = ["ec-p256", "rsa-2048", "ed25519"];
 const HOUR = 3_600_000;
@@ -395,6 +395,30 @@ describe("intermediates", () => {
   it("refuses to issue an intermediate from an intermediate (pathLen 0)", async () => {
     const inter = await root.issue({ names: [], intermediate: true });
     await assert.rejects(inter.ca.issue({ names: [], intermediate: true }), RangeError);
+  });
+});
+
+describe("loadCA", () => {
+  for (const keyType of ["ec-p256", "rsa-2048", "ed25519"] as const) {
+    it(`reloads a saved ${keyType} CA that issues verifiable leaves`, async () => {
+      const original = await createCA({ keyType });
+      const loaded = await loadCA({ cert: original.cert, key: original.key });
+      assert.equal(loaded.cert, original.cert);
+      const leaf = await loaded.issue({ names: ["localhost", "127.0.0.1"] });
+      const x = new X509Certificate(leaf.cert);
+      const root = new X509Certificate(original.cert);
+      assert.ok(x.checkIssued(root));
+      assert.ok(x.verify(root.publicKey));
+      assert.equal(x.subjectAltName, "DNS:localhost, IP Address:127.0.0.1");
+    });
+  }
+
+  it("refuses a key that is not the CA's, and a certificate that is not a CA", async () => {
+    const a = await createCA();
+    const b = await createCA();
+    await assert.rejects(loadCA({ cert: a.cert, key: b.key }), /does not belong/);
+    const leaf = await a.issue({ names: ["x.test"] });
+    await assert.rejects(loadCA({ cert: leaf.cert, key: leaf.key }), /not a CA certificate/);
   });
 });
 

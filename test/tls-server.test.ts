@@ -44,7 +44,7 @@ describe("client authentication (Go's five modes)", async () => {
       [ClientAuth, (typeof accepts)[ClientAuth]]
     >) {
       for (const [kind, ok] of Object.entries(row) as Array<[keyof typeof clientCerts, boolean]>) {
-        test(`${maxVersion} ${mode}, client cert ${kind}: ${ok ? "accepted" : "rejected"}`, async () => {
+        test(`${maxVersion} ${mode}, client cert ${kind}: ${ok ? "accepted" : "rejected"}`, async (t) => {
           const errors: TlsnetError[] = [];
           const seen: Array<{ verified: boolean; peer: string | undefined }> = [];
           const ln = await tls.listen({
@@ -61,6 +61,7 @@ describe("client authentication (Go's five modes)", async () => {
               await conn.readAll();
             },
           });
+          t.after(() => ln.close()); // also when an assertion fails, so the process can exit
           const cert = clientCerts[kind];
           const outcome = await (async () => {
             const conn = await tls.connect(hostPort(ln), {
@@ -96,7 +97,6 @@ describe("client authentication (Go's five modes)", async () => {
             assert.equal(seen.length, 0);
             assert.equal(ln.stats().handshakeFailures, 1);
           }
-          await ln.close();
         });
       }
     }

@@ -19,7 +19,7 @@
 // loaded before it; side-effect imports keep their place.
 import "reflect-metadata";
 
-import { randomBytes } from "node:crypto";
+import { createPrivateKey, randomBytes, X509Certificate } from "node:crypto";
 import { isIP } from "node:net";
 import * as x509 from "@peculiar/x509";
 import {
@@ -27,6 +27,7 @@ import {
   type CryptoKeyPair,
   exportPkcs8,
   generateKeyPair,
+  importKeyPair,
   type KeyType,
   parseKeyType,
   signingAlgorithm,
@@ -157,6 +158,43 @@ export async function createCA(opts: CAOptions = {}): Promise<CA> {
     skiHex: ski.keyId,
     chainAbove: [],
     pathLen: undefined,
+  });
+}
+
+/**
+ * Loads a CA saved earlier (its `cert` and `key` PEM, e.g. from files), to issue more
+ * certificates with it. A CA certificate whose key does not match it is a RangeError.
+ *
+ * @example
+ * ```ts
+ * const ca = await loadCA({ cert: readFileSync("ca.pem", "utf8"), key: readFileSync("ca-key.pem", "utf8") });
+ * const leaf = await ca.issue({ names: ["localhost"] });
+ * ```
+ */
+export async function loadCA(opts: { cert: string; key: string }): Promise<CA> {
+  checkObject(opts, "loadCA: opts");
+  if (typeof opts.cert !== "string" || typeof opts.key !== "string") {
+    throw new TypeError("loadCA: opts.cert and opts.key must be PEM strings");
+  }
+  const cert = new x509.X509Certificate(opts.cert);
+  const constraints = cert.getExtension(x509.BasicConstraintsExtension);
+  if (!constraints?.ca) throw new RangeError("loadCA: opts.cert is not a CA certificate");
+  const publicKey = await cert.publicKey.export(webCrypto);
+  const { keys, keyType } = await importKeyPair(opts.key, publicKey);
+  if (!new X509Certificate(opts.cert).checkPrivateKey(createPrivateKey(opts.key))) {
+    throw new RangeError("loadCA: opts.key does not belong to opts.cert");
+  }
+  const ski = cert.getExtension(x509.SubjectKeyIdentifierExtension);
+  const skiHex =
+    ski?.keyId ??
+    (await x509.SubjectKeyIdentifierExtension.create(publicKey, false, webCrypto)).keyId;
+  return DevCA.create({
+    cert,
+    keys,
+    keyType,
+    skiHex,
+    chainAbove: [],
+    pathLen: constraints.pathLength,
   });
 }
 

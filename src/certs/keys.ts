@@ -68,3 +68,35 @@ export function signingAlgorithm(type: KeyType): Algorithm {
 export function exportPkcs8(key: CryptoKey): Promise<ArrayBuffer> {
   return webCrypto.subtle.exportKey("pkcs8", key);
 }
+
+/**
+ * Imports a PEM private key (PKCS#8 or traditional) as a WebCrypto key pair for signing,
+ * with its key type. The public half comes from the certificate it belongs to.
+ */
+export async function importKeyPair(
+  keyPem: string,
+  publicKey: CryptoKey,
+): Promise<{ keys: CryptoKeyPair; keyType: KeyType }> {
+  const { createPrivateKey } = await import("node:crypto");
+  const key = createPrivateKey(keyPem);
+  const keyType = keyTypeOf(key.asymmetricKeyType, key.asymmetricKeyDetails);
+  const der = key.export({ format: "der", type: "pkcs8" });
+  // The generate parameters carry what import needs (the curve, the hash); extra members are ignored.
+  const privateKey = await webCrypto.subtle.importKey("pkcs8", der, SPECS[keyType].generate, true, [
+    "sign",
+  ]);
+  return { keys: { privateKey, publicKey }, keyType };
+}
+
+function keyTypeOf(
+  type: string | undefined,
+  details: { namedCurve?: string; modulusLength?: number } | undefined,
+): KeyType {
+  if (type === "ec" && details?.namedCurve === "prime256v1") return "ec-p256";
+  if (type === "rsa" && details?.modulusLength === 2048) return "rsa-2048";
+  if (type === "ed25519") return "ed25519";
+  throw new RangeError(
+    `loadCA: key type ${type}${details?.namedCurve ? ` (${details.namedCurve})` : ""}` +
+      `${details?.modulusLength ? ` (${details.modulusLength} bits)` : ""} is not one of ${KEY_TYPES.join(", ")}`,
+  );
+}

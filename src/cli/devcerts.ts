@@ -1,0 +1,149 @@
+/**
+ * The CLI's persistent dev CA: created once per directory (the per-user data
+ * dir by default), reused afterwards so a person trusts it once, and leaf
+ * certificates issued from it for `serve` and `cert`.
+ * @module
+ */
+import { randomBytes, X509Certificate } from "node:crypto";
+import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { isIP } from "node:net";
+import { join } from "node:path";
+import { type CA, createCA, type IssueOptions, loadCA } from "../certs/index.ts";
+
+export { dataDir } from "./common.ts";
+
+/** A CA whose files are on disk. */
+export interface StoredCA {
+  ca: CA;
+  certFile: string;
+  keyFile: string;
+  /** True when this call generated it. */
+  created: boolean;
+}
+
+/** Open the CA in `dir`, creating it (and the dir) the first time or once it has expired. */
+export async function openCA(dir: string): Promise<StoredCA> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const certFile = join(dir, "ca.pem");
+  const keyFile = join(dir, "ca-key.pem");
+  return withLock(dir, async () => {
+    const existing = await readPair(certFile, keyFile);
+    if (existing) {
+      const cert = new X509Certificate(existing.cert);
+      if (new Date(cert.validTo).getTime() > Date.now() + 86_400_000) {
+        return {
+          ca: await loadCA(existing).catch((e: Error) => {
+            throw new Error(`cannot use the CA in ${dir}: ${e.message}`);
+          }),
+          certFile,
+          keyFile,
+          created: false,
+        };
+      }
+    }
+    const ca = await createCA({ name: `tlsnet dev CA ${randomBytes(4).toString("hex")}` });
+    await writeAtomic(keyFile, ca.key, 0o600);
+    await writeAtomic(certFile, ca.cert, 0o644);
+    return { ca, certFile, keyFile, created: true };
+  });
+}
+
+/** A leaf written to disk. */
+export interface StoredLeaf {
+  certFile: string;
+  keyFile: string;
+  cert: X509Certificate;
+  created: boolean;
+}
+
+/**
+ * The leaf `base`.pem / `base`-key.pem in `dir` for `names`: reused when it
+ * exists, is signed by this CA, covers the names and is valid for another day;
+ * issued anew otherwise (or always, with `fresh`).
+ */
+export async function ensureLeaf(
+  dir: string,
+  stored: StoredCA,
+  base: string,
+  opts: Pick<IssueOptions, "names" | "client"> & { fresh?: boolean },
+): Promise<StoredLeaf> {
+  const certFile = join(dir, `${base}.pem`);
+  const keyFile = join(dir, `${base}-key.pem`);
+  return withLock(dir, async () => {
+    const existing = opts.fresh ? undefined : await readPair(certFile, keyFile);
+    if (existing) {
+      const cert = new X509Certificate(existing.cert);
+      if (usable(cert, stored.ca.cert, opts.names)) {
+        return { certFile, keyFile, cert, created: false };
+      }
+    }
+    const leaf = await stored.ca.issue({ names: opts.names, client: opts.client ?? false });
+    await writeAtomic(keyFile, leaf.key, 0o600);
+    await writeAtomic(certFile, leaf.chain, 0o644);
+    return { certFile, keyFile, cert: new X509Certificate(leaf.cert), created: true };
+  });
+}
+
+/** A file name for a certificate name: "*.example.test" → "_wildcard.example.test" (as mkcert does). */
+export function fileBase(name: string): string {
+  return name.replace(/^\*\./, "_wildcard.").replace(/[^A-Za-z0-9._-]/g, "_");
+}
+
+function usable(cert: X509Certificate, caPem: string, names: readonly string[]): boolean {
+  const ca = new X509Certificate(caPem);
+  if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) return false;
+  if (new Date(cert.validTo).getTime() < Date.now() + 86_400_000) return false;
+  if (new Date(cert.validFrom).getTime() > Date.now()) return false;
+  const sans = (cert.subjectAltName ?? "").split(/,\s*/);
+  return names.every((n) => (isIP(n) ? cert.checkIP(n) !== undefined : sans.includes(`DNS:${n}`)));
+}
+
+async function readPair(
+  certFile: string,
+  keyFile: string,
+): Promise<{ cert: string; key: string } | undefined> {
+  try {
+    return { cert: await readFile(certFile, "utf8"), key: await readFile(keyFile, "utf8") };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
+}
+
+/** Write via a temporary file and rename, so a reader never sees half a PEM. */
+async function writeAtomic(path: string, text: string, mode: number): Promise<void> {
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, text, { mode });
+  await rename(tmp, path);
+}
+
+/**
+ * Run `fn` holding a lock on `dir` (a lock directory: mkdir is atomic), so two
+ * tlsnet processes starting at once do not make two CAs. A lock older than
+ * 30 s is taken to be left over from a crash.
+ */
+async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+  const lock = join(dir, ".lock");
+  const until = Date.now() + 15_000;
+  for (;;) {
+    try {
+      await mkdir(lock);
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      const age = await stat(lock).then(
+        (s) => Date.now() - s.mtimeMs,
+        () => 0,
+      );
+      if (age > 30_000) await rm(lock, { recursive: true, force: true });
+      else if (Date.now() > until) {
+        throw new Error(`${dir} is locked by another tlsnet process; if none runs, remove ${lock}`);
+      } else await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await rm(lock, { recursive: true, force: true });
+  }
+}
