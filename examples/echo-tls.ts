@@ -10,7 +10,9 @@ const server = await tls.listen({
   addr: "127.0.0.1:0",
   certs: [await ca.issue({ names: ["localhost"] })],
   handler: async (conn) => {
-    for (let line; (line = await conn.readLine()) !== null; ) await conn.write(`echo: ${line}\n`);
+    for (let line = await conn.readLine(); line !== null; line = await conn.readLine()) {
+      await conn.write(`echo: ${line}\n`);
+    }
   },
 });
 const conn = await tls.connect(`localhost:${server.addr.port}`, { ca: ca.cert, timeout: 5000 });
