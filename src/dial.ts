@@ -227,7 +227,11 @@ function race(
         errors.push(e);
         if (done) return;
         if (live.size === 0 && next >= ips.length) {
-          const list = errors.map((x) => x.message).join("; ");
+          // One attempt at the literal address asked for: its reason alone, not the address twice.
+          const list =
+            ips.length === 1 && ips[0] === host
+              ? (describeSystemError(err) ?? err.message)
+              : errors.map((x) => x.message).join("; ");
           finish(
             new DialError(`could not connect to ${formatHostPort(host, port)}: ${list}`, {
               host,

@@ -7,6 +7,8 @@ import { createCA } from "../src/certs/index.ts";
 import {
   ClosedError,
   ConnectionResetError,
+  DeadlineExceededError,
+  DialError,
   HandshakeTimeoutError,
   type TLSConn,
   TLSError,
@@ -300,6 +302,50 @@ describe("STARTTLS", () => {
     await secure.close();
     await serverConn.close();
     await ln.close();
+  });
+});
+
+describe("names and timeouts on upgrades", () => {
+  test("tls.client over tcp.connect(host) verifies and sends the dialed host name", async () => {
+    const { ca, leaf } = await pki();
+    const ln = await echoServer({ certs: [leaf] });
+    const plain = await tcp.connect(`localhost:${ln.addr.port}`);
+    const secure = tls.client(plain, { ca: ca.cert });
+    const state = await secure.handshake();
+    assert.equal(state.serverName, "localhost");
+    assert.equal(state.verified, true);
+    await secure.close();
+    await ln.close();
+  });
+
+  test("handshake({ timeout }) is a HandshakeTimeoutError; a read deadline names the read", async () => {
+    const { leaf } = await pki();
+    const ln = await tls.listen({ addr: "127.0.0.1:0", certs: [leaf] });
+    const silent1 = await tcp.connect(ln.addr.toString());
+    const c1 = await ln.accept();
+    const e1 = await c1.handshake({ timeout: 100 }).catch((e) => e);
+    assert.ok(e1 instanceof HandshakeTimeoutError, String(e1));
+    assert.match(e1.message, /within the 100 ms given to this call/);
+
+    const silent2 = await tcp.connect(ln.addr.toString());
+    const c2 = await ln.accept();
+    c2.setReadDeadline(Date.now() + 100);
+    const e2 = await c2.read().catch((e) => e);
+    assert.ok(e2 instanceof DeadlineExceededError, String(e2));
+    assert.equal(e2.op, "read");
+    assert.match(e2.message, /read deadline/);
+    await Promise.all([c1.close(), c2.close(), silent1.close(), silent2.close()]);
+    await ln.close();
+  });
+
+  test("a refused dial to an address names it once", async () => {
+    const ln = await tcp.listen({ addr: "127.0.0.1:0" });
+    const port = ln.addr.port;
+    await ln.close();
+    const err = await tls.connect(`127.0.0.1:${port}`).catch((e) => e);
+    assert.ok(err instanceof DialError, String(err));
+    assert.equal(err.message.split(`127.0.0.1:${port}`).length, 2, err.message);
+    assert.match(err.message, /connection refused/);
   });
 });
 

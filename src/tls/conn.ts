@@ -57,6 +57,8 @@ export class TLSConn extends Conn {
   private tlsSocket: TLSSocket | undefined;
   private abortRun: ((err: TlsnetError) => void) | undefined;
   private netConnView: Conn | undefined;
+  /** The I/O that started the handshake, to name the deadline that cut it short. */
+  private trigger: "read" | "write" = "read";
   /** The ALPN list a client offered (server side), for error messages. */
   private offeredAlpn: string[] | undefined;
 
@@ -129,8 +131,9 @@ export class TLSConn extends Conn {
     return super.close();
   }
 
-  protected override beforeIO(_op: "read" | "write", opts?: OpOptions): Promise<void> | undefined {
+  protected override beforeIO(op: "read" | "write", opts?: OpOptions): Promise<void> | undefined {
     if (this.phase === "done") return undefined;
+    if (this.phase === "idle") this.trigger = op;
     return this.handshake(opts).then(noop);
   }
 
@@ -253,17 +256,25 @@ export class TLSConn extends Conn {
           ),
       ]);
     }
-    const own = Math.min(
-      this.ioDeadline,
-      opts?.timeout === undefined ? NEVER : performance.now() + opts.timeout,
-    );
-    if (own !== NEVER) {
+    if (this.ioDeadline !== NEVER) {
+      const op = this.trigger;
       limits.push([
-        own,
+        this.ioDeadline,
         () =>
           new DeadlineExceededError(
-            "read",
-            `TLS handshake with ${peer} passed the conn's deadline`,
+            op,
+            `TLS handshake with ${peer} ran past the conn's ${op} deadline; set a later deadline or check the peer`,
+          ),
+      ]);
+    }
+    const callTimeout = opts?.timeout;
+    if (callTimeout !== undefined) {
+      limits.push([
+        performance.now() + callTimeout,
+        () =>
+          new HandshakeTimeoutError(
+            `TLS handshake with ${peer} did not finish within the ${callTimeout} ms given to this call`,
+            { timeout: callTimeout },
           ),
       ]);
     }

@@ -17,6 +17,7 @@ import { DEFAULT_MAX_VERSION, DEFAULT_MIN_VERSION } from "node:tls";
 import type { Address } from "../addr.ts";
 import { Conn } from "../conn.ts";
 import { checkDialOptions, type DialOptions, dial } from "../dial.ts";
+import { dialHostOf } from "../dialed.ts";
 import { ConfigError } from "../errors.ts";
 import { TLSConfig, type TLSOptions } from "./config.ts";
 import { sniFor, TLSConn } from "./conn.ts";
@@ -82,9 +83,11 @@ export function listen(opts: TLSListenOptions): Promise<TLSListener> {
  */
 export function client(conn: Conn | Socket, opts: TLSOptions | TLSConfig): TLSConn {
   const cfg = config(opts);
+  // The name to verify: serverName, else the host tcp.connect dialed, else the peer's address.
+  const dialed = conn instanceof Conn ? dialHostOf(conn) : undefined;
   const { socket, netConn } = takeOver(conn);
-  const host = cfg.serverName ?? socket.remoteAddress ?? "";
-  const serverName = cfg.serverName ?? null;
+  const host = cfg.serverName ?? dialed?.replace(/\.$/, "") ?? socket.remoteAddress ?? "";
+  const serverName = cfg.serverName ?? (dialed ? sniFor(dialed) : null);
   if (cfg.verifyPeer && cfg.serverName === undefined && host === "") {
     throw new ConfigError("tls.client needs serverName to verify the peer", {
       field: "serverName",
