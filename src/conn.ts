@@ -18,12 +18,9 @@ import type { Socket } from "node:net";
 import { SocketAddr } from "./addr.ts";
 import { ChunkList } from "./chunks.ts";
 import {
-  abortReason,
   checkOpOptions,
   type DeadlineInput,
   expiryAfter,
-  msUntil,
-  NEVER,
   type OpOptions,
   toMonotonic,
 } from "./deadline.ts";
@@ -35,6 +32,7 @@ import {
   type TlsnetError,
   UnexpectedEOFError,
 } from "./errors.ts";
+import { DeadlineWait } from "./wait.ts";
 
 /**
  * What a Conn needs from its transport. node:net Socket and node:tls TLSSocket
@@ -57,8 +55,6 @@ const CLOSE_LINGER_MS = 2000;
 
 const LF = new Uint8Array([0x0a]);
 const utf8 = new TextDecoder("utf-8");
-
-type Waiter = { resolve: () => void; reject: (err: unknown) => void };
 
 /** A queue that lets one operation at a time run, in call order. */
 class TurnQueue {
@@ -111,16 +107,16 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
 
   private readonly readers = new TurnQueue();
   private readonly writers = new TurnQueue();
-  private readWaiter: Waiter | undefined;
-  private writeWaiter: Waiter | undefined;
-  private readDeadline = NEVER;
-  private writeDeadline = NEVER;
-  private readCallExpiry = NEVER;
-  private writeCallExpiry = NEVER;
-  private readTimer: NodeJS.Timeout | undefined;
-  private writeTimer: NodeJS.Timeout | undefined;
-  private readSignal: AbortSignal | undefined;
-  private writeSignal: AbortSignal | undefined;
+  /** The reader waiting for data; a timeout leaves the conn readable. */
+  private readonly readWait = new DeadlineWait(() => this.readTimeoutError());
+  /** The writer waiting for drain; a timeout is permanent: a partial record cannot be resumed. */
+  private readonly writeWait = new DeadlineWait(
+    () =>
+      (this.writeError ??= new DeadlineExceededError(
+        "write",
+        `write to ${this.peerName} timed out; the connection can no longer be written to`,
+      )),
+  );
 
   private limitBytes = DEFAULT_LIMIT;
   private paused = false;
@@ -131,72 +127,26 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   // Handlers bound once, reused for every socket event and wait.
   private readonly onData = (chunk: Buffer) => {
     this.buf.push(chunk);
-    if (this.readWaiter) this.wakeReader();
+    if (this.readWait.pending) this.readWait.resolve();
     else if (this.limitBytes > 0 && this.buf.length >= this.limitBytes) this.updateFlow();
   };
   private readonly onEnd = () => {
     this.eof = true;
-    this.wakeReader();
+    this.readWait.resolve();
   };
   private readonly onError = (err: Error) => {
     this.readError ??= this.mapTransportError(err, "read");
     this.writeError ??= this.mapTransportError(err, "write");
-    this.wakeReader();
-    this.failWriter(this.writeError);
+    this.readWait.resolve();
+    this.writeWait.reject(this.writeError);
   };
   private readonly onClose = () => {
     if (!this.eof && !this.readError) this.eof = true; // ended without FIN (destroyed)
-    this.wakeReader();
-    if (!this.closed) this.failWriter(this.writeError ?? new ClosedError(this.closedMessage()));
+    this.readWait.resolve();
+    if (!this.closed)
+      this.writeWait.reject(this.writeError ?? new ClosedError(this.closedMessage()));
   };
-  private readonly onDrain = () => {
-    const w = this.writeWaiter;
-    if (w) {
-      this.clearWriteWait();
-      w.resolve();
-    }
-  };
-  private readonly onReadTimeout = () => {
-    this.readTimer = undefined;
-    const w = this.readWaiter;
-    if (!w) return;
-    if (performance.now() + 1 < Math.min(this.readDeadline, this.readCallExpiry)) {
-      this.armReadTimer(); // the deadline moved later while we slept
-      return;
-    }
-    this.clearReadWait();
-    w.reject(this.readTimeoutError());
-  };
-  private readonly onWriteTimeout = () => {
-    this.writeTimer = undefined;
-    const w = this.writeWaiter;
-    if (!w) return;
-    if (performance.now() + 1 < Math.min(this.writeDeadline, this.writeCallExpiry)) {
-      this.armWriteTimer();
-      return;
-    }
-    this.clearWriteWait();
-    // Permanent: the bytes are partly handed over, and a partial record cannot be resumed.
-    this.writeError ??= new DeadlineExceededError(
-      "write",
-      `write to ${this.peerName} timed out; the connection can no longer be written to`,
-    );
-    w.reject(this.writeError);
-  };
-  private readonly onReadAbort = () => {
-    const w = this.readWaiter;
-    if (!w || !this.readSignal) return;
-    const reason = abortReason(this.readSignal);
-    this.clearReadWait();
-    w.reject(reason);
-  };
-  private readonly onWriteAbort = () => {
-    const w = this.writeWaiter;
-    if (!w || !this.writeSignal) return;
-    const reason = abortReason(this.writeSignal);
-    this.clearWriteWait();
-    w.reject(reason);
-  };
+  private readonly onDrain = () => this.writeWait.resolve();
 
   /**
    * Wrap a connected socket. `transport` may be omitted by subclasses that
@@ -240,7 +190,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     if (!t || this.upgraded || this.closed) {
       throw new ClosedError(`${this.peerName}: connection is closed or already upgraded`);
     }
-    if (this.readers.pending > 0 || this.readWaiter || this.writeWaiter) {
+    if (this.readers.pending > 0 || this.readWait.pending || this.writeWait.pending) {
       throw new Error(`${this.peerName}: cannot upgrade while a read or write is pending`);
     }
     this.upgraded = true;
@@ -264,7 +214,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
 
   /** The earlier of the read and write deadlines (monotonic), for work that does both. */
   protected get ioDeadline(): number {
-    return Math.min(this.readDeadline, this.writeDeadline);
+    return Math.min(this.readWait.deadline, this.writeWait.deadline);
   }
 
   /** A Conn that only reports addresses: the TCP conn under a TLS conn that owns the socket. */
@@ -329,14 +279,12 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
 
   /** Absolute deadline for reads, pending ones included; null or 0 clears it. */
   setReadDeadline(t: Date | number | null): void {
-    this.readDeadline = toMonotonic(t as DeadlineInput, "read deadline");
-    if (this.readWaiter) this.armReadTimer();
+    this.readWait.setDeadline(toMonotonic(t as DeadlineInput, "read deadline"));
   }
 
   /** Absolute deadline for writes, pending ones included; once it fires, writing is over. */
   setWriteDeadline(t: Date | number | null): void {
-    this.writeDeadline = toMonotonic(t as DeadlineInput, "write deadline");
-    if (this.writeWaiter) this.armWriteTimer();
+    this.writeWait.setDeadline(toMonotonic(t as DeadlineInput, "write deadline"));
   }
 
   // ---------------------------------------------------------------- reading
@@ -501,7 +449,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
         this.checkUsable();
       }
       if (!this.transport) throw new ClosedError(this.closedMessage());
-      if (Math.min(this.readDeadline, callExpiry) <= performance.now()) {
+      if (this.readWait.expired(callExpiry)) {
         throw this.readTimeoutError(); // a deadline in the past fails at once, data or not
       }
       for (;;) {
@@ -535,43 +483,9 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   }
 
   private waitReadable(callExpiry: number, signal: AbortSignal | undefined): Promise<void> {
-    if (signal?.aborted) return Promise.reject(abortReason(signal));
-    const expiry = Math.min(this.readDeadline, callExpiry);
-    if (expiry <= performance.now()) return Promise.reject(this.readTimeoutError());
-    return new Promise<void>((resolve, reject) => {
-      this.readWaiter = { resolve, reject };
-      this.readCallExpiry = callExpiry;
-      if (signal) {
-        this.readSignal = signal;
-        signal.addEventListener("abort", this.onReadAbort, { once: true });
-      }
-      this.armReadTimer();
-      this.updateFlow();
-    });
-  }
-
-  private armReadTimer(): void {
-    if (this.readTimer) clearTimeout(this.readTimer);
-    this.readTimer = undefined;
-    const expiry = Math.min(this.readDeadline, this.readCallExpiry);
-    if (expiry === NEVER) return;
-    this.readTimer = setTimeout(this.onReadTimeout, msUntil(expiry));
-  }
-
-  private clearReadWait(): void {
-    this.readWaiter = undefined;
-    if (this.readTimer) clearTimeout(this.readTimer);
-    this.readTimer = undefined;
-    this.readCallExpiry = NEVER;
-    if (this.readSignal) this.readSignal.removeEventListener("abort", this.onReadAbort);
-    this.readSignal = undefined;
-  }
-
-  private wakeReader(): void {
-    const w = this.readWaiter;
-    if (!w) return;
-    this.clearReadWait();
-    w.resolve();
+    const waiting = this.readWait.wait(callExpiry, signal);
+    this.updateFlow(); // a waiting reader lifts the limit
+    return waiting;
   }
 
   /** Pause the socket while the unread buffer is at the limit and nobody waits for more. */
@@ -579,7 +493,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     const t = this.transport;
     if (!t || this.upgraded) return;
     const full =
-      this.limitBytes > 0 && this.buf.length >= this.limitBytes && this.readWaiter === undefined;
+      this.limitBytes > 0 && this.buf.length >= this.limitBytes && !this.readWait.pending;
     if (full && !this.paused) {
       this.paused = true;
       t.pause();
@@ -614,7 +528,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
         this.checkWritable();
       }
       if (!this.transport) throw new ClosedError(this.closedMessage());
-      if (Math.min(this.writeDeadline, callExpiry) <= performance.now()) {
+      if (this.writeWait.expired(callExpiry)) {
         // Nothing was handed over yet, so this failure is not permanent.
         throw new DeadlineExceededError("write", `write to ${this.peerName} timed out`);
       }
@@ -626,7 +540,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
         for (const part of data) if (part.length > 0) t.write(part);
         t.uncork();
       }
-      if (t.writableNeedDrain) await this.waitWritable(callExpiry, opts?.signal);
+      if (t.writableNeedDrain) await this.writeWait.wait(callExpiry, opts?.signal);
     } finally {
       this.writers.release();
     }
@@ -667,43 +581,6 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     }
   }
 
-  private waitWritable(callExpiry: number, signal: AbortSignal | undefined): Promise<void> {
-    if (signal?.aborted) return Promise.reject(abortReason(signal));
-    return new Promise<void>((resolve, reject) => {
-      this.writeWaiter = { resolve, reject };
-      this.writeCallExpiry = callExpiry;
-      if (signal) {
-        this.writeSignal = signal;
-        signal.addEventListener("abort", this.onWriteAbort, { once: true });
-      }
-      this.armWriteTimer();
-    });
-  }
-
-  private armWriteTimer(): void {
-    if (this.writeTimer) clearTimeout(this.writeTimer);
-    this.writeTimer = undefined;
-    const expiry = Math.min(this.writeDeadline, this.writeCallExpiry);
-    if (expiry === NEVER) return;
-    this.writeTimer = setTimeout(this.onWriteTimeout, msUntil(expiry));
-  }
-
-  private clearWriteWait(): void {
-    this.writeWaiter = undefined;
-    if (this.writeTimer) clearTimeout(this.writeTimer);
-    this.writeTimer = undefined;
-    this.writeCallExpiry = NEVER;
-    if (this.writeSignal) this.writeSignal.removeEventListener("abort", this.onWriteAbort);
-    this.writeSignal = undefined;
-  }
-
-  private failWriter(err: unknown): void {
-    const w = this.writeWaiter;
-    if (!w) return;
-    this.clearWriteWait();
-    w.reject(err);
-  }
-
   // ---------------------------------------------------------------- closing
 
   /**
@@ -715,12 +592,8 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     if (this.closing) return this.closing;
     this.closed = true;
     const closedErr = new ClosedError(`connection to ${this.peerName} was closed`);
-    const r = this.readWaiter;
-    if (r) {
-      this.clearReadWait();
-      r.reject(closedErr);
-    }
-    this.failWriter(closedErr);
+    this.readWait.reject(closedErr);
+    this.writeWait.reject(closedErr);
     this.closing = this.shutdownTransport();
     return this.closing;
   }
