@@ -349,6 +349,40 @@ describe("names and timeouts on upgrades", () => {
   });
 });
 
+describe("security defaults", () => {
+  test("TLS 1.2 suites are ECDHE + AEAD, in the server's order", async () => {
+    const { ca, leaf } = await pki();
+    const ln = await echoServer({ certs: [leaf] });
+    const suite = async (ciphers: string) => {
+      const conn = await tls.connect(hostPort(ln), { ca: ca.cert, maxVersion: "TLSv1.2", ciphers });
+      const s = conn.state().cipherSuite;
+      await conn.close();
+      return s;
+    };
+    // The client prefers AES-256; the server's order puts AES-128 first and wins.
+    assert.equal(
+      await suite("ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256"),
+      "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    );
+    // CBC suites without AEAD are not offered by default.
+    const cbc = await suite("ECDHE-ECDSA-AES128-SHA256").catch((e) => e);
+    assert.ok(cbc instanceof TLSError, String(cbc));
+    await ln.close();
+  });
+
+  test("a TLS 1.2 cipher list leaves TLS 1.3 working", async () => {
+    const { ca, leaf } = await pki();
+    const ln = await echoServer({ certs: [leaf], ciphers: "ECDHE-ECDSA-AES256-GCM-SHA384" });
+    const conn = await tls.connect(hostPort(ln), {
+      ca: ca.cert,
+      ciphers: "ECDHE-ECDSA-AES256-GCM-SHA384",
+    });
+    assert.equal(conn.state().version, "TLSv1.3");
+    await conn.close();
+    await ln.close();
+  });
+});
+
 describe("half-close", () => {
   test("closeWrite sends close_notify: the peer reads EOF and the closing side still reads", async () => {
     const { ca, leaf } = await pki();

@@ -4,7 +4,13 @@
  * TLSConfig that owns one SecureContext per certificate entry.
  * @module
  */
-import { createHash, createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
+import {
+  constants,
+  createHash,
+  createPrivateKey,
+  type KeyObject,
+  X509Certificate,
+} from "node:crypto";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import {
@@ -175,7 +181,7 @@ export class TLSConfig {
     }
     if (this.ciphers !== undefined) {
       // Let OpenSSL judge the cipher string now, not at the first handshake.
-      fieldCheck("ciphers", () => createSecureContext({ ciphers: this.ciphers! }));
+      fieldCheck("ciphers", () => createSecureContext({ ciphers: cipherList(this.ciphers) }));
     }
     this.sessionScope = this.scope();
     Object.freeze(this);
@@ -225,8 +231,11 @@ export class TLSConfig {
         });
       }
       this.contexts.server = this.identities.map((id) => {
+        const base = this.baseContextOptions();
         const ctx = createSecureContext({
-          ...this.baseContextOptions(),
+          ...base,
+          // Our order (forward secrecy and AEAD first) wins over the client's.
+          secureOptions: (base.secureOptions ?? 0) | constants.SSL_OP_CIPHER_SERVER_PREFERENCE,
           ...identityOptions(id),
           ...(this.clientCa ? { ca: [...this.clientCa] } : {}),
         });
@@ -243,7 +252,9 @@ export class TLSConfig {
     return {
       minVersion: this.minVersion,
       maxVersion: this.maxVersion,
-      ...(this.ciphers ? { ciphers: this.ciphers } : {}),
+      ciphers: cipherList(this.ciphers),
+      // Renegotiation is a DoS lever and a source of past CVEs; TLS 1.3 has none.
+      secureOptions: constants.SSL_OP_NO_RENEGOTIATION,
     };
   }
 }
@@ -251,6 +262,28 @@ export class TLSConfig {
 /** Validate and freeze TLS options into a reusable TLSConfig. Throws ConfigError. */
 export function config(opts: TLSOptions | TLSConfig): TLSConfig {
   return opts instanceof TLSConfig ? opts : new TLSConfig(opts);
+}
+
+/**
+ * TLS 1.2 suites by default: ECDHE key exchange with AEAD ciphers only (Mozilla's
+ * "intermediate" profile without DHE), so every suite has forward secrecy and no CBC.
+ */
+export const DEFAULT_TLS12_CIPHERS = [
+  "ECDHE-ECDSA-AES128-GCM-SHA256",
+  "ECDHE-RSA-AES128-GCM-SHA256",
+  "ECDHE-ECDSA-AES256-GCM-SHA384",
+  "ECDHE-RSA-AES256-GCM-SHA384",
+  "ECDHE-ECDSA-CHACHA20-POLY1305",
+  "ECDHE-RSA-CHACHA20-POLY1305",
+].join(":");
+
+/** Node's TLS 1.3 suites: a cipher string without any TLS_ names would disable TLS 1.3. */
+const TLS13_CIPHERS = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256";
+
+/** The full OpenSSL cipher string for a `ciphers` option (TLS 1.2 names, TLS 1.3 kept). */
+function cipherList(ciphers: string | undefined): string {
+  const tls12 = ciphers ?? DEFAULT_TLS12_CIPHERS;
+  return /(^|:)TLS_/.test(tls12) ? tls12 : `${TLS13_CIPHERS}:${tls12}`;
 }
 
 function identityOptions(id: Identity): SecureContextOptions {
