@@ -9,6 +9,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
+import { withTimeout } from "./net.ts";
 
 /** The absolute path of `bin` on PATH, or undefined. */
 export function which(bin: string): string | undefined {
@@ -329,20 +330,8 @@ export async function pemDir(prefix = "tlsnet-interop-"): Promise<PemDir> {
   };
 }
 
-/** Reject with a clear message if `p` has not settled within `ms`. */
-export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: not settled within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+/** Reject with a clear message if `p` has not settled within `ms` (shared with the TCP tests). */
+export const within = withTimeout;
 
 /** Values pushed by callbacks (a listener's handler, onError), awaited one by one in tests. */
 export class Inbox<T> {
