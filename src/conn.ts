@@ -21,6 +21,7 @@ import {
   checkOpOptions,
   type DeadlineInput,
   expiryAfter,
+  NEVER,
   type OpOptions,
   toMonotonic,
 } from "./deadline.ts";
@@ -75,6 +76,9 @@ class TurnQueue {
   }
   get pending(): number {
     return this.waiting.length;
+  }
+  get idle(): boolean {
+    return !this.busy;
   }
 }
 
@@ -342,7 +346,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    * LimitExceededError, nothing consumed.
    */
   readUntil(delim: string | Uint8Array, opts?: MaxBytesOptions): Promise<Buffer> {
-    const d = typeof delim === "string" ? Buffer.from(delim, "utf8") : delim;
+    const d = typeof delim === "string" ? delimBytes(delim) : delim;
     if (!(d instanceof Uint8Array)) {
       throw new TypeError("readUntil(delim) takes a string or Uint8Array");
     }
@@ -384,13 +388,12 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     });
   }
 
-  /** Chunks until EOF. */
-  async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
-    for (;;) {
-      const chunk = await this.read();
-      if (chunk === null) return;
-      yield chunk;
-    }
+  /** Chunks until EOF. A plain iterator, not a generator: one promise per chunk. */
+  [Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    return {
+      next: () => this.read().then(iteratorResult),
+      return: () => Promise.resolve({ done: true, value: undefined }),
+    };
   }
 
   /**
@@ -435,7 +438,38 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    * Run one read operation in its turn: `attempt` returns a result, or undefined
    * to wait for more data; it consumes only when it returns a result.
    */
-  private async readOp<T>(opts: OpOptions | undefined, attempt: () => T | undefined): Promise<T> {
+  private readOp<T>(opts: OpOptions | undefined, attempt: () => T | undefined): Promise<T> {
+    // Fast path, the common case of a busy reader: no options, no other reader, no
+    // handshake or deadline to mind, and the answer is already buffered. No async
+    // frame, no turn, no timer.
+    if (
+      opts === undefined &&
+      this.buf.length > 0 &&
+      this.readers.idle &&
+      this.transport !== undefined &&
+      !this.closed &&
+      !this.upgraded &&
+      !this.readWait.expired(NEVER) &&
+      this.beforeIO("read") === undefined
+    ) {
+      let result: T | undefined;
+      try {
+        result = attempt();
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      if (result !== undefined) {
+        if (this.paused) this.updateFlow();
+        return Promise.resolve(result);
+      }
+    }
+    return this.readOpInTurn(opts, attempt);
+  }
+
+  private async readOpInTurn<T>(
+    opts: OpOptions | undefined,
+    attempt: () => T | undefined,
+  ): Promise<T> {
     checkOpOptions(opts);
     const callExpiry = expiryAfter(opts?.timeout);
     this.checkUsable();
@@ -510,7 +544,39 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    * Resolves once the data is accepted: at once while the socket keeps up,
    * after "drain" under backpressure. Writes go out in call order.
    */
-  async write(
+  write(
+    data: string | Uint8Array | ReadonlyArray<string | Uint8Array>,
+    opts?: OpOptions,
+  ): Promise<void> {
+    // Fast path: one buffer or string, no options, no other writer, nothing to wait
+    // for: hand it to the socket without an async frame.
+    const t = this.transport;
+    if (
+      opts === undefined &&
+      (typeof data === "string" || data instanceof Uint8Array) &&
+      t !== undefined &&
+      this.writers.idle &&
+      this.writeError === undefined &&
+      !this.closed &&
+      !this.upgraded &&
+      !this.writeEnded &&
+      !t.destroyed &&
+      !this.writeWait.expired(NEVER) &&
+      this.beforeIO("write") === undefined
+    ) {
+      if (data.length > 0) t.write(data);
+      if (!t.writableNeedDrain) return Promise.resolve();
+      this.writers.acquire(); // idle, so taken at once: later writes queue behind the drain
+      const drained = this.writeWait.wait(NEVER, undefined);
+      drained.then(this.releaseWriter, this.releaseWriter);
+      return drained;
+    }
+    return this.writeInTurn(data, opts);
+  }
+
+  private readonly releaseWriter = () => this.writers.release();
+
+  private async writeInTurn(
     data: string | Uint8Array | ReadonlyArray<string | Uint8Array>,
     opts?: OpOptions,
   ): Promise<void> {
@@ -591,9 +657,11 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   close(): Promise<void> {
     if (this.closing) return this.closing;
     this.closed = true;
-    const closedErr = new ClosedError(`connection to ${this.peerName} was closed`);
-    this.readWait.reject(closedErr);
-    this.writeWait.reject(closedErr);
+    if (this.readWait.pending || this.writeWait.pending) {
+      const closedErr = new ClosedError(`connection to ${this.peerName} was closed`);
+      this.readWait.reject(closedErr);
+      this.writeWait.reject(closedErr);
+    }
     this.closing = this.shutdownTransport();
     return this.closing;
   }
@@ -654,6 +722,21 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
 }
 
 function noop(): void {}
+
+function iteratorResult(chunk: Buffer | null): IteratorResult<Buffer> {
+  return chunk === null ? { done: true, value: undefined } : { done: false, value: chunk };
+}
+
+let lastDelim = "\n";
+let lastDelimBytes: Buffer = Buffer.from(lastDelim);
+/** The UTF-8 bytes of a string delimiter; one delimiter used over and over is encoded once. */
+function delimBytes(delim: string): Buffer {
+  if (delim !== lastDelim) {
+    lastDelimBytes = Buffer.from(delim, "utf8");
+    lastDelim = delim;
+  }
+  return lastDelimBytes;
+}
 
 function familyOf(f: string | undefined): "IPv4" | "IPv6" | undefined {
   return f === "IPv6" ? "IPv6" : f === "IPv4" ? "IPv4" : undefined;

@@ -25,7 +25,8 @@ export class DeadlineWait {
 
   /** Has the deadline or `callExpiry` already passed? */
   expired(callExpiry: number): boolean {
-    return Math.min(this.deadline, callExpiry) <= performance.now();
+    const expiry = Math.min(this.deadline, callExpiry);
+    return expiry !== NEVER && expiry <= performance.now(); // no clock read without a deadline
   }
 
   /** Wait until resolve(), reject(), the deadline or callExpiry, or the signal. One at a time. */

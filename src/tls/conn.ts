@@ -6,7 +6,12 @@
  * @module
  */
 import type { Socket } from "node:net";
-import { checkServerIdentity, TLSSocket, connect as tlsConnect } from "node:tls";
+import {
+  checkServerIdentity,
+  type PeerCertificate as NodePeerCertificate,
+  TLSSocket,
+  connect as tlsConnect,
+} from "node:tls";
 import { isIPLiteral } from "../addr.ts";
 import { Conn } from "../conn.ts";
 import { abortReason, checkOpOptions, msUntil, NEVER, type OpOptions } from "../deadline.ts";
@@ -22,7 +27,14 @@ import {
 import type { TLSConfig } from "./config.ts";
 import type { SessionCache } from "./sessions.ts";
 import { sniSelector } from "./sni.ts";
-import { type ConnectionState, dn, emptyState, type PeerCertificate, stateOf } from "./state.ts";
+import {
+  type ConnectionState,
+  derChain,
+  dn,
+  emptyState,
+  type PeerCertificate,
+  stateOf,
+} from "./state.ts";
 
 /** How a TLSConn is set up; the public API fills this in. */
 export interface TLSConnInit {
@@ -57,6 +69,8 @@ export class TLSConn extends Conn {
   private tlsSocket: TLSSocket | undefined;
   private abortRun: ((err: TlsnetError) => void) | undefined;
   private netConnView: Conn | undefined;
+  /** The peer chain Node built while verifying the server's name (client, full handshakes). */
+  private peerDetail: NodePeerCertificate | undefined;
   /** The I/O that started the handshake, to name the deadline that cut it short. */
   private trigger: "read" | "write" = "read";
   /** The ALPN list a client offered (server side), for error messages. */
@@ -162,7 +176,7 @@ export class TLSConn extends Conn {
       this.init.role === "client" ? this.verifyServer(socket, cfg) : this.verifyClient(socket, cfg);
     const serverName =
       this.init.role === "client" ? (this.init.serverName ?? null) : serverNameOf(socket);
-    const state = stateOf(socket, serverName, verified);
+    const state = stateOf(socket, serverName, verified, this.peerDer(socket, cfg));
     if (cfg.verifyConnection) {
       try {
         await cfg.verifyConnection(state);
@@ -191,8 +205,11 @@ export class TLSConn extends Conn {
       ...(name ? { servername: name } : {}),
       ...(cfg.alpnProtocols ? { ALPNProtocols: [...cfg.alpnProtocols] } : {}),
       ...(session ? { session } : {}),
-      checkServerIdentity: (_host, cert) =>
-        verifyName === undefined ? undefined : checkServerIdentity(verifyName, cert),
+      // Node hands us the chain it already built for this check: keep it, not build it twice.
+      checkServerIdentity: (_host, cert) => {
+        this.peerDetail = cert;
+        return verifyName === undefined ? undefined : checkServerIdentity(verifyName, cert);
+      },
     });
     if (key && sessions) socket.on("session", (s: Buffer) => sessions.set(key, s));
     return socket;
@@ -322,6 +339,13 @@ export class TLSConn extends Conn {
       }
       if (first) timer = setTimeout(() => done(first[1]()), msUntil(first[0]));
     });
+  }
+
+  /** The peer's chain (DER, leaf first), asking OpenSSL only when no one did yet. */
+  private peerDer(socket: TLSSocket, cfg: TLSConfig): Buffer[] {
+    if (this.peerDetail) return derChain(this.peerDetail);
+    if (this.init.role === "server" && cfg.clientAuth === "none") return []; // none was asked for
+    return derChain(socket.getPeerCertificate(true) as NodePeerCertificate);
   }
 
   /** Server-preference ALPN that remembers what the client offered, for error messages. */

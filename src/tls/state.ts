@@ -57,29 +57,39 @@ export function stateOf(
   socket: TLSSocket,
   serverName: string | null,
   verified: boolean,
+  chain: Buffer[],
 ): ConnectionState {
   const version = socket.getProtocol();
   const alpn = socket.alpnProtocol;
-  return {
+  const state = {
     handshakeComplete: true,
     version: version === "TLSv1.2" || version === "TLSv1.3" ? version : null,
     cipherSuite: socket.getCipher()?.standardName ?? null,
     alpnProtocol: typeof alpn === "string" && alpn !== "" ? alpn : null,
     serverName,
     resumed: socket.isSessionReused(),
-    peerCertificates: peerChain(socket),
     verified,
-  };
+  } as ConnectionState;
+  // Parsing the chain costs about as much as a third of a handshake: do it on first use.
+  let parsed: PeerCertificate[] | undefined;
+  Object.defineProperty(state, "peerCertificates", {
+    enumerable: true,
+    get: () => (parsed ??= chain.map((der) => toPeerCertificate(new X509Certificate(der)))),
+  });
+  return state;
 }
 
-/** The peer's chain, leaf first, as tlsnet PeerCertificates. */
-export function peerChain(socket: TLSSocket): PeerCertificate[] {
-  const out: PeerCertificate[] = [];
-  let c: NodePeerCertificate | undefined = socket.getPeerCertificate(true) as NodePeerCertificate;
+/**
+ * The DER of the peer's chain, leaf first, from Node's detailed certificate object
+ * (the one checkServerIdentity receives, or getPeerCertificate(true)).
+ */
+export function derChain(cert: NodePeerCertificate | undefined): Buffer[] {
+  const out: Buffer[] = [];
   const seen = new Set<string>();
+  let c = cert;
   while (c?.raw && !seen.has(c.fingerprint256)) {
     seen.add(c.fingerprint256);
-    out.push(toPeerCertificate(new X509Certificate(c.raw)));
+    out.push(c.raw);
     c = (c as { issuerCertificate?: NodePeerCertificate }).issuerCertificate;
   }
   return out;
