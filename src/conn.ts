@@ -228,6 +228,11 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     return view;
   }
 
+  /** Hook for subclasses: something to wait for between our FIN and destroying the socket. */
+  protected afterEnd(): Promise<void> | undefined {
+    return undefined;
+  }
+
   /** Hook for subclasses: a promise to wait for before any I/O (the TLS handshake). */
   protected beforeIO(_op: "read" | "write", _opts?: OpOptions): Promise<void> | undefined {
     return undefined;
@@ -681,8 +686,13 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       const linger = setTimeout(() => t.destroy(), CLOSE_LINGER_MS);
       linger.unref();
       t.end(() => {
-        clearTimeout(linger);
-        t.destroy();
+        const finish = () => {
+          clearTimeout(linger);
+          t.destroy();
+        };
+        const wait = this.afterEnd();
+        if (wait) void wait.then(finish);
+        else finish();
       });
       if (this.paused) t.resume(); // let the FIN / close_notify exchange proceed
     });

@@ -279,6 +279,25 @@ describe("session resumption", () => {
     });
   }
 
+  test("close() right after connect (nothing read) still keeps the TLS 1.3 ticket", async () => {
+    const { ca, leaf } = await pki();
+    const ln = await tls.listen({
+      addr: "127.0.0.1:0",
+      certs: [leaf],
+      handler: async (c) => {
+        await c.read();
+      },
+    });
+    const cfg = tls.config({ ca: ca.cert });
+    const first = await tls.connect(hostPort(ln), cfg);
+    assert.equal(first.state().resumed, false);
+    await first.close();
+    const second = await tls.connect(hostPort(ln), cfg);
+    assert.equal(second.state().resumed, true);
+    await second.close();
+    await ln.close();
+  });
+
   test("rotating ticketKeys by reload ends resumption of old tickets", async () => {
     const { ca, leaf } = await pki();
     const ln = await echoServer({ certs: [leaf], ticketKeys: randomBytes(48) });

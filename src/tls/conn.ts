@@ -36,6 +36,9 @@ import {
   stateOf,
 } from "./state.ts";
 
+/** How long close() waits for a TLS 1.3 session ticket the client has not read yet. */
+const TICKET_WAIT_MS = 250;
+
 /** How a TLSConn is set up; the public API fills this in. */
 export interface TLSConnInit {
   role: "client" | "server";
@@ -69,6 +72,8 @@ export class TLSConn extends Conn {
   private tlsSocket: TLSSocket | undefined;
   private abortRun: ((err: TlsnetError) => void) | undefined;
   private netConnView: Conn | undefined;
+  /** Whether this client conn has received a session (ticket) to resume with. */
+  private gotTicket = false;
   /** The peer chain Node built while verifying the server's name (client, full handshakes). */
   private peerDetail: NodePeerCertificate | undefined;
   /** The I/O that started the handshake, to name the deadline that cut it short. */
@@ -145,6 +150,30 @@ export class TLSConn extends Conn {
     return super.close();
   }
 
+  /**
+   * A client that closes right after a TLS 1.3 handshake has not read the session
+   * ticket the server sent behind it; give it a moment, so the next connect resumes.
+   */
+  protected override afterEnd(): Promise<void> | undefined {
+    const socket = this.tlsSocket;
+    const { role, sessions, sessionKey } = this.init;
+    if (role !== "client" || !socket || !sessions || !sessionKey || socket.destroyed) return;
+    if (this.result?.version !== "TLSv1.3" || this.gotTicket) return;
+    if (!sessions.expectsTicket(sessionKey)) return;
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        socket.off("session", done).off("end", done).off("close", done);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        sessions.noTicketFrom(sessionKey); // do not make every close() to it wait
+        done();
+      }, TICKET_WAIT_MS);
+      socket.once("session", done).once("end", done).once("close", done);
+    });
+  }
+
   protected override beforeIO(op: "read" | "write", opts?: OpOptions): Promise<void> | undefined {
     if (this.phase === "done") return undefined;
     if (this.phase === "idle") this.trigger = op;
@@ -211,7 +240,12 @@ export class TLSConn extends Conn {
         return verifyName === undefined ? undefined : checkServerIdentity(verifyName, cert);
       },
     });
-    if (key && sessions) socket.on("session", (s: Buffer) => sessions.set(key, s));
+    if (key && sessions) {
+      socket.on("session", (s: Buffer) => {
+        this.gotTicket = true;
+        sessions.set(key, s);
+      });
+    }
     return socket;
   }
 

@@ -16,7 +16,21 @@ export class SessionCache {
     return s;
   }
 
+  /** Servers that sent no ticket when we last waited for one: close() does not wait again. */
+  private readonly ticketless = new Set<string>();
+
+  /** Should close() wait briefly for a ticket from this server? */
+  expectsTicket(key: string): boolean {
+    return this.size > 0 && !this.ticketless.has(key);
+  }
+
+  noTicketFrom(key: string): void {
+    if (this.ticketless.size >= this.size) this.ticketless.clear(); // bounded like the cache
+    this.ticketless.add(key);
+  }
+
   set(key: string, session: Buffer): void {
+    this.ticketless.delete(key);
     if (this.size <= 0) return;
     this.entries.delete(key);
     this.entries.set(key, session);
