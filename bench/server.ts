@@ -1,0 +1,187 @@
+/**
+ * Benchmark server, one per (implementation, transport, mode), started by
+ * bench/run.ts in its own process.
+ *
+ *   node --import tsx bench/server.ts <tlsnet|node> <tls|tcp> <discard|source|echo|hold>
+ *
+ * Modes, the same wire behaviour for both implementations:
+ * - discard: read to EOF, answer the byte count as a decimal line, close.
+ * - source:  read an 8-byte big-endian count, send that many bytes in 256 KiB
+ *            writes, half-close, wait for the client's EOF.
+ * - echo:    echo everything (ping-pong).
+ * - hold:    keep the connection until the client ends it (handshakes, idle memory).
+ *
+ * The tlsnet side is written the way the API docs show (handler + await);
+ * the node side the idiomatic event way (`socket.pipe(socket)`, 'data'/'end',
+ * write + 'drain').
+ * @module
+ */
+import * as net from "node:net";
+import * as nodeTls from "node:tls";
+import type { Conn } from "../src/index.ts";
+import {
+  cpuNow,
+  dieOnError,
+  type Impl,
+  loadCerts,
+  loadLib,
+  memoryNow,
+  type ParentMessage,
+  PING_SIZE,
+  patternBuffer,
+  type ServerMode,
+  send,
+  type Transport,
+  WRITE_SIZE,
+} from "./common.ts";
+
+const [impl, transport, mode] = process.argv.slice(2) as [Impl, Transport, ServerMode];
+dieOnError(`server ${impl}/${transport}/${mode}`);
+
+const certs = loadCerts();
+const { tcp, tls, UnexpectedEOFError } = await loadLib();
+const block = patternBuffer(WRITE_SIZE, 7);
+
+// ---------------------------------------------------------------- tlsnet
+
+async function tlsnetHandler(conn: Conn): Promise<void> {
+  switch (mode) {
+    case "discard": {
+      let n = 0;
+      for await (const chunk of conn) n += chunk.length;
+      await conn.write(`${n}\n`);
+      return;
+    }
+    case "source": {
+      const header = await conn.readExactly(8);
+      let left = Number(header.readBigUInt64BE(0));
+      while (left > 0) {
+        const part = left >= block.length ? block : block.subarray(0, left);
+        await conn.write(part);
+        left -= part.length;
+      }
+      await conn.closeWrite();
+      while ((await conn.read()) !== null) {}
+      return;
+    }
+    case "echo": {
+      for (;;) {
+        let msg: Buffer;
+        try {
+          msg = await conn.readExactly(PING_SIZE);
+        } catch (err) {
+          if (err instanceof UnexpectedEOFError) return;
+          throw err;
+        }
+        await conn.write(msg);
+      }
+    }
+    case "hold": {
+      while ((await conn.read()) !== null) {}
+      return;
+    }
+  }
+}
+
+async function startTlsnet(): Promise<{ port: number; close: () => Promise<void> }> {
+  const onError = () => {}; // resets at the end of a round are expected
+  let ln: { addr: { port: number }; close(): Promise<void> };
+  if (transport === "tls") {
+    ln = await tls.listen({
+      addr: "127.0.0.1:0",
+      certs: [{ cert: certs.cert, key: certs.key }],
+      handler: tlsnetHandler,
+      onError,
+      backlog: 4096,
+    });
+  } else {
+    ln = await tcp.listen({ addr: "127.0.0.1:0", handler: tlsnetHandler, onError, backlog: 4096 });
+  }
+  return { port: ln.addr.port, close: () => ln.close() };
+}
+
+// ---------------------------------------------------------------- node
+
+function nodeHandler(socket: net.Socket): void {
+  socket.on("error", () => {});
+  switch (mode) {
+    case "discard": {
+      let n = 0;
+      socket.on("data", (chunk: Buffer) => {
+        n += chunk.length;
+      });
+      socket.on("end", () => socket.end(`${n}\n`));
+      return;
+    }
+    case "source": {
+      let header = Buffer.alloc(0);
+      const onHeader = (chunk: Buffer) => {
+        header = Buffer.concat([header, chunk]);
+        if (header.length < 8) return;
+        socket.off("data", onHeader);
+        socket.on("data", () => {});
+        let left = Number(header.readBigUInt64BE(0));
+        const pump = () => {
+          while (left > 0) {
+            const part = left >= block.length ? block : block.subarray(0, left);
+            left -= part.length;
+            if (!socket.write(part)) {
+              socket.once("drain", pump);
+              return;
+            }
+          }
+          socket.end();
+        };
+        pump();
+      };
+      socket.on("data", onHeader);
+      return;
+    }
+    case "echo":
+      socket.pipe(socket);
+      return;
+    case "hold":
+      socket.resume();
+      socket.on("end", () => socket.end());
+      return;
+  }
+}
+
+async function startNode(): Promise<{ port: number; close: () => Promise<void> }> {
+  // allowHalfOpen: the discard server answers after the client's EOF.
+  const server =
+    transport === "tls"
+      ? nodeTls.createServer({ cert: certs.cert, key: certs.key, allowHalfOpen: true }, nodeHandler)
+      : net.createServer({ allowHalfOpen: true }, nodeHandler);
+  server.on("tlsClientError", () => {});
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen({ host: "127.0.0.1", port: 0, backlog: 4096 }, () => resolve());
+  });
+  const addr = server.address() as net.AddressInfo;
+  return {
+    port: addr.port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        setTimeout(resolve, 200).unref();
+      }),
+  };
+}
+
+// ---------------------------------------------------------------- control
+
+const srv = impl === "tlsnet" ? await startTlsnet() : await startNode();
+process.on("message", (raw: ParentMessage) => {
+  void (async () => {
+    if (raw.type === "memory") {
+      await send(await memoryNow());
+    } else if (raw.type === "cpu") {
+      await send(cpuNow());
+    } else if (raw.type === "exit") {
+      await Promise.race([srv.close(), new Promise((r) => setTimeout(r, 500))]);
+      process.exit(0); // also writes a --cpu-prof profile
+    }
+  })();
+});
+await send({ type: "ready", port: srv.port });
