@@ -9,7 +9,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
-import { withTimeout } from "./net.ts";
+import { closedPort, withTimeout } from "./net.ts";
 
 /** The absolute path of `bin` on PATH, or undefined. */
 export function which(bin: string): string | undefined {
@@ -255,16 +255,7 @@ export async function runPeer(
 }
 
 /** A loopback port nothing listens on right now (bind port 0, note it, close). */
-export async function freePort(host = "127.0.0.1"): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    srv.once("error", reject);
-    srv.listen({ host, port: 0 }, resolve);
-  });
-  const { port } = srv.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  return port;
-}
+export const freePort = closedPort;
 
 /** Whether a TCP connect to host:port succeeds now; the probe socket is closed at once. */
 function probe(port: number, host: string): Promise<boolean> {
