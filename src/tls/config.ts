@@ -15,7 +15,6 @@ import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import {
   createSecureContext,
-  rootCertificates,
   type SecureContext,
   type SecureContextOptions,
 } from "node:tls";
@@ -526,6 +525,3 @@ function namesOf(cert: X509Certificate): string[] {
   const cn = /(?:^|\n)CN=([^\n]+)/.exec(cert.subject)?.[1];
   return cn ? [cn.toLowerCase()] : [];
 }
-
-/** Node's bundled roots (for documentation and `tlsnet info`). */
-export const bundledRootCount = rootCertificates.length;
