@@ -30,6 +30,7 @@ export function ratioChart(bars: readonly Bar[], title: string, subtitle: string
   const parts: string[] = [];
   parts.push(
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="system-ui, -apple-system, Segoe UI, sans-serif" font-size="13">`,
+    `<title>${esc(title)}: ${esc(subtitle)}</title>`, // alternative text for screen readers
     `<rect width="100%" height="100%" fill="#ffffff"/>`,
     `<text x="12" y="24" font-size="16" font-weight="600" fill="#111">${esc(title)}</text>`,
     `<text x="12" y="44" fill="#555">${esc(subtitle)}</text>`,

@@ -13,11 +13,7 @@ import {
 } from "node:crypto";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
-import {
-  createSecureContext,
-  type SecureContext,
-  type SecureContextOptions,
-} from "node:tls";
+import { createSecureContext, type SecureContext, type SecureContextOptions } from "node:tls";
 import { checkTimeout } from "../deadline.ts";
 import { asError, ConfigError, errorCode } from "../errors.ts";
 import type { ConnectionState } from "./state.ts";
