@@ -5,7 +5,7 @@
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { DEFAULT_CIPHERS, getCiphers, rootCertificates } from "node:tls";
+import { getCiphers, rootCertificates } from "node:tls";
 import { tls } from "../index.ts";
 import { type Command, dataDir, out, paint, parseFlags, UsageError, version } from "./common.ts";
 
@@ -14,7 +14,7 @@ const usage = "tlsnet info [--json]";
 const help = `${usage}
 
 Show the TLS backend (OpenSSL through node:tls) and its version, Node's
-version, the protocol range tlsnet and Node default to, Node's default cipher
+version, the protocol range tlsnet and Node default to, tlsnet's default cipher
 list, and where the CLI keeps its dev CA.
 
 Options:
@@ -35,7 +35,8 @@ async function run(argv: string[]): Promise<number> {
   if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
   const backend = tls.backend();
   const d = tls.defaults();
-  const ciphers = DEFAULT_CIPHERS.split(":").filter(Boolean);
+  const ciphers = d.ciphers.split(":").filter(Boolean);
+  const nodeCiphers = d.nodeCiphers.split(":").filter(Boolean);
   const home = dataDir();
   const info = {
     tlsnet: version(),
@@ -49,6 +50,7 @@ async function run(argv: string[]): Promise<number> {
       node: { min: d.nodeMin, max: d.nodeMax },
     },
     defaultCiphers: ciphers,
+    nodeDefaultCiphers: nodeCiphers,
     knownCiphers: getCiphers().length,
     bundledRoots: rootCertificates.length,
     dataDir: home,
@@ -69,7 +71,8 @@ async function run(argv: string[]): Promise<number> {
   );
   row(
     "ciphers",
-    `Node's default list has ${ciphers.length} entries; OpenSSL knows ${info.knownCiphers} ciphers`,
+    `tlsnet's default: TLS 1.3 suites, then ECDHE + AEAD only for TLS 1.2, in the server's ` +
+      `order (Node's own default has ${nodeCiphers.length} entries; OpenSSL knows ${info.knownCiphers})`,
   );
   for (const line of wrap(ciphers, 76)) out(`${" ".repeat(12)}${c.dim(line)}`);
   row("roots", `${info.bundledRoots} bundled CA certificates (used unless --ca is given)`);

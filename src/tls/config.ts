@@ -263,7 +263,7 @@ export function config(opts: TLSOptions | TLSConfig): TLSConfig {
  * TLS 1.2 suites by default: ECDHE key exchange with AEAD ciphers only (Mozilla's
  * "intermediate" profile without DHE), so every suite has forward secrecy and no CBC.
  */
-export const DEFAULT_TLS12_CIPHERS = [
+const DEFAULT_TLS12_CIPHERS = [
   "ECDHE-ECDSA-AES128-GCM-SHA256",
   "ECDHE-RSA-AES128-GCM-SHA256",
   "ECDHE-ECDSA-AES256-GCM-SHA384",
@@ -276,7 +276,7 @@ export const DEFAULT_TLS12_CIPHERS = [
 const TLS13_CIPHERS = "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_128_GCM_SHA256";
 
 /** The full OpenSSL cipher string for a `ciphers` option (TLS 1.2 names, TLS 1.3 kept). */
-function cipherList(ciphers: string | undefined): string {
+export function cipherList(ciphers: string | undefined): string {
   const tls12 = ciphers ?? DEFAULT_TLS12_CIPHERS;
   return /(^|:)TLS_/.test(tls12) ? tls12 : `${TLS13_CIPHERS}:${tls12}`;
 }

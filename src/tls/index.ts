@@ -13,13 +13,13 @@
  * @module
  */
 import { Socket } from "node:net";
-import { DEFAULT_MAX_VERSION, DEFAULT_MIN_VERSION } from "node:tls";
+import { DEFAULT_CIPHERS, DEFAULT_MAX_VERSION, DEFAULT_MIN_VERSION } from "node:tls";
 import type { Address } from "../addr.ts";
 import { Conn } from "../conn.ts";
 import { checkDialOptions, type DialOptions, dial } from "../dial.ts";
 import { dialHostOf } from "../dialed.ts";
 import { ConfigError } from "../errors.ts";
-import { TLSConfig, type TLSOptions } from "./config.ts";
+import { cipherList, TLSConfig, type TLSOptions } from "./config.ts";
 import { sniFor, TLSConn } from "./conn.ts";
 import { TLSListener, type TLSListenOptions } from "./listener.ts";
 import { SessionCache } from "./sessions.ts";
@@ -117,18 +117,22 @@ export function backend(): { name: "openssl"; version: string; engine: "node" } 
   return { name: "openssl", version: process.versions.openssl ?? "unknown", engine: "node" };
 }
 
-/** The protocol range Node defaults to, and ours. */
+/** tlsnet's default protocol range and cipher list, beside Node's. */
 export function defaults(): {
   minVersion: string;
   maxVersion: string;
   nodeMin: string;
   nodeMax: string;
+  ciphers: string;
+  nodeCiphers: string;
 } {
   return {
     minVersion: "TLSv1.2",
     maxVersion: "TLSv1.3",
     nodeMin: DEFAULT_MIN_VERSION,
     nodeMax: DEFAULT_MAX_VERSION,
+    ciphers: cipherList(undefined),
+    nodeCiphers: DEFAULT_CIPHERS,
   };
 }
 
