@@ -14,54 +14,20 @@ import {
   TLSConn,
   TLSError,
   TlsnetError,
-  tcp,
-  tls,
   UnexpectedEOFError,
 } from "../src/index.ts";
-import { sleep, timed } from "./helpers/pair.ts";
-import { hostPort, pki } from "./helpers/tls.ts";
+import { failOnUnhandledRejections, sleep, tcpPair, timed } from "./helpers/pair.ts";
+import { tlsPair } from "./helpers/tls.ts";
 
-const unhandled: unknown[] = [];
-process.on("unhandledRejection", (err) => {
-  unhandled.push(err);
-});
-after(() => {
-  assert.deepEqual(unhandled, [], "no unhandled rejections");
-});
+failOnUnhandledRejections(after);
 
 type Kind = "tcp" | "tls";
 const KINDS: Kind[] = ["tcp", "tls"];
 const MiB = 1024 * 1024;
 
 /** A connected client/server pair over loopback (TLS: both handshaken). */
-async function connPair(
-  kind: Kind,
-): Promise<{ client: Conn; server: Conn; close: () => Promise<void> }> {
-  let client: Conn;
-  let server: Conn;
-  if (kind === "tcp") {
-    const ln = await tcp.listen({ addr: "127.0.0.1:0" });
-    [client, server] = await Promise.all([tcp.connect(ln.addr.toString()), ln.accept()]);
-    await ln.close();
-  } else {
-    const { ca, leaf } = await pki();
-    const ln = await tls.listen({ addr: "127.0.0.1:0", certs: [leaf] });
-    [client, server] = await Promise.all([
-      tls.connect(hostPort(ln), { ca: ca.cert, timeout: 5000 }),
-      ln.accept().then(async (c) => {
-        await c.handshake({ timeout: 5000 });
-        return c;
-      }),
-    ]);
-    await ln.close();
-  }
-  return {
-    client,
-    server,
-    close: async () => {
-      await Promise.all([client.close(), server.close()]);
-    },
-  };
+function connPair(kind: Kind): Promise<{ client: Conn; server: Conn; close: () => Promise<void> }> {
+  return kind === "tcp" ? tcpPair() : tlsPair();
 }
 
 /** The TCP socket under a conn (under TLS too). */

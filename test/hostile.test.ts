@@ -37,16 +37,10 @@ import {
   tls10ClientHello,
   tls12ClientHello,
 } from "./helpers/hostile.ts";
-import { sleep } from "./helpers/pair.ts";
+import { failOnUnhandledRejections, sleep } from "./helpers/pair.ts";
 import { hostPort, pki } from "./helpers/tls.ts";
 
-const unhandled: unknown[] = [];
-process.on("unhandledRejection", (err) => {
-  unhandled.push(err);
-});
-after(() => {
-  assert.deepEqual(unhandled, [], "no unhandled rejections");
-});
+failOnUnhandledRejections(after);
 
 /** Poll `cond` every 10 ms until true or `ms` elapsed. */
 async function until(cond: () => boolean, ms: number): Promise<boolean> {

@@ -134,6 +134,12 @@ async function sServer(t: TestContext, args: string[]): Promise<{ peer: Peer; po
 // ---------------------------------------------------------------------------
 // 1. openssl s_client → tlsnet server
 
+/** `openssl s_client` to our listener as "localhost", trusting `caFile`, plus `extra` flags. */
+function sClient(port: number, caFile: string, extra: readonly string[] = []): Peer {
+  const args = ["s_client", "-connect", `127.0.0.1:${port}`, "-servername", "localhost"];
+  return startPeer("openssl", [...args, "-CAfile", caFile, ...extra]);
+}
+
 describe("openssl s_client → tlsnet server", () => {
   for (const version of VERSIONS) {
     const flag = version === "TLSv1.3" ? "-tls1_3" : "-tls1_2";
@@ -144,19 +150,7 @@ describe("openssl s_client → tlsnet server", () => {
         const { ln, states } = await server(t, { alpnProtocols: ["h2", "http/1.1"] });
         const sc = own(
           t,
-          startPeer("openssl", [
-            "s_client",
-            "-connect",
-            `127.0.0.1:${ln.addr.port}`,
-            "-servername",
-            "localhost",
-            "-CAfile",
-            files.ca,
-            "-verify_return_error",
-            flag,
-            "-alpn",
-            "h2,http/1.1",
-          ]),
+          sClient(ln.addr.port, files.ca, ["-verify_return_error", flag, "-alpn", "h2,http/1.1"]),
         );
         // The handshake summary ends with the verify result; then the session is open.
         await sc.waitFor("Verify return code: 0 (ok)");
@@ -453,19 +447,7 @@ describe("failures against OpenSSL", () => {
     needs("openssl"),
     async (t) => {
       const { ln, errors, states } = await server(t);
-      const sc = own(
-        t,
-        startPeer("openssl", [
-          "s_client",
-          "-connect",
-          `127.0.0.1:${ln.addr.port}`,
-          "-servername",
-          "localhost",
-          "-CAfile",
-          files.otherCa,
-          "-verify_return_error",
-        ]),
-      );
+      const sc = own(t, sClient(ln.addr.port, files.otherCa, ["-verify_return_error"]));
       sc.endInput();
       const exit = await sc.waitExit(10_000);
       assert.equal(exit.code, 1, sc.describe());
@@ -494,20 +476,7 @@ describe("failures against OpenSSL", () => {
         t,
         await tls.listen({ addr: "127.0.0.1:0", certs: [{ cert: certPem, key: keyPem }] }),
       );
-      const sc = own(
-        t,
-        startPeer("openssl", [
-          "s_client",
-          "-connect",
-          `127.0.0.1:${ln.addr.port}`,
-          "-servername",
-          "localhost",
-          "-CAfile",
-          files.otherCa,
-          "-verify_return_error",
-          "-tls1_2",
-        ]),
-      );
+      const sc = own(t, sClient(ln.addr.port, files.otherCa, ["-verify_return_error", "-tls1_2"]));
       sc.endInput();
       const conn = closeAfter(t, await ln.accept({ timeout: 10_000 }));
       await assert.rejects(conn.handshake({ timeout: 10_000 }), (err: unknown) => {
@@ -531,21 +500,7 @@ describe("failures against OpenSSL", () => {
       needs("openssl"),
       async (t) => {
         const { ln, errors, states } = await server(t, { alpnProtocols: ["h2", "http/1.1"] });
-        const sc = own(
-          t,
-          startPeer("openssl", [
-            "s_client",
-            "-connect",
-            `127.0.0.1:${ln.addr.port}`,
-            "-servername",
-            "localhost",
-            "-CAfile",
-            files.ca,
-            "-alpn",
-            "x-none",
-            flag,
-          ]),
-        );
+        const sc = own(t, sClient(ln.addr.port, files.ca, ["-alpn", "x-none", flag]));
         sc.endInput();
         const exit = await sc.waitExit(10_000);
         assert.equal(exit.code, 1, sc.describe());

@@ -38,3 +38,16 @@ export async function timed<T>(p: Promise<T>): Promise<{ ms: number; value?: T; 
     return { ms: performance.now() - t0, error };
   }
 }
+
+/** Fail the file's run if any promise rejection goes unhandled (checked in an `after` hook). */
+export function failOnUnhandledRejections(after: (fn: () => void) => void): void {
+  const unhandled: unknown[] = [];
+  process.on("unhandledRejection", (err) => {
+    unhandled.push(err);
+  });
+  after(() => {
+    if (unhandled.length > 0) {
+      throw new Error(`unhandled rejections: ${unhandled.map(String).join("; ")}`);
+    }
+  });
+}

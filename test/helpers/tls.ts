@@ -38,3 +38,28 @@ export async function echoServer(
 export function hostPort(ln: TLSListener, host = "localhost"): string {
   return `${host}:${ln.addr.port}`;
 }
+
+/** A handshaken TLS client conn and the server-side conn it is connected to (localhost cert). */
+export async function tlsPair(): Promise<{
+  client: TLSConn;
+  server: TLSConn;
+  close: () => Promise<void>;
+}> {
+  const { ca, leaf } = await pki();
+  const ln = await tls.listen({ addr: "127.0.0.1:0", certs: [leaf] });
+  const [client, server] = await Promise.all([
+    tls.connect(hostPort(ln), { ca: ca.cert, timeout: 5000 }),
+    ln.accept().then(async (c) => {
+      await c.handshake({ timeout: 5000 });
+      return c;
+    }),
+  ]);
+  await ln.close();
+  return {
+    client,
+    server,
+    close: async () => {
+      await Promise.all([client.close(), server.close()]);
+    },
+  };
+}
