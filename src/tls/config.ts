@@ -254,6 +254,13 @@ export class TLSConfig {
   }
 }
 
+/** The TLS options out of an object that mixes them with dial or listen options. */
+export function tlsOptionsOf(opts: object, otherKeys: ReadonlySet<string>): TLSOptions {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(opts)) if (!otherKeys.has(k)) out[k] = v;
+  return out as TLSOptions;
+}
+
 /** Validate and freeze TLS options into a reusable TLSConfig. Throws ConfigError. */
 export function config(opts: TLSOptions | TLSConfig): TLSConfig {
   return opts instanceof TLSConfig ? opts : new TLSConfig(opts);

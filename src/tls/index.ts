@@ -19,7 +19,7 @@ import { Conn } from "../conn.ts";
 import { checkDialOptions, type DialOptions, dial } from "../dial.ts";
 import { dialHostOf } from "../dialed.ts";
 import { ConfigError } from "../errors.ts";
-import { cipherList, TLSConfig, type TLSOptions } from "./config.ts";
+import { cipherList, TLSConfig, type TLSOptions, tlsOptionsOf } from "./config.ts";
 import { sniFor, TLSConn } from "./conn.ts";
 import { TLSListener, type TLSListenOptions } from "./listener.ts";
 import { SessionCache } from "./sessions.ts";
@@ -168,7 +168,5 @@ function tlsOnly(opts: TLSOptions & DialOptions): TLSOptions {
   if (typeof opts !== "object" || opts === null) {
     throw new ConfigError("tls.connect options must be an object", { field: "options" });
   }
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(opts)) if (!DIAL_KEYS.has(k)) out[k] = v;
-  return out as TLSOptions;
+  return tlsOptionsOf(opts, DIAL_KEYS);
 }

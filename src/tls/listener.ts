@@ -10,7 +10,7 @@ import type { Server, Socket } from "node:net";
 import { basename, dirname, resolve as resolvePath } from "node:path";
 import { asError, ConfigError } from "../errors.ts";
 import { bindServer, type ConnFactory, Listener, type ListenOptions } from "../listener.ts";
-import { TLSConfig, type TLSOptions } from "./config.ts";
+import { TLSConfig, type TLSOptions, tlsOptionsOf } from "./config.ts";
 import { TLSConn } from "./conn.ts";
 
 /** Options of tls.listen. */
@@ -83,7 +83,7 @@ export class TLSListener extends Listener<TLSConn> {
     if (typeof opts !== "object" || opts === null) {
       throw new ConfigError("tls.listen needs options: { addr, certs | certFile/keyFile, ... }");
     }
-    const tlsOptions = tlsPart(opts);
+    const tlsOptions = tlsOptionsOf(opts, LISTEN_KEYS);
     if (opts.alpnHandlers !== undefined) checkAlpnHandlers(opts.alpnHandlers, tlsOptions);
     const config = buildServerConfig(tlsOptions);
     const server = await bindServer(opts);
@@ -173,13 +173,6 @@ function buildServerConfig(opts: TLSOptions): TLSConfig {
   const config = new TLSConfig(opts);
   config.serverContexts(); // builds the contexts now: a bad key or cipher fails here, not later
   return config;
-}
-
-/** The TLS options out of tls.listen's options. */
-function tlsPart(opts: TLSListenOptions): TLSOptions {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(opts)) if (!LISTEN_KEYS.has(k)) out[k] = v;
-  return out as TLSOptions;
 }
 
 function checkAlpnHandlers(handlers: unknown, tlsOptions: TLSOptions): void {
