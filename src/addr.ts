@@ -6,8 +6,11 @@
 import { isIP } from "node:net";
 import { ConfigError } from "./errors.ts";
 
-/** Where to connect or listen: `"host:port"`, `"[v6]:port"`, `":port"`, or an object. */
-export type Address = string | { host?: string; port: number };
+/**
+ * Where to connect or listen: `"host:port"`, `"[v6]:port"`, `":port"`, `{ host, port }`,
+ * or a {@link SocketAddr} that a listener or conn reported (it means the same thing).
+ */
+export type Address = string | { host?: string; port: number } | SocketAddr;
 
 /** A parsed address; `host` is undefined for "all interfaces" (`":8443"`). */
 export interface HostPort {
@@ -51,6 +54,9 @@ export function parseAddress(address: Address, forListen = false): HostPort {
   let port: unknown;
   if (typeof address === "string") {
     [host, port] = splitHostPort(address);
+  } else if (address instanceof SocketAddr) {
+    host = address.address;
+    port = address.port;
   } else if (typeof address === "object" && address !== null) {
     host = address.host;
     port = address.port;

@@ -49,6 +49,36 @@ export class ChunkList {
     return out;
   }
 
+  /** The first `n` bytes (n <= length) without consuming them: a view if one chunk holds them, else one copy. */
+  peek(n: number): Buffer {
+    if (n === 0) return EMPTY;
+    const first = this.chunks[this.head]!;
+    if (n <= first.length - this.headOffset) {
+      return first.subarray(this.headOffset, this.headOffset + n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let written = 0;
+    let off = this.headOffset;
+    for (let ci = this.head; written < n; ci++) {
+      const c = this.chunks[ci]!;
+      const step = Math.min(c.length - off, n - written);
+      out.set(c.subarray(off, off + step), written);
+      written += step;
+      off = 0;
+    }
+    return out;
+  }
+
+  /** The byte at offset `i` (i < length) without consuming anything. */
+  byteAt(i: number): number {
+    let off = this.headOffset + i;
+    for (let ci = this.head; ; ci++) {
+      const c = this.chunks[ci]!;
+      if (off < c.length) return c[off]!;
+      off -= c.length;
+    }
+  }
+
   /** Copy the first `n` bytes into `dst` and consume them (n <= min(length, dst.length)). */
   copyInto(dst: Uint8Array, n: number): void {
     let written = 0;

@@ -14,10 +14,12 @@
  * ```
  * @module
  */
-import type { Socket } from "node:net";
-import { SocketAddr } from "./addr.ts";
+import { Socket } from "node:net";
+import type { SocketAddr } from "./addr.ts";
 import { ChunkList } from "./chunks.ts";
 import {
+  Alarm,
+  abortReason,
   checkOpOptions,
   type DeadlineInput,
   expiryAfter,
@@ -29,18 +31,15 @@ import {
   ClosedError,
   DeadlineExceededError,
   LimitExceededError,
-  mapError,
+  StateError,
   type TlsnetError,
   UnexpectedEOFError,
 } from "./errors.ts";
+import { SocketTransport } from "./socket-transport.ts";
+import type { Transport, TransportSink } from "./transport.ts";
 import { DeadlineWait } from "./wait.ts";
 
-/**
- * What a Conn needs from its transport. node:net Socket and node:tls TLSSocket
- * both satisfy it; a future native engine must provide exactly this.
- * Events used: "data", "end", "error", "close", "drain", "finish".
- */
-export type Transport = Socket;
+export type { Transport, TransportSink } from "./transport.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -51,32 +50,83 @@ export const MAX_READ_SIZE = 16 * MiB;
 export const DEFAULT_MAX_LINE = 1 * MiB;
 /** Default buffering limit: a reader that stops reading stops the socket at this much. */
 export const DEFAULT_LIMIT = 4 * MiB;
-/** How long close() lets buffered writes flush before it destroys the socket. */
+/** How long close() lets buffered writes flush and waits for the peer's EOF before it destroys the socket. */
 const CLOSE_LINGER_MS = 2000;
+const RESOLVED = Promise.resolve();
+/** Internal: hand a conn's socket to a TLS layer (STARTTLS). Not exported from the package. */
+export const kRelease = Symbol("tlsnet.release");
+/** Internal: run a function once when the conn is closed (by close() or by its transport). */
+export const kOnClose = Symbol("tlsnet.onClose");
+/** Internal: mark a conn as handed over to `successor` (closing it closes that one). */
+export const kHandOver = Symbol("tlsnet.handOver");
 
 const LF = new Uint8Array([0x0a]);
 const utf8 = new TextDecoder("utf-8");
 
-/** A queue that lets one operation at a time run, in call order. */
+type Turn = { grant: () => void };
+
+/**
+ * A queue that lets one operation at a time run, in call order. A waiting
+ * operation's own timeout and signal run while it waits its turn.
+ */
 class TurnQueue {
   private busy = false;
-  private waiting: Array<() => void> = [];
-  /** Resolves when it is the caller's turn; pair every acquire with release. */
-  acquire(): Promise<void> | undefined {
+  private waiting: Turn[] = [];
+
+  /** undefined: the caller has the turn now; else a promise of it. Pair every grant with release(). */
+  acquire(
+    callExpiry: number,
+    signal: AbortSignal | undefined,
+    onTimeout: () => unknown,
+  ): Promise<void> | undefined {
     if (!this.busy) {
       this.busy = true;
       return undefined;
     }
-    return new Promise((resolve) => this.waiting.push(resolve));
+    return new Promise<void>((resolve, reject) => {
+      if (callExpiry === NEVER && signal === undefined) {
+        this.waiting.push({ grant: resolve });
+        return;
+      }
+      const leave = (err: unknown) => {
+        const i = this.waiting.indexOf(turn);
+        if (i >= 0) this.waiting.splice(i, 1);
+        alarm.clear();
+        signal?.removeEventListener("abort", onAbort);
+        reject(err);
+      };
+      const alarm = new Alarm(() => leave(onTimeout()));
+      const onAbort = () => leave(abortReason(signal!));
+      const turn: Turn = {
+        grant: () => {
+          alarm.clear();
+          signal?.removeEventListener("abort", onAbort);
+          resolve();
+        },
+      };
+      this.waiting.push(turn);
+      alarm.set(callExpiry);
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
   }
+
+  /** Take the turn if nobody has it (fast paths); false if busy. */
+  tryAcquire(): boolean {
+    if (this.busy) return false;
+    this.busy = true;
+    return true;
+  }
+
   release(): void {
     const next = this.waiting.shift();
-    if (next) next();
+    if (next) next.grant();
     else this.busy = false;
   }
+
   get pending(): number {
     return this.waiting.length;
   }
+
   get idle(): boolean {
     return !this.busy;
   }
@@ -92,35 +142,47 @@ export type MaxBytesOptions = OpOptions & { maxBytes?: number | undefined };
  * ClosedError).
  */
 export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
-  /** The socket we read from and write to; set by attach() (TLSConn attaches lazily). */
-  protected transport: Transport | undefined;
-  /** The socket whose addresses we report (the TCP socket, under TLS too). */
-  protected readonly baseSocket: Socket;
+  /** What moves the bytes; Conn only asks it plain questions (is it ready?). */
+  protected readonly transport: Transport;
 
   readonly remoteAddr: SocketAddr;
   readonly localAddr: SocketAddr;
 
   private readonly buf = new ChunkList();
+  /** The peer ended its direction (or the transport closed): sticky. */
   private eof = false;
+  /** Why reading stopped, when it stopped by an error. Never set once EOF was seen. */
   private readError: TlsnetError | undefined;
+  /** Why writing is over, when it is over by an error (permanent). */
   private writeError: TlsnetError | undefined;
   private closed = false;
   private closing: Promise<void> | undefined;
+  /** closeWrite() started: no more writes. */
   private writeEnded = false;
-  private upgraded = false;
+  /** closeWrite() is flushing: close() lets it finish rather than failing it. */
+  private finishing = false;
+  /** The writer is waiting for drain after handing bytes over: a timeout now is permanent. */
+  private draining = false;
+  /** Set when the socket was handed to a TLS layer: closing this conn closes that one. */
+  private successor: { close(): Promise<void> } | undefined;
+  private readyHooked = false;
+  /** Why the transport can never become ready (a failed handshake). */
+  private readyError: TlsnetError | undefined;
+  private closeListeners: Array<() => void> | undefined;
 
   private readonly readers = new TurnQueue();
   private readonly writers = new TurnQueue();
-  /** The reader waiting for data; a timeout leaves the conn readable. */
+  /** The reader waiting for data or readiness; a timeout leaves the conn readable. */
   private readonly readWait = new DeadlineWait(() => this.readTimeoutError());
-  /** The writer waiting for drain; a timeout is permanent: a partial record cannot be resumed. */
-  private readonly writeWait = new DeadlineWait(
-    () =>
-      (this.writeError ??= new DeadlineExceededError(
-        "write",
-        `write to ${this.peerName} timed out; the connection can no longer be written to`,
-      )),
-  );
+  /** The writer waiting for drain (a timeout is permanent: a partial record cannot be resumed) or readiness. */
+  private readonly writeWait = new DeadlineWait(() => {
+    if (!this.draining) return this.writeTimeoutError();
+    this.writeError ??= new DeadlineExceededError(
+      "write",
+      `write to ${this.peerName} timed out; the connection can no longer be written to`,
+    );
+    return this.writeError;
+  });
 
   private limitBytes = DEFAULT_LIMIT;
   private paused = false;
@@ -128,114 +190,81 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   private readableStream: ReadableStream<Uint8Array> | undefined;
   private writableStream: WritableStream<Uint8Array> | undefined;
 
-  // Handlers bound once, reused for every socket event and wait.
-  private readonly onData = (chunk: Buffer) => {
-    this.buf.push(chunk);
-    if (this.readWait.pending) this.readWait.resolve();
-    else if (this.limitBytes > 0 && this.buf.length >= this.limitBytes) this.updateFlow();
-  };
-  private readonly onEnd = () => {
-    this.eof = true;
-    this.readWait.resolve();
-  };
-  private readonly onError = (err: Error) => {
-    this.readError ??= this.mapTransportError(err, "read");
-    this.writeError ??= this.mapTransportError(err, "write");
-    this.readWait.resolve();
-    this.writeWait.reject(this.writeError);
-  };
-  private readonly onClose = () => {
-    if (!this.eof && !this.readError) this.eof = true; // ended without FIN (destroyed)
-    this.readWait.resolve();
-    if (!this.closed)
+  // The transport's sink: handlers bound once, reused for every event.
+  private readonly sink: TransportSink = {
+    onData: (chunk: Buffer) => {
+      this.buf.push(chunk);
+      if (this.readWait.pending) this.readWait.resolve();
+      else if (this.limitBytes > 0 && this.buf.length >= this.limitBytes) this.updateFlow();
+    },
+    onEnd: () => {
+      this.eof = true;
+      this.readWait.resolve();
+    },
+    onError: (err: unknown) => {
+      // An error after the peer's EOF (a write into a closed peer) does not rewrite
+      // the read side's history: EOF stays EOF.
+      if (!this.eof) this.readError ??= this.transport.mapError(err, "read");
+      this.writeError ??= this.transport.mapError(err, "write");
+      this.readWait.resolve();
+      this.writeWait.reject(this.writeError);
+    },
+    onClose: () => {
+      this.notifyClosed();
+      if (!this.readError) this.eof = true; // ended without FIN (destroyed)
+      this.readWait.resolve();
       this.writeWait.reject(this.writeError ?? new ClosedError(this.closedMessage()));
+    },
+    onDrain: () => this.writeWait.resolve(),
   };
-  private readonly onDrain = () => this.writeWait.resolve();
 
   /**
-   * Wrap a connected socket. `transport` may be omitted by subclasses that
-   * attach one later (TLS wraps the TCP socket on first use).
+   * Wrap a connected node:net Socket, or any {@link Transport}. tcp.connect,
+   * tcp.listen and tls.* make Conns; this is for sockets made elsewhere.
    */
-  constructor(socket: Socket, transport: Transport | null = socket) {
-    this.baseSocket = socket;
-    this.remoteAddr = new SocketAddr(
-      socket.remoteAddress ?? "0.0.0.0",
-      socket.remotePort ?? 0,
-      familyOf(socket.remoteFamily),
-    );
-    this.localAddr = new SocketAddr(
-      socket.localAddress ?? "0.0.0.0",
-      socket.localPort ?? 0,
-      familyOf(socket.localFamily),
-    );
-    if (transport) this.attach(transport);
-  }
-
-  /** Start reading from `transport`. Called once. */
-  protected attach(transport: Transport): void {
-    this.transport = transport;
-    transport.allowHalfOpen = true; // the peer's FIN must not end our side: closeWrite is ours to call
-    transport.on("data", this.onData);
-    transport.on("end", this.onEnd);
-    transport.on("error", this.onError);
-    transport.on("close", this.onClose);
-    transport.on("drain", this.onDrain);
-    if (transport.destroyed) this.onClose();
-    else if (!this.paused) transport.resume(); // accepted sockets start paused (pauseOnConnect)
+  constructor(transport: Transport | Socket) {
+    this.transport = transport instanceof Socket ? new SocketTransport(transport) : transport;
+    this.remoteAddr = this.transport.remoteAddr;
+    this.localAddr = this.transport.localAddr;
+    this.transport.start(this.sink);
   }
 
   /**
-   * Stop reading and give up the socket, with every byte this Conn buffered
-   * pushed back into it, so another reader (a TLS layer) sees the stream
-   * from exactly where this Conn stopped. The Conn is unusable afterwards.
+   * Internal (STARTTLS): stop reading and hand over the socket with the bytes
+   * this Conn buffered. Closing this conn afterwards closes `successor`.
    */
-  detach(): Socket {
+  [kRelease](check: (buffered: number) => void): { socket: Socket; buffered: Buffer[] } {
     const t = this.transport;
-    if (!t || this.upgraded || this.closed) {
-      throw new ClosedError(`${this.peerName}: connection is closed or already upgraded`);
+    if (this.closed || !(t instanceof SocketTransport) || t.destroyed) {
+      throw new ClosedError(`connection to ${this.peerName} is closed or already upgraded`);
     }
-    if (this.readers.pending > 0 || this.readWait.pending || this.writeWait.pending) {
-      throw new Error(`${this.peerName}: cannot upgrade while a read or write is pending`);
+    if (!this.readers.idle || !this.writers.idle || this.writeEnded) {
+      throw new StateError(
+        `cannot upgrade the connection to ${this.peerName} while a read, write or closeWrite is pending; ` +
+          "await them first",
+      );
     }
-    this.upgraded = true;
-    t.off("data", this.onData);
-    t.off("end", this.onEnd);
-    t.off("close", this.onClose);
-    t.off("drain", this.onDrain);
-    t.pause();
-    const pending = this.buf.drain();
-    for (let i = pending.length - 1; i >= 0; i--) t.unshift(pending[i]!);
-    // Keep a listener so that an error during hand-over never crashes the process.
-    t.off("error", this.onError);
-    t.on("error", noop);
-    return t;
+    check(this.buf.length);
+    t.stop();
+    this.closed = true;
+    return { socket: t.socket, buffered: this.buf.drain() };
   }
 
-  /** Map a transport error for this kind of conn (TLSConn knows TLS reasons). */
-  protected mapTransportError(err: unknown, op: "read" | "write"): TlsnetError {
-    return mapError(err, { op, peer: this.peerName });
+  /** Internal: after {@link kRelease}, who owns the connection now. */
+  [kHandOver](successor: { close(): Promise<void> }): void {
+    this.closed = true;
+    this.successor = successor;
   }
 
-  /** The earlier of the read and write deadlines (monotonic), for work that does both. */
-  protected get ioDeadline(): number {
-    return Math.min(this.readWait.deadline, this.writeWait.deadline);
+  /** Internal: `fn` runs once when this conn is closed, by close() or by its transport. */
+  [kOnClose](fn: () => void): void {
+    (this.closeListeners ??= []).push(fn);
   }
 
-  /** A Conn that only reports addresses: the TCP conn under a TLS conn that owns the socket. */
-  static addressView(socket: Socket): Conn {
-    const view = new Conn(socket, null);
-    view.upgraded = true;
-    return view;
-  }
-
-  /** Hook for subclasses: something to wait for between our FIN and destroying the socket. */
-  protected afterEnd(): Promise<void> | undefined {
-    return undefined;
-  }
-
-  /** Hook for subclasses: a promise to wait for before any I/O (the TLS handshake). */
-  protected beforeIO(_op: "read" | "write", _opts?: OpOptions): Promise<void> | undefined {
-    return undefined;
+  private notifyClosed(): void {
+    const listeners = this.closeListeners;
+    this.closeListeners = undefined;
+    if (listeners) for (const fn of listeners) fn();
   }
 
   /** Printable peer address for messages. */
@@ -243,17 +272,17 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     return this.remoteAddr.toString();
   }
 
-  /** The underlying socket, for inspection. */
+  /** The node socket that carries the bytes (TLS: the TLS socket), for inspection only. */
   get socket(): Socket {
-    return this.transport ?? this.baseSocket;
+    return this.transport.socket;
   }
 
   /** False once closed locally, reset, or both directions ended. */
   get isOpen(): boolean {
-    if (this.closed || this.upgraded) return false;
+    if (this.closed) return false;
     if (this.readError && this.readError.code === "ERR_TLSNET_RESET") return false;
     if (this.eof && this.writeEnded) return false;
-    return !this.transport?.destroyed || this.buf.length > 0;
+    return !this.transport.destroyed || this.buf.length > 0;
   }
 
   /** Bytes received and buffered, not yet returned to the caller. */
@@ -261,9 +290,13 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     return this.buf.length;
   }
 
-  /** Bytes accepted by write() but not yet handed to the kernel. */
+  /**
+   * Bytes accepted by write() whose write to the kernel has not completed yet
+   * (Node's `writableLength`): one large write counts in full until the kernel
+   * has taken all of it.
+   */
   get unsentBytes(): number {
-    return this.transport?.writableLength ?? 0;
+    return this.transport.queuedBytes;
   }
 
   /**
@@ -286,12 +319,12 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     this.setWriteDeadline(t);
   }
 
-  /** Absolute deadline for reads, pending ones included; null or 0 clears it. */
+  /** Absolute deadline for reads, pending ones included (the handshake wait too); null or 0 clears it. */
   setReadDeadline(t: Date | number | null): void {
     this.readWait.setDeadline(toMonotonic(t as DeadlineInput, "read deadline"));
   }
 
-  /** Absolute deadline for writes, pending ones included; once it fires, writing is over. */
+  /** Absolute deadline for writes, pending ones included; once it fires mid-write, writing is over. */
   setWriteDeadline(t: Date | number | null): void {
     this.writeWait.setDeadline(toMonotonic(t as DeadlineInput, "write deadline"));
   }
@@ -332,17 +365,89 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    */
   readExactly(n: number, opts?: OpOptions): Promise<Buffer> {
     checkSize(n, "readExactly(n)", 0, Number.MAX_SAFE_INTEGER);
+    return this.readOp(opts, () => (this.buf.length >= n ? this.buf.take(n) : this.short(n)));
+  }
+
+  /**
+   * Exactly `n` bytes without consuming them (Go's bufio.Reader.Peek): the next
+   * read returns them again. Same EOF rule as readExactly; n is at most 16 MiB.
+   */
+  peek(n: number, opts?: OpOptions): Promise<Buffer> {
+    checkSize(n, "peek(n)", 0, MAX_READ_SIZE);
+    return this.readOp(opts, () => (this.buf.length >= n ? this.buf.peek(n) : this.short(n)));
+  }
+
+  /** One unsigned byte. */
+  readUint8(opts?: OpOptions): Promise<number> {
+    return this.readOp(opts, () => (this.buf.length >= 1 ? this.buf.take(1)[0]! : this.short(1)));
+  }
+
+  /** A big-endian (network order) unsigned 16-bit integer. */
+  readUint16BE(opts?: OpOptions): Promise<number> {
+    return this.readFixed(2, opts, (b) => b.readUInt16BE(0));
+  }
+
+  /** A little-endian unsigned 16-bit integer. */
+  readUint16LE(opts?: OpOptions): Promise<number> {
+    return this.readFixed(2, opts, (b) => b.readUInt16LE(0));
+  }
+
+  /** A big-endian (network order) unsigned 32-bit integer. */
+  readUint32BE(opts?: OpOptions): Promise<number> {
+    return this.readFixed(4, opts, (b) => b.readUInt32BE(0));
+  }
+
+  /** A little-endian unsigned 32-bit integer. */
+  readUint32LE(opts?: OpOptions): Promise<number> {
+    return this.readFixed(4, opts, (b) => b.readUInt32LE(0));
+  }
+
+  /**
+   * An unsigned LEB128 varint (protobuf, MQTT's remaining length, Go's
+   * binary.ReadUvarint): 7 bits a byte, low group first, high bit set on all
+   * but the last. More than `maxBytes` bytes (default 8, at most 8):
+   * LimitExceededError, nothing consumed. EOF inside it: UnexpectedEOFError.
+   *
+   * @example MQTT: `const remaining = await conn.readUvarint({ maxBytes: 4 })`
+   */
+  readUvarint(opts?: MaxBytesOptions): Promise<number> {
+    const maxBytes = maxBytesOf(opts, 8, "readUvarint");
+    if (maxBytes > 8) throw new RangeError(`readUvarint: maxBytes must be 1..8, got ${maxBytes}`);
     return this.readOp(opts, () => {
-      if (this.buf.length >= n) return this.buf.take(n);
-      if (this.eof) {
-        this.throwIfFailed();
-        throw new UnexpectedEOFError(
-          `${this.peerName} closed the connection after ${this.buf.length} of ${n} bytes`,
-          { partial: this.buf.length },
+      const avail = Math.min(this.buf.length, maxBytes);
+      let value = 0;
+      for (let i = 0; i < avail; i++) {
+        const b = this.buf.byteAt(i);
+        value += (b & 0x7f) * 2 ** (7 * i);
+        if (b < 0x80) {
+          this.buf.take(i + 1);
+          return value;
+        }
+      }
+      if (this.buf.length >= maxBytes) {
+        throw new LimitExceededError(
+          `varint from ${this.peerName} is longer than maxBytes (${maxBytes})`,
+          { limit: maxBytes },
         );
       }
-      return undefined;
+      return this.short(this.buf.length + 1);
     });
+  }
+
+  private readFixed(n: number, opts: OpOptions | undefined, decode: (b: Buffer) => number) {
+    return this.readOp(opts, () =>
+      this.buf.length >= n ? decode(this.buf.take(n)) : this.short(n),
+    );
+  }
+
+  /** Not enough buffered for `n` bytes: wait (undefined), or at EOF fail keeping the bytes. */
+  private short(n: number): undefined {
+    if (!this.eof) return undefined;
+    this.throwIfFailed();
+    throw new UnexpectedEOFError(
+      `${this.peerName} closed the connection after ${this.buf.length} of ${n} bytes`,
+      { partial: this.buf.length },
+    );
   }
 
   /**
@@ -362,7 +467,8 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
 
   /**
    * One UTF-8 line without its "\n" or "\r\n". At EOF the last unterminated line
-   * is returned, then null. Past `maxBytes` (default 1 MiB): LimitExceededError.
+   * is returned (as it is: a lone trailing "\r" stays), then null. Past
+   * `maxBytes` (default 1 MiB): LimitExceededError.
    */
   readLine(opts?: MaxBytesOptions): Promise<string | null> {
     const maxBytes = maxBytesOf(opts, DEFAULT_MAX_LINE, "readLine");
@@ -371,8 +477,10 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       if (line === undefined) return undefined;
       if (line === null) return null;
       let end = line.length;
-      if (end > 0 && line[end - 1] === 0x0a) end--;
-      if (end > 0 && line[end - 1] === 0x0d) end--;
+      if (end > 0 && line[end - 1] === 0x0a) {
+        end--;
+        if (end > 0 && line[end - 1] === 0x0d) end--; // only a "\r" before the "\n" is line ending
+      }
       return utf8.decode(line.subarray(0, end));
     });
   }
@@ -412,7 +520,9 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   ): Buffer | null | undefined {
     const end = this.buf.indexAfter(delim, maxBytes);
     if (end >= 0) return this.buf.take(end);
-    if (end === -2) {
+    // At EOF no delimiter can follow: a last line within maxBytes is a line.
+    const lastFits = lastLine && this.eof && !this.readError && this.buf.length <= maxBytes;
+    if (end === -2 && !lastFits) {
       throw new LimitExceededError(
         `no ${describeDelim(delim)} within maxBytes (${maxBytes}) from ${this.peerName}; ` +
           "raise maxBytes or check the peer's framing",
@@ -444,18 +554,16 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    * to wait for more data; it consumes only when it returns a result.
    */
   private readOp<T>(opts: OpOptions | undefined, attempt: () => T | undefined): Promise<T> {
-    // Fast path, the common case of a busy reader: no options, no other reader, no
-    // handshake or deadline to mind, and the answer is already buffered. No async
-    // frame, no turn, no timer.
+    // Fast path, the common case of a busy reader: no options, no other reader, a
+    // ready transport, no deadline passed, the answer already buffered. No async
+    // frame, no turn, no timer. Every check is a plain read.
     if (
       opts === undefined &&
       this.buf.length > 0 &&
       this.readers.idle &&
-      this.transport !== undefined &&
+      this.transport.ready &&
       !this.closed &&
-      !this.upgraded &&
-      !this.readWait.expired(NEVER) &&
-      this.beforeIO("read") === undefined
+      !this.readWait.expired(NEVER)
     ) {
       let result: T | undefined;
       try {
@@ -476,26 +584,29 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     attempt: () => T | undefined,
   ): Promise<T> {
     checkOpOptions(opts);
+    const signal = opts?.signal;
+    if (signal?.aborted) throw abortReason(signal); // one rule for every op: at once
     const callExpiry = expiryAfter(opts?.timeout);
     this.checkUsable();
-    const turn = this.readers.acquire();
+    const turn = this.readers.acquire(callExpiry, signal, this.readTimeoutError);
     if (turn) await turn;
     try {
       this.checkUsable();
-      const ready = this.beforeIO("read", opts);
-      if (ready) {
-        await ready;
-        this.checkUsable();
-      }
-      if (!this.transport) throw new ClosedError(this.closedMessage());
       if (this.readWait.expired(callExpiry)) {
         throw this.readTimeoutError(); // a deadline in the past fails at once, data or not
       }
       for (;;) {
+        if (!this.transport.ready) {
+          if (this.readyError) throw this.readyError; // the handshake failed: sticky
+          await this.waitReady(this.readWait, callExpiry, signal);
+          this.checkUsable();
+          continue;
+        }
         const result = attempt();
         if (result !== undefined) return result;
-        if (this.readError && this.buf.length === 0) throw this.readError;
-        await this.waitReadable(callExpiry, opts?.signal);
+        // Broken (reset...) and what is buffered does not satisfy this read: it never will.
+        if (this.readError) throw this.readError;
+        await this.waitReadable(callExpiry, signal);
         this.checkUsable();
       }
     } finally {
@@ -504,22 +615,57 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     }
   }
 
-  private readTimeoutError(): DeadlineExceededError {
-    return new DeadlineExceededError(
+  private readonly readTimeoutError = (): DeadlineExceededError =>
+    new DeadlineExceededError(
       "read",
-      `read from ${this.peerName} timed out; buffered data is kept for the next read`,
+      `read from ${this.peerName} ran past its read deadline or timeout` +
+        (this.transport.ready
+          ? "; buffered data is kept for the next read"
+          : " while the TLS handshake was still running; the handshake goes on"),
     );
-  }
+
+  private readonly writeTimeoutError = (): DeadlineExceededError =>
+    new DeadlineExceededError(
+      "write",
+      `write to ${this.peerName} ran past its write deadline or timeout before anything was sent` +
+        (this.transport.ready ? "" : " (the TLS handshake was still running)"),
+    );
 
   private checkUsable(): void {
-    if (this.closed || this.upgraded) throw new ClosedError(this.closedMessage());
+    if (this.closed) throw new ClosedError(this.closedMessage());
   }
 
   private closedMessage(): string {
-    return this.upgraded
+    return this.successor
       ? `connection to ${this.peerName} was upgraded; use the upgraded conn`
       : `connection to ${this.peerName} is closed`;
   }
+
+  /** Wait in `wait` (bounded by its deadline, the call's expiry and signal) until the transport is ready. */
+  private waitReady(
+    wait: DeadlineWait,
+    callExpiry: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    if (!this.readyHooked) {
+      this.readyHooked = true;
+      // The transport handles its own rejection; a failure reaches us through onError.
+      this.transport.whenReady().then(this.onReady, this.onReadyFailed);
+    }
+    return wait.wait(callExpiry, signal);
+  }
+
+  private readonly onReadyFailed = (err: unknown) => {
+    this.readyError = this.transport.mapError(err, "read");
+    this.readWait.resolve();
+    this.writeWait.resolve();
+  };
+
+  private readonly onReady = () => {
+    this.readWait.resolve();
+    this.writeWait.resolve();
+    this.updateFlow();
+  };
 
   private waitReadable(callExpiry: number, signal: AbortSignal | undefined): Promise<void> {
     const waiting = this.readWait.wait(callExpiry, signal);
@@ -527,18 +673,17 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     return waiting;
   }
 
-  /** Pause the socket while the unread buffer is at the limit and nobody waits for more. */
+  /** Pause the transport while the unread buffer is at the limit and nobody waits for more. */
   private updateFlow(): void {
-    const t = this.transport;
-    if (!t || this.upgraded) return;
+    if (this.closed) return;
     const full =
       this.limitBytes > 0 && this.buf.length >= this.limitBytes && !this.readWait.pending;
     if (full && !this.paused) {
       this.paused = true;
-      t.pause();
+      this.transport.pause();
     } else if (!full && this.paused) {
       this.paused = false;
-      t.resume();
+      this.transport.resume();
     }
   }
 
@@ -553,33 +698,34 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     data: string | Uint8Array | ReadonlyArray<string | Uint8Array>,
     opts?: OpOptions,
   ): Promise<void> {
-    // Fast path: one buffer or string, no options, no other writer, nothing to wait
-    // for: hand it to the socket without an async frame.
+    // Fast path: one buffer or string, no options, no other writer, a ready
+    // transport, nothing to wait for: hand it over without an async frame.
     const t = this.transport;
     if (
       opts === undefined &&
       (typeof data === "string" || data instanceof Uint8Array) &&
-      t !== undefined &&
+      t.ready &&
       this.writers.idle &&
       this.writeError === undefined &&
       !this.closed &&
-      !this.upgraded &&
       !this.writeEnded &&
       !t.destroyed &&
-      !this.writeWait.expired(NEVER) &&
-      this.beforeIO("write") === undefined
+      !this.writeWait.expired(NEVER)
     ) {
-      if (data.length > 0) t.write(data);
-      if (!t.writableNeedDrain) return Promise.resolve();
-      this.writers.acquire(); // idle, so taken at once: later writes queue behind the drain
+      if (data.length === 0 || t.write(data)) return RESOLVED;
+      this.writers.tryAcquire(); // idle, so taken at once: later writes queue behind the drain
+      this.draining = true;
       const drained = this.writeWait.wait(NEVER, undefined);
-      drained.then(this.releaseWriter, this.releaseWriter);
+      drained.then(this.releaseDrained, this.releaseDrained);
       return drained;
     }
     return this.writeInTurn(data, opts);
   }
 
-  private readonly releaseWriter = () => this.writers.release();
+  private readonly releaseDrained = () => {
+    this.draining = false;
+    this.writers.release();
+  };
 
   private async writeInTurn(
     data: string | Uint8Array | ReadonlyArray<string | Uint8Array>,
@@ -587,115 +733,109 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   ): Promise<void> {
     checkWriteData(data);
     checkOpOptions(opts);
+    const signal = opts?.signal;
+    if (signal?.aborted) throw abortReason(signal);
     const callExpiry = expiryAfter(opts?.timeout);
     this.checkWritable();
-    const turn = this.writers.acquire();
+    const turn = this.writers.acquire(callExpiry, signal, this.writeTimeoutError);
+    if (turn) await turn;
     try {
-      if (turn) await turn;
       this.checkWritable();
-      const ready = this.beforeIO("write", opts);
-      if (ready) {
-        await ready;
-        this.checkWritable();
+      await this.writerReady(callExpiry, signal);
+      const t = this.transport;
+      const more =
+        typeof data === "string" || data instanceof Uint8Array
+          ? data.length === 0 || t.write(data)
+          : t.writev(data);
+      if (!more) {
+        this.draining = true;
+        try {
+          await this.writeWait.wait(callExpiry, signal);
+        } finally {
+          this.draining = false;
+        }
       }
-      if (!this.transport) throw new ClosedError(this.closedMessage());
-      if (this.writeWait.expired(callExpiry)) {
-        // Nothing was handed over yet, so this failure is not permanent.
-        throw new DeadlineExceededError("write", `write to ${this.peerName} timed out`);
-      }
-      const t = this.transport!;
-      if (typeof data === "string" || data instanceof Uint8Array) {
-        if (data.length > 0) t.write(data);
-      } else {
-        t.cork(); // one writev for the whole array
-        for (const part of data) if (part.length > 0) t.write(part);
-        t.uncork();
-      }
-      if (t.writableNeedDrain) await this.writeWait.wait(callExpiry, opts?.signal);
     } finally {
       this.writers.release();
     }
+  }
+
+  /** In the writer's turn: wait for the transport, then check the deadline before handing anything over. */
+  private async writerReady(callExpiry: number, signal: AbortSignal | undefined): Promise<void> {
+    while (!this.transport.ready) {
+      if (this.readyError) throw this.readyError; // the handshake failed: sticky
+      await this.waitReady(this.writeWait, callExpiry, signal);
+      this.checkWritable();
+    }
+    if (this.writeWait.expired(callExpiry)) throw this.writeTimeoutError(); // not permanent: nothing sent
   }
 
   /**
    * Half-close: send FIN (TLS: close_notify first) after pending writes; reading
-   * goes on until the peer ends too.
+   * goes on until the peer ends too. Resolves once everything written and the
+   * FIN are handed to the kernel; bounded by the write deadline and `opts`.
+   * After a failed write it rejects with that write's error.
    */
-  async closeWrite(): Promise<void> {
+  async closeWrite(opts?: OpOptions): Promise<void> {
+    checkOpOptions(opts);
+    const signal = opts?.signal;
+    if (signal?.aborted) throw abortReason(signal);
+    const callExpiry = expiryAfter(opts?.timeout);
     this.checkUsable();
+    if (this.writeError) throw this.writeError;
     if (this.writeEnded) return;
-    const turn = this.writers.acquire();
+    const turn = this.writers.acquire(callExpiry, signal, this.writeTimeoutError);
+    if (turn) await turn;
     try {
-      if (turn) await turn;
       this.checkUsable();
-      const ready = this.beforeIO("write");
-      if (ready) await ready;
+      if (this.writeError) throw this.writeError;
       if (this.writeEnded) return;
+      await this.writerReady(callExpiry, signal);
       this.writeEnded = true;
-      const t = this.transport!;
-      if (this.writeError) return;
-      await new Promise<void>((resolve) => {
-        if (t.writableFinished || t.destroyed) resolve();
-        else t.end(resolve);
-      });
+      this.finishing = true;
+      this.transport.end().then(this.onFinished, this.sink.onError);
+      this.draining = true; // a timeout from here on is permanent: the FIN may be half out
+      await this.writeWait.wait(callExpiry, signal);
     } finally {
+      this.draining = false;
+      this.finishing = false;
       this.writers.release();
     }
   }
 
+  private readonly onFinished = () => this.writeWait.resolve();
+
   private checkWritable(): void {
     this.checkUsable();
     if (this.writeError) throw this.writeError;
-    if (this.transport?.destroyed) throw new ClosedError(this.closedMessage());
     if (this.writeEnded) {
       throw new ClosedError(`write to ${this.peerName} after closeWrite()`);
     }
+    if (this.transport.destroyed) throw new ClosedError(this.closedMessage());
   }
 
   // ---------------------------------------------------------------- closing
 
   /**
    * Close both directions. Idempotent. Pending reads and writes reject with
-   * ClosedError; data already accepted by write() is flushed (TLS: with a
-   * close_notify) for up to 2 s before the socket is destroyed.
+   * ClosedError (a pending closeWrite() finishes its flush); data already
+   * accepted by write() is flushed (TLS: with a close_notify), then the conn
+   * reads and discards until the peer's EOF, for up to 2 s in all, before the
+   * socket is released: a lingering close, so nothing sent is lost to a reset.
    */
   close(): Promise<void> {
     if (this.closing) return this.closing;
-    this.closed = true;
-    if (this.readWait.pending || this.writeWait.pending) {
-      const closedErr = new ClosedError(`connection to ${this.peerName} was closed`);
-      this.readWait.reject(closedErr);
-      this.writeWait.reject(closedErr);
+    if (this.successor) {
+      this.closing = this.successor.close(); // Go: closing the plain conn closes the connection
+      return this.closing;
     }
-    this.closing = this.shutdownTransport();
+    this.closed = true;
+    const closedErr = new ClosedError(`connection to ${this.peerName} was closed`);
+    this.readWait.reject(closedErr);
+    if (!this.finishing) this.writeWait.reject(closedErr);
+    const flush = this.writeError === undefined || this.finishing;
+    this.closing = this.transport.close(CLOSE_LINGER_MS, flush).then(() => this.notifyClosed());
     return this.closing;
-  }
-
-  /** End the transport gracefully, destroy it once flushed or after the linger time. */
-  protected shutdownTransport(): Promise<void> {
-    const t = this.transport ?? this.baseSocket;
-    if (this.upgraded) return Promise.resolve();
-    if (t.destroyed && (t.closed ?? true)) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      t.once("close", () => resolve());
-      if (t.destroyed) return;
-      if (this.writeError || this.writeEnded || !t.writable) {
-        t.destroy();
-        return;
-      }
-      const linger = setTimeout(() => t.destroy(), CLOSE_LINGER_MS);
-      linger.unref();
-      t.end(() => {
-        const finish = () => {
-          clearTimeout(linger);
-          t.destroy();
-        };
-        const wait = this.afterEnd();
-        if (wait) void wait.then(finish);
-        else finish();
-      });
-      if (this.paused) t.resume(); // let the FIN / close_notify exchange proceed
-    });
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -731,8 +871,6 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   }
 }
 
-function noop(): void {}
-
 function iteratorResult(chunk: Buffer | null): IteratorResult<Buffer> {
   return chunk === null ? { done: true, value: undefined } : { done: false, value: chunk };
 }
@@ -746,10 +884,6 @@ function delimBytes(delim: string): Buffer {
     lastDelim = delim;
   }
   return lastDelimBytes;
-}
-
-function familyOf(f: string | undefined): "IPv4" | "IPv6" | undefined {
-  return f === "IPv6" ? "IPv6" : f === "IPv4" ? "IPv4" : undefined;
 }
 
 function checkSize(n: unknown, what: string, min: number, max: number): void {

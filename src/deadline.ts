@@ -67,3 +67,83 @@ export function msUntil(expiry: number): number {
 export function abortReason(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException("This operation was aborted", "AbortError");
 }
+
+/**
+ * The one deadline primitive: a timer for a monotonic expiry that can be moved
+ * while armed, and that re-arms when the loop fires it a little early (timers
+ * run off the loop's cached clock). Reads, writes, accept waiters, dials and
+ * handshakes all bound their waits with it.
+ */
+export class Alarm {
+  private timer: NodeJS.Timeout | undefined;
+  private expiry = NEVER;
+
+  /** `fire` runs once the expiry has really passed; bind it once, not per arm. */
+  constructor(private readonly fire: () => void) {}
+
+  /** Arm for `expiry` (monotonic ms); NEVER disarms. */
+  set(expiry: number): void {
+    this.expiry = expiry;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = expiry === NEVER ? undefined : setTimeout(this.onTimer, msUntil(expiry));
+  }
+
+  clear(): void {
+    this.set(NEVER);
+  }
+
+  get armed(): boolean {
+    return this.timer !== undefined;
+  }
+
+  private readonly onTimer = () => {
+    this.timer = undefined;
+    if (performance.now() + 1 < this.expiry) this.set(this.expiry);
+    else {
+      this.expiry = NEVER;
+      this.fire();
+    }
+  };
+}
+
+/**
+ * Bound a promise by an expiry and a signal: the result settles with `p`, or
+ * rejects with `onTimeout()` / the abort reason, whichever comes first. Used
+ * where one caller waits on work shared with others (a handshake in flight):
+ * giving up the wait does not cancel the work.
+ */
+export function bounded<T>(
+  p: Promise<T>,
+  expiry: number,
+  signal: AbortSignal | undefined,
+  onTimeout: () => unknown,
+): Promise<T> {
+  if (expiry === NEVER && signal === undefined) return p;
+  if (signal?.aborted) return Promise.reject(abortReason(signal));
+  return new Promise<T>((resolve, reject) => {
+    const done = () => {
+      alarm.clear();
+      signal?.removeEventListener("abort", onAbort);
+    };
+    const alarm = new Alarm(() => {
+      done();
+      reject(onTimeout());
+    });
+    const onAbort = () => {
+      done();
+      reject(abortReason(signal!));
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    alarm.set(expiry);
+    p.then(
+      (v) => {
+        done();
+        resolve(v);
+      },
+      (e) => {
+        done();
+        reject(e);
+      },
+    );
+  });
+}

@@ -8,7 +8,7 @@
 import { lookup } from "node:dns/promises";
 import { isIP, Socket } from "node:net";
 import { type Address, formatHostPort, parseAddress } from "./addr.ts";
-import { abortReason, checkTimeout, msUntil, NEVER, toMonotonic } from "./deadline.ts";
+import { Alarm, abortReason, bounded, checkTimeout, NEVER, toMonotonic } from "./deadline.ts";
 import {
   asError,
   ConfigError,
@@ -47,8 +47,6 @@ export interface DialResult {
   port: number;
   /** Monotonic expiry of the whole connect (NEVER if none): what is left is the handshake's. */
   expiry: number;
-  /** Milliseconds spent resolving and connecting. */
-  timings: { dns: number; tcp: number };
 }
 
 const DEFAULT_FALLBACK_DELAY = 250;
@@ -112,14 +110,11 @@ export async function dial(address: Address, opts: DialOptions = {}): Promise<Di
   if (signal?.aborted) throw abortReason(signal);
   const local = opts.localAddress === undefined ? undefined : parseLocal(opts.localAddress);
 
-  const t0 = performance.now();
-  const ips = await withLimits(resolve(target, port, opts, local?.host), expiry, signal, () =>
+  const ips = await bounded(resolve(target, port, opts, local?.host), expiry, signal, () =>
     timeoutError(target, port, "resolving the name", []),
   );
-  const t1 = performance.now();
   const socket = await race(ips, target, port, opts, local, expiry);
-  const t2 = performance.now();
-  return { socket, host: target, port, expiry, timings: { dns: t1 - t0, tcp: t2 - t1 } };
+  return { socket, host: target, port, expiry };
 }
 
 /** Addresses for `host` under the family policy, interleaved by family (RFC 8305 §4). */
@@ -199,17 +194,15 @@ function race(
       if (done) return;
       done = true;
       clearTimeout(stagger);
-      clearTimeout(deadlineTimer);
+      deadline.clear();
       signal?.removeEventListener("abort", onAbort);
       for (const s of live) if (s !== winner) s.destroy();
       if (winner) resolve(winner);
       else reject(err);
     };
     const onAbort = () => finish(abortReason(signal!));
-    const deadlineTimer =
-      expiry === NEVER
-        ? undefined
-        : setTimeout(() => finish(timeoutError(host, port, "connecting", errors)), msUntil(expiry));
+    const deadline = new Alarm(() => finish(timeoutError(host, port, "connecting", errors)));
+    deadline.set(expiry);
     signal?.addEventListener("abort", onAbort, { once: true });
 
     const startNext = () => {
@@ -276,40 +269,22 @@ function timeoutError(
   );
 }
 
-/** Await `p` but give up at `expiry` or on abort. */
-async function withLimits<T>(
-  p: Promise<T>,
-  expiry: number,
-  signal: AbortSignal | undefined,
-  onTimeout: () => Error,
-): Promise<T> {
-  if (expiry === NEVER && !signal) return p;
-  let timer: NodeJS.Timeout | undefined;
-  let onAbort: (() => void) | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        if (expiry !== NEVER) timer = setTimeout(() => reject(onTimeout()), msUntil(expiry));
-        if (signal) {
-          onAbort = () => reject(abortReason(signal));
-          signal.addEventListener("abort", onAbort, { once: true });
-        }
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-    if (onAbort) signal?.removeEventListener("abort", onAbort);
-  }
-}
-
 /** `"10.0.0.5"` or `"10.0.0.5:0"` or `"[::1]:0"` -> host and port (0 = any). */
 function parseLocal(s: string): { host: string; port: number } {
   if (typeof s !== "string" || s === "") {
     throw new ConfigError("localAddress must be an IP address string", { field: "localAddress" });
   }
   if (isIP(s) !== 0) return { host: s, port: 0 };
-  const { host, port } = parseAddress(s, true);
+  let parsed: { host: string | undefined; port: number };
+  try {
+    parsed = parseAddress(s, true);
+  } catch (err) {
+    throw new ConfigError(
+      `localAddress ${JSON.stringify(s)} is not an IP address or "IP:port": ${asError(err).message}`,
+      { field: "localAddress", cause: err },
+    );
+  }
+  const { host, port } = parsed;
   if (host === undefined || isIP(host) === 0) {
     throw new ConfigError(`localAddress ${JSON.stringify(s)} must be an IP address`, {
       field: "localAddress",

@@ -11,33 +11,64 @@
  * @module
  */
 
-/** Base class: `err instanceof TlsnetError` catches everything tlsnet throws. */
-export class TlsnetError extends Error {
-  /** Stable machine-readable code, e.g. `ERR_TLSNET_DIAL`. */
-  readonly code: string;
+/** Per-class brands, shared across copies of the package (two versions in one process). */
+const BRAND_PREFIX = "tlsnet.error.";
 
-  constructor(message: string, code: string, options?: { cause?: unknown }) {
+function brandOf(name: string): symbol {
+  return Symbol.for(BRAND_PREFIX + name);
+}
+
+/**
+ * Base class: `err instanceof TlsnetError` catches everything tlsnet throws.
+ * `instanceof` works across two copies of the package: classes are matched by
+ * brand (`Symbol.for`), not by identity, as undici does.
+ */
+export class TlsnetError extends Error {
+  /** Stable machine-readable code, always `ERR_TLSNET_*`. Match on it, not on the message. */
+  readonly code: string = "ERR_TLSNET";
+  override readonly name: string = "TlsnetError";
+  /** The Node/OS error code behind this error (`ECONNRESET`, `ETIMEDOUT`...), when there was one. */
+  readonly syscallCode: string | undefined;
+
+  constructor(message: string, options?: { cause?: unknown }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
-    this.code = code;
+    const cause = options?.cause;
+    const code = cause instanceof TlsnetError ? cause.syscallCode : errorCode(cause);
+    this.syscallCode = code?.startsWith("ERR_TLSNET") ? undefined : code;
   }
 
-  override get name(): string {
-    return this.constructor.name;
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    if (typeof value !== "object" || value === null) return false;
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the class asked about, a subclass too
+    const brand = (this as unknown as { brand?: string }).brand;
+    return brand !== undefined && (value as Record<symbol, unknown>)[brandOf(brand)] === true;
   }
 }
+
+/** Give a class its brand: instances of it and of its subclasses carry it. */
+function branded(cls: { prototype: object }, name: string): void {
+  Object.defineProperty(cls, "brand", { value: name });
+  Object.defineProperty(cls.prototype, brandOf(name), { value: true });
+}
+branded(TlsnetError, "TlsnetError");
 
 /** Invalid options, reported before any I/O. The message names the field. */
 export class ConfigError extends TlsnetError {
+  override readonly code = "ERR_TLSNET_CONFIG";
+  override readonly name = "ConfigError";
   /** The option at fault, e.g. `"certs[0].key"`, when one can be named. */
   readonly field: string | undefined;
   constructor(message: string, options?: { field?: string; cause?: unknown }) {
-    super(message, "ERR_TLSNET_CONFIG", options);
+    super(message, options);
     this.field = options?.field;
   }
 }
+branded(ConfigError, "ConfigError");
 
 /** Name resolution or every connect attempt failed. `errors` holds each attempt's error. */
 export class DialError extends TlsnetError {
+  override readonly code = "ERR_TLSNET_DIAL";
+  override readonly name = "DialError";
   readonly host: string;
   readonly port: number;
   /** One error per attempt (address tried), in the order they failed. */
@@ -46,36 +77,47 @@ export class DialError extends TlsnetError {
     message: string,
     options: { host: string; port: number; errors?: readonly Error[]; cause?: unknown },
   ) {
-    super(message, "ERR_TLSNET_DIAL", { cause: options.cause ?? options.errors?.[0] });
+    super(message, { cause: options.cause ?? options.errors?.[0] });
     this.host = options.host;
     this.port = options.port;
     this.errors = options.errors ?? [];
   }
 }
+branded(DialError, "DialError");
 
 /** Binding a listener failed (address in use, permission denied...). */
 export class ListenError extends TlsnetError {
+  override readonly code = "ERR_TLSNET_LISTEN";
+  override readonly name = "ListenError";
   readonly address: string;
   constructor(message: string, options: { address: string; cause?: unknown }) {
-    super(message, "ERR_TLSNET_LISTEN", options);
+    super(message, options);
     this.address = options.address;
   }
 }
+branded(ListenError, "ListenError");
 
-/** A TLS handshake, read, write or close failed. `reason` is OpenSSL's or Node's code. */
+/**
+ * A TLS handshake, read, write or close failed. `reason` is OpenSSL's code
+ * (`ERR_SSL_...`), or one of tlsnet's own: `ECONNRESET` (the peer closed or reset
+ * during the handshake), `VERIFY_CONNECTION` (the verifyConnection hook threw),
+ * `PEER_DID_NOT_RETURN_A_CERTIFICATE`, `STARTTLS_INJECTION`.
+ */
 export class TLSError extends TlsnetError {
+  override readonly code: string = "ERR_TLSNET_TLS";
+  override readonly name: string = "TLSError";
   readonly reason: string | undefined;
-  constructor(
-    message: string,
-    options?: { reason?: string | undefined; cause?: unknown; code?: string },
-  ) {
-    super(message, options?.code ?? "ERR_TLSNET_TLS", options);
+  constructor(message: string, options?: { reason?: string | undefined; cause?: unknown }) {
+    super(message, options);
     this.reason = options?.reason;
   }
 }
+branded(TLSError, "TLSError");
 
 /** The peer's certificate failed verification: `reason` says why, `host` and `subject` say whose. */
 export class CertificateError extends TLSError {
+  override readonly code = "ERR_TLSNET_CERT";
+  override readonly name = "CertificateError";
   readonly host: string | undefined;
   readonly subject: string | undefined;
   constructor(
@@ -87,65 +129,111 @@ export class CertificateError extends TLSError {
       cause?: unknown;
     },
   ) {
-    super(message, { reason: options.reason, cause: options.cause, code: "ERR_TLSNET_CERT" });
+    super(message, { reason: options.reason, cause: options.cause });
     this.host = options.host;
     this.subject = options.subject;
   }
 }
+branded(CertificateError, "CertificateError");
 
-/** A server-side handshake did not finish within `handshakeTimeout`. */
+/**
+ * STARTTLS response injection: plaintext bytes arrived after the server's go-ahead
+ * and before our ClientHello. They cannot be trusted, so the upgrade is refused.
+ */
+export class StartTLSInjectionError extends TLSError {
+  override readonly code = "ERR_TLSNET_STARTTLS_INJECTION";
+  override readonly name = "StartTLSInjectionError";
+  /** How many plaintext bytes were waiting. */
+  readonly bytes: number;
+  constructor(message: string, options: { bytes: number }) {
+    super(message, { reason: "STARTTLS_INJECTION" });
+    this.bytes = options.bytes;
+  }
+}
+branded(StartTLSInjectionError, "StartTLSInjectionError");
+
+/** A TLS handshake did not finish within `handshakeTimeout` (or the handshake call's timeout). */
 export class HandshakeTimeoutError extends TlsnetError {
+  override readonly code = "ERR_TLSNET_HANDSHAKE_TIMEOUT";
+  override readonly name = "HandshakeTimeoutError";
   readonly timeout: number;
   constructor(message: string, options: { timeout: number; cause?: unknown }) {
-    super(message, "ERR_TLSNET_HANDSHAKE_TIMEOUT", options);
+    super(message, options);
     this.timeout = options.timeout;
   }
 }
+branded(HandshakeTimeoutError, "HandshakeTimeoutError");
 
 /** Which operation a deadline or per-call timeout cut short. */
 export type DeadlineOp = "read" | "write" | "accept" | "connect";
 
 /** A deadline or per-call timeout elapsed; `op` names the operation. */
 export class DeadlineExceededError extends TlsnetError {
+  override readonly code = "ERR_TLSNET_DEADLINE";
+  override readonly name = "DeadlineExceededError";
   readonly op: DeadlineOp;
   constructor(op: DeadlineOp, message?: string, options?: { cause?: unknown }) {
-    super(message ?? `${op} deadline exceeded`, "ERR_TLSNET_DEADLINE", options);
+    super(message ?? `${op} deadline exceeded`, options);
     this.op = op;
   }
 }
+branded(DeadlineExceededError, "DeadlineExceededError");
 
 /** The peer ended the stream before the bytes asked for arrived. */
 export class UnexpectedEOFError extends TlsnetError {
+  override readonly code = "ERR_TLSNET_UNEXPECTED_EOF";
+  override readonly name = "UnexpectedEOFError";
   /** How many bytes were buffered (and left unconsumed) when EOF came. */
   readonly partial: number;
   constructor(message: string, options: { partial: number }) {
-    super(message, "ERR_TLSNET_UNEXPECTED_EOF");
+    super(message);
     this.partial = options.partial;
   }
 }
+branded(UnexpectedEOFError, "UnexpectedEOFError");
 
 /** A read would have buffered more than its `maxBytes`; nothing was consumed. */
 export class LimitExceededError extends TlsnetError {
+  override readonly code = "ERR_TLSNET_LIMIT";
+  override readonly name = "LimitExceededError";
   readonly limit: number;
   constructor(message: string, options: { limit: number }) {
-    super(message, "ERR_TLSNET_LIMIT");
+    super(message);
     this.limit = options.limit;
   }
 }
+branded(LimitExceededError, "LimitExceededError");
 
 /** The conn or listener is closed, or was closed while this operation was pending. */
 export class ClosedError extends TlsnetError {
+  override readonly code = "ERR_TLSNET_CLOSED";
+  override readonly name = "ClosedError";
   constructor(message = "connection is closed", options?: { cause?: unknown }) {
-    super(message, "ERR_TLSNET_CLOSED", options);
+    super(message, options);
   }
 }
+branded(ClosedError, "ClosedError");
 
-/** The peer reset the connection (ECONNRESET) or it broke under a write (EPIPE). */
+/**
+ * The connection broke under us: the peer reset it (ECONNRESET), it broke under
+ * a write (EPIPE), or the network dropped it (ETIMEDOUT from keep-alive,
+ * EHOSTUNREACH, ENETDOWN...). `syscallCode` holds the OS code.
+ */
 export class ConnectionResetError extends TlsnetError {
+  override readonly code = "ERR_TLSNET_RESET";
+  override readonly name = "ConnectionResetError";
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, "ERR_TLSNET_RESET", options);
+    super(message, options);
   }
 }
+branded(ConnectionResetError, "ConnectionResetError");
+
+/** An operation that the conn's current state does not allow (e.g. upgrading with a read pending). */
+export class StateError extends TlsnetError {
+  override readonly code = "ERR_TLSNET_STATE";
+  override readonly name = "StateError";
+}
+branded(StateError, "StateError");
 
 /** Where an error happened, for messages: "connect to 127.0.0.1:8443", "read from [::1]:443". */
 export interface ErrorContext {
@@ -195,20 +283,19 @@ export function mapError(err: unknown, ctx: ErrorContext): TlsnetError {
   const code = errorCode(err);
   const where = ctx.peer ? `${ctx.op} ${preposition(ctx.op)} ${ctx.peer}` : ctx.op;
   const detail = describeSystemError(err) ?? (err instanceof Error ? err.message : String(err));
-  if (code === "ECONNRESET" || code === "EPIPE") {
-    return new ConnectionResetError(`${where} failed: ${detail}`, { cause: err });
-  }
   if (code === "ERR_STREAM_DESTROYED" || code === "ERR_STREAM_WRITE_AFTER_END") {
     return new ClosedError(`${where} failed: the connection is already closed`, { cause: err });
   }
-  if (ctx.op === "connect" && code !== undefined && code in SYSTEM_HINTS) {
+  if (ctx.op === "connect") {
     const [host, port] = splitPeer(ctx.peer);
     return new DialError(`${where} failed: ${detail}`, { host, port, errors: [asError(err)] });
   }
-  if (code?.startsWith("ERR_SSL_") || code?.startsWith("ERR_TLS_")) {
+  if (code?.startsWith("ERR_SSL_") || code?.startsWith("ERR_TLS_") || code === "EPROTO") {
     return new TLSError(`${where} failed: ${detail}`, { reason: code, cause: err });
   }
-  return new TlsnetError(`${where} failed: ${detail}`, code ?? "ERR_TLSNET", { cause: err });
+  // Everything else on an open connection (ECONNRESET, EPIPE, ETIMEDOUT from keep-alive,
+  // EHOSTUNREACH, ENETDOWN...) means the same to the caller: the connection is gone.
+  return new ConnectionResetError(`${where} failed: ${detail}`, { cause: err });
 }
 
 function preposition(op: ErrorContext["op"]): string {
@@ -292,15 +379,22 @@ const CERT_HINTS: Record<string, string> = {
   ERR_TLS_CERT_ALTNAME_INVALID: "does not match the host name",
 };
 
-/** What to do about a certificate failure, per reason. */
-function certAdvice(reason: string): string {
+/** What to do about a certificate failure, per reason and per side (we verify the peer's). */
+function certAdvice(reason: string, role: "client" | "server"): string {
   if (reason === "CERT_HAS_EXPIRED" || reason === "CERT_NOT_YET_VALID") {
     return "renew it or fix the clock";
   }
   if (reason === "ERR_TLS_CERT_ALTNAME_INVALID" || reason === "HOSTNAME_MISMATCH") {
     return "connect with a name the certificate covers, or set serverName";
   }
-  return "pass the issuing CA in ca/caFile, or have the server send its full chain";
+  if (reason === "INVALID_PURPOSE") {
+    return role === "client"
+      ? "the server certificate needs the serverAuth extended key usage; reissue it for server use"
+      : "the client certificate needs the clientAuth extended key usage; issue it as a client certificate (tlsnet/certs issue({ client: true }), CLI: tlsnet cert NAME --client)";
+  }
+  return role === "client"
+    ? "pass the issuing CA in ca/caFile, or have the server send its full chain"
+    : "add the client's issuing CA to clientCa/clientCaFile, and have the client send its full chain";
 }
 
 /**
@@ -313,6 +407,8 @@ export function certificateError(opts: {
   subject: string | undefined;
   validTo?: Date | undefined;
   validFrom?: Date | undefined;
+  /** The certificate's subjectAltName, listed when the name does not match. */
+  sans?: string | undefined;
   role: "client" | "server";
   cause?: unknown;
 }): CertificateError {
@@ -325,9 +421,14 @@ export function certificateError(opts: {
     when = ` (notAfter ${opts.validTo.toISOString().slice(0, 10)})`;
   } else if (opts.reason === "CERT_NOT_YET_VALID" && opts.validFrom) {
     when = ` (notBefore ${opts.validFrom.toISOString().slice(0, 10)})`;
+  } else if (
+    (opts.reason === "ERR_TLS_CERT_ALTNAME_INVALID" || opts.reason === "HOSTNAME_MISMATCH") &&
+    opts.sans
+  ) {
+    when = ` (it covers ${opts.sans})`;
   }
   return new CertificateError(
-    `${whose}${of}${subj} ${what}${when}; ${certAdvice(opts.reason)} [${opts.reason}]`,
+    `${whose}${of}${subj} ${what}${when}; ${certAdvice(opts.reason, opts.role)} [${opts.reason}]`,
     { reason: opts.reason, host: opts.host, subject: opts.subject, cause: opts.cause },
   );
 }
@@ -339,13 +440,8 @@ export function mapTLSError(err: unknown, ctx: ErrorContext): TlsnetError {
   const byRole = code === undefined ? undefined : PEER_REJECTED_US[code];
   const hint = code === undefined ? undefined : (byRole?.[ctx.role ?? "client"] ?? TLS_HINTS[code]);
   if (hint === undefined) {
-    if (code === "ECONNRESET" && ctx.op === "handshake") {
-      const where = ctx.peer ? ` with ${ctx.peer}` : "";
-      return new ConnectionResetError(
-        `TLS handshake${where} failed: the peer closed or reset the connection before it finished ` +
-          "(does it speak TLS on this port? does it accept our certificate and versions?)",
-        { cause: err },
-      );
+    if (ctx.op === "handshake" && (code === "ECONNRESET" || code === "EPIPE")) {
+      return peerClosedDuringHandshake(ctx.peer, err);
     }
     if (!code?.startsWith("ERR_SSL_")) return mapError(err, ctx);
   }
@@ -354,6 +450,19 @@ export function mapTLSError(err: unknown, ctx: ErrorContext): TlsnetError {
   // Without a hint, OpenSSL's own reason text ("bad record mac") beats its error stack.
   const text = hint ?? (err as { reason?: string }).reason ?? code;
   return new TLSError(`${phase}${where} failed: ${text} [${code}]`, { reason: code, cause: err });
+}
+
+/**
+ * The peer closed or reset the connection before the handshake finished: one
+ * error for this event, whichever path noticed it (a reset, an EOF, a close).
+ */
+export function peerClosedDuringHandshake(peer: string | undefined, cause?: unknown): TLSError {
+  const where = peer ? ` with ${peer}` : "";
+  return new TLSError(
+    `TLS handshake${where} failed: the peer closed the connection before it finished ` +
+      "(does it speak TLS on this port? does it accept our certificate, versions and ALPN?)",
+    { reason: "ECONNRESET", cause },
+  );
 }
 
 /**

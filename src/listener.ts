@@ -6,12 +6,12 @@
  */
 import { createServer, type Server, type Socket } from "node:net";
 import { type Address, formatHostPort, parseAddress, SocketAddr } from "./addr.ts";
-import type { Conn } from "./conn.ts";
+import { type Conn, kOnClose } from "./conn.ts";
 import {
+  Alarm,
   abortReason,
   checkOpOptions,
   expiryAfter,
-  msUntil,
   NEVER,
   type OpOptions,
   toMonotonic,
@@ -44,7 +44,7 @@ export interface ListenOptions<C> {
   maxConnections?: number | undefined;
 }
 
-/** Counters of a listener; `active` counts conns whose socket is still open. */
+/** Counters of a listener; `active` counts conns not yet closed (by the app or the peer). */
 export interface ListenerStats {
   accepted: number;
   active: number;
@@ -66,7 +66,7 @@ type AcceptWaiter<C> = {
   reject: (e: unknown) => void;
   /** Monotonic expiry of this call's own timeout (NEVER if none); the listener deadline applies too. */
   callExpiry: number;
-  timer: NodeJS.Timeout | undefined;
+  alarm: Alarm;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
 };
@@ -88,7 +88,6 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
   private readonly backlog: number;
   private readonly queue: C[] = [];
   private readonly waiters: AcceptWaiter<C>[] = [];
-  private readonly sockets = new Set<Socket>();
   private readonly handled = new Map<C, Promise<void>>();
   private closing: Promise<void> | undefined;
   private deadline = NEVER;
@@ -160,7 +159,7 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
         resolve,
         reject,
         callExpiry,
-        timer: undefined,
+        alarm: new Alarm(() => this.settle(w, this.deadlineError())),
         signal,
         onAbort: undefined,
       };
@@ -245,11 +244,12 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     }
     this.counters.accepted++;
     this.counters.active++;
-    this.sockets.add(socket);
-    socket.once("close", () => {
-      this.counters.active--;
-      this.sockets.delete(socket);
-    });
+    let counted = true;
+    const inactive = () => {
+      if (counted) this.counters.active--;
+      counted = false;
+    };
+    socket.once("close", inactive);
     let conn: C;
     try {
       conn = this.factory.wrap(socket);
@@ -258,6 +258,7 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
       this.report(asError(err), undefined);
       return;
     }
+    conn[kOnClose](inactive); // a conn closed by the app is no longer active, even while it lingers
     if (this.opts.handler) {
       const run = this.runHandler(conn);
       this.handled.set(conn, run);
@@ -276,7 +277,8 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
         try {
           await this.factory.prepare(conn);
         } catch (err) {
-          this.report(asError(err), remoteAddr); // counted by the conn's handshake hook
+          // Our own shutdown cutting a handshake short is not the client's failure.
+          if (!(this.closing && err instanceof ClosedError)) this.report(asError(err), remoteAddr);
           return;
         }
       }
@@ -302,22 +304,13 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     }
   }
 
-  /** (Re)start a waiter's timer for the earlier of its own timeout and the listener deadline. */
+  /** (Re)arm a waiter for the earlier of its own timeout and the listener deadline. */
   private arm(w: AcceptWaiter<C>): void {
-    clearTimeout(w.timer);
-    w.timer = undefined;
-    const expiry = Math.min(w.callExpiry, this.deadline);
-    if (expiry !== NEVER) w.timer = setTimeout(() => this.expire(w), msUntil(expiry));
-  }
-
-  private expire(w: AcceptWaiter<C>): void {
-    // Timers may fire a little early (they run off the loop's cached clock): re-arm then.
-    if (performance.now() + 1 < Math.min(w.callExpiry, this.deadline)) this.arm(w);
-    else this.settle(w, this.deadlineError());
+    w.alarm.set(Math.min(w.callExpiry, this.deadline));
   }
 
   private settle(w: AcceptWaiter<C>, err: unknown, remove = true, conn?: C): void {
-    clearTimeout(w.timer);
+    w.alarm.clear();
     if (w.onAbort) w.signal?.removeEventListener("abort", w.onAbort);
     if (remove) {
       const i = this.waiters.indexOf(w);

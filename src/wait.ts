@@ -1,11 +1,11 @@
 /**
  * DeadlineWait: the one pending wait of one direction of a conn (the reader
- * waiting for data, the writer waiting for drain), bounded by the conn's
- * absolute deadline, the call's own timeout, and an AbortSignal. Moving the
- * deadline re-arms a pending wait, as Go's SetReadDeadline does.
+ * waiting for data or the handshake, the writer waiting for drain), bounded by
+ * the conn's absolute deadline, the call's own timeout, and an AbortSignal.
+ * Moving the deadline re-arms a pending wait, as Go's SetReadDeadline does.
  * @module
  */
-import { abortReason, msUntil, NEVER } from "./deadline.ts";
+import { Alarm, abortReason, NEVER } from "./deadline.ts";
 
 export class DeadlineWait {
   /** The conn's deadline for this direction (monotonic ms, NEVER for none). */
@@ -13,8 +13,8 @@ export class DeadlineWait {
   private resolveFn: (() => void) | undefined;
   private rejectFn: ((err: unknown) => void) | undefined;
   private callExpiry = NEVER;
-  private timer: NodeJS.Timeout | undefined;
   private signal: AbortSignal | undefined;
+  private readonly alarm = new Alarm(() => this.reject(this.timeoutError()));
 
   /** `timeoutError` makes the error a timed-out wait rejects with. */
   constructor(private readonly timeoutError: () => unknown) {}
@@ -41,14 +41,15 @@ export class DeadlineWait {
         this.signal = signal;
         signal.addEventListener("abort", this.onAbort, { once: true });
       }
-      this.arm();
+      const expiry = Math.min(this.deadline, callExpiry);
+      if (expiry !== NEVER) this.alarm.set(expiry);
     });
   }
 
   /** Move the deadline; a pending wait follows it. */
   setDeadline(monotonic: number): void {
     this.deadline = monotonic;
-    if (this.pending) this.arm();
+    if (this.pending) this.alarm.set(Math.min(this.deadline, this.callExpiry));
   }
 
   /** Wake the pending wait, if any. */
@@ -67,29 +68,12 @@ export class DeadlineWait {
     if (!resolve || !reject) return undefined;
     this.resolveFn = undefined;
     this.rejectFn = undefined;
-    clearTimeout(this.timer);
-    this.timer = undefined;
+    if (this.alarm.armed) this.alarm.clear();
     this.callExpiry = NEVER;
     this.signal?.removeEventListener("abort", this.onAbort);
     this.signal = undefined;
     return [resolve, reject];
   }
-
-  private arm(): void {
-    clearTimeout(this.timer);
-    this.timer = undefined;
-    const expiry = Math.min(this.deadline, this.callExpiry);
-    if (expiry !== NEVER) this.timer = setTimeout(this.onTimer, msUntil(expiry));
-  }
-
-  // Bound once: no closure per wait.
-  private readonly onTimer = () => {
-    this.timer = undefined;
-    if (!this.pending) return;
-    // Timers run off the loop's cached clock and may fire a little early: re-arm then.
-    if (performance.now() + 1 < Math.min(this.deadline, this.callExpiry)) this.arm();
-    else this.reject(this.timeoutError());
-  };
 
   private readonly onAbort = () => {
     const signal = this.signal;

@@ -78,6 +78,8 @@ const CLIENT_AUTH_MODES: readonly ClientAuth[] = [
 ];
 const VERSION_RANK: Record<TLSVersion, number> = { "TLSv1.2": 2, "TLSv1.3": 3 };
 const DEFAULT_SERVER_HANDSHAKE_TIMEOUT = 10_000;
+/** Clients get a bound too: a server that accepts TCP and never answers must not hang a dial. */
+const DEFAULT_CLIENT_HANDSHAKE_TIMEOUT = 30_000;
 const DEFAULT_SESSION_CACHE = 100;
 
 /**
@@ -101,7 +103,7 @@ export class TLSConfig {
   /** Server handshake timeout in ms (0 = none). */
   readonly handshakeTimeout: number;
   /** Explicit client handshake timeout, if the caller gave one. */
-  readonly clientHandshakeTimeout: number | undefined;
+  readonly clientHandshakeTimeout: number;
   /** Client session cache size (0 = off). */
   readonly sessionCacheSize: number;
   readonly ticketKeys: Buffer | undefined;
@@ -157,7 +159,7 @@ export class TLSConfig {
       fieldCheck("handshakeTimeout", () => checkTimeout(opts.handshakeTimeout, "handshakeTimeout"));
     }
     this.handshakeTimeout = opts.handshakeTimeout ?? DEFAULT_SERVER_HANDSHAKE_TIMEOUT;
-    this.clientHandshakeTimeout = opts.handshakeTimeout;
+    this.clientHandshakeTimeout = opts.handshakeTimeout ?? DEFAULT_CLIENT_HANDSHAKE_TIMEOUT;
     this.sessionCacheSize = checkSessionCache(opts.sessionCache);
     if (opts.ticketKeys !== undefined) {
       if (!Buffer.isBuffer(opts.ticketKeys) || opts.ticketKeys.length !== 48) {

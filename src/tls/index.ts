@@ -15,14 +15,14 @@
 import { Socket } from "node:net";
 import { DEFAULT_CIPHERS, DEFAULT_MAX_VERSION, DEFAULT_MIN_VERSION } from "node:tls";
 import type { Address } from "../addr.ts";
-import { Conn } from "../conn.ts";
+import { Conn, kHandOver, kRelease } from "../conn.ts";
 import { checkDialOptions, type DialOptions, dial } from "../dial.ts";
 import { dialHostOf } from "../dialed.ts";
-import { ConfigError } from "../errors.ts";
+import { ConfigError, StartTLSInjectionError } from "../errors.ts";
 import { cipherList, TLSConfig, type TLSOptions, tlsOptionsOf } from "./config.ts";
-import { sniFor, TLSConn } from "./conn.ts";
+import { NodeTLSTransport, sniFor, TLSConn, type TLSInit } from "./conn.ts";
 import { TLSListener, type TLSListenOptions } from "./listener.ts";
-import { SessionCache } from "./sessions.ts";
+import { LRU, SessionCache } from "./sessions.ts";
 
 export type { CertEntry, ClientAuth, TLSOptions, TLSVersion } from "./config.ts";
 export { TLSConfig } from "./config.ts";
@@ -31,8 +31,8 @@ export type { ReloadOptions, TLSListenOptions } from "./listener.ts";
 export { TLSListener } from "./listener.ts";
 export type { ConnectionState, PeerCertificate } from "./state.ts";
 
-/** Client session caches by config scope: configs that verify alike share resumption. */
-const sessionCaches = new Map<string, SessionCache>();
+/** Client session caches by config scope: configs that verify alike share resumption. Bounded. */
+const sessionCaches = new LRU<string, SessionCache>(64);
 
 /** Validate and freeze options into a reusable TLSConfig (throws ConfigError). */
 export function config(opts: TLSOptions | TLSConfig): TLSConfig {
@@ -53,16 +53,18 @@ export async function connect(
   const dialOpts: DialOptions = { ...(opts instanceof TLSConfig ? {} : opts), ...dialOptions };
   checkDialOptions(dialOpts);
   const { socket, host, expiry } = await dial(address, dialOpts);
-  const serverName = cfg.serverName ?? sniFor(host);
-  const conn = new TLSConn(socket, {
-    role: "client",
-    config: cfg,
-    serverName,
-    verifyName: cfg.serverName ?? host.replace(/\.$/, ""),
-    sessionKey: serverName ?? host, // per server name: a fleet sharing ticketKeys resumes across ports
-    sessions: sessionsOf(cfg),
-    dialExpiry: expiry,
-  });
+  const serverName = sniFor(cfg.serverName ?? host); // never SNI for an IP literal (RFC 6066)
+  const conn = new TLSConn(
+    new NodeTLSTransport(socket, {
+      role: "client",
+      config: cfg,
+      serverName,
+      verifyName: cfg.serverName ?? host.replace(/\.$/, ""),
+      sessionKey: serverName ?? host, // per server name: a fleet sharing ticketKeys resumes across ports
+      sessions: sessionsOf(cfg),
+      dialExpiry: expiry,
+    }),
+  );
   try {
     await conn.handshake(dialOpts.signal ? { signal: dialOpts.signal } : undefined);
   } catch (err) {
@@ -85,31 +87,46 @@ export function client(conn: Conn | Socket, opts: TLSOptions | TLSConfig): TLSCo
   const cfg = config(opts);
   // The name to verify: serverName, else the host tcp.connect dialed, else the peer's address.
   const dialed = conn instanceof Conn ? dialHostOf(conn) : undefined;
-  const { socket, netConn } = takeOver(conn);
-  const host = cfg.serverName ?? dialed?.replace(/\.$/, "") ?? socket.remoteAddress ?? "";
-  const serverName = cfg.serverName ?? (dialed ? sniFor(dialed) : null);
+  const peer = conn instanceof Conn ? conn.remoteAddr.address : conn.remoteAddress;
+  const host = cfg.serverName ?? dialed?.replace(/\.$/, "") ?? peer ?? "";
+  const serverName = cfg.serverName ? sniFor(cfg.serverName) : dialed ? sniFor(dialed) : null;
   if (cfg.verifyPeer && cfg.serverName === undefined && host === "") {
     throw new ConfigError("tls.client needs serverName to verify the peer", {
       field: "serverName",
     });
   }
-  return new TLSConn(socket, {
-    role: "client",
-    config: cfg,
-    serverName,
-    verifyName: host,
-    sessionKey: serverName ?? host,
-    sessions: sessionsOf(cfg),
-    netConn,
-  });
+  // Plaintext that arrived after the server's go-ahead and before our ClientHello
+  // is an attack (STARTTLS response injection): refuse it before any handshake.
+  return upgrade(
+    conn,
+    "client",
+    (buffered) => {
+      if (buffered > 0) {
+        const where = conn instanceof Conn ? conn.remoteAddr.toString() : (peer ?? "the server");
+        throw new StartTLSInjectionError(
+          `refusing to start TLS with ${where}: ${buffered} plaintext byte(s) arrived after the ` +
+            "server's go-ahead and before the handshake (STARTTLS response injection?); " +
+            "read the server's reply exactly (e.g. readLine) before tls.client(), and close this connection",
+          { bytes: buffered },
+        );
+      }
+    },
+    {
+      role: "client",
+      config: cfg,
+      serverName,
+      verifyName: host,
+      sessionKey: serverName ?? host,
+      sessions: sessionsOf(cfg),
+    },
+  );
 }
 
 /** Upgrade an existing plain conn or socket to TLS as the server. The handshake is lazy. */
 export function server(conn: Conn | Socket, opts: TLSOptions | TLSConfig): TLSConn {
   const cfg = config(opts);
   cfg.serverContexts(); // a server without certificates fails here, before any I/O
-  const { socket, netConn } = takeOver(conn);
-  return new TLSConn(socket, { role: "server", config: cfg, netConn });
+  return upgrade(conn, "server", undefined, { role: "server", config: cfg });
 }
 
 /** The TLS implementation behind tlsnet. */
@@ -136,11 +153,32 @@ export function defaults(): {
   };
 }
 
-function takeOver(conn: Conn | Socket): { socket: Socket; netConn: Conn | undefined } {
-  if (conn instanceof Conn) return { socket: conn.detach(), netConn: conn };
-  if (conn instanceof Socket) return { socket: conn, netConn: undefined };
+/**
+ * Take the socket from a plain conn (or a bare socket) and put TLS over it.
+ * Server side, bytes the plain conn buffered are the client's ClientHello: they
+ * go back into the socket. Client side, `check` refuses buffered plaintext.
+ */
+function upgrade(
+  conn: Conn | Socket,
+  role: "client" | "server",
+  check: ((buffered: number) => void) | undefined,
+  init: TLSInit,
+): TLSConn {
+  if (conn instanceof Conn) {
+    const { socket, buffered } = conn[kRelease](check ?? noop);
+    for (let i = buffered.length - 1; i >= 0; i--) socket.unshift(buffered[i]!);
+    const tlsConn = new TLSConn(new NodeTLSTransport(socket, init), conn);
+    conn[kHandOver](tlsConn);
+    return tlsConn;
+  }
+  if (conn instanceof Socket) {
+    if (role === "client") check?.(conn.readableLength);
+    return new TLSConn(new NodeTLSTransport(conn, init));
+  }
   throw new TypeError("expected a tlsnet Conn or a node:net Socket");
 }
+
+function noop(): void {}
 
 function sessionsOf(cfg: TLSConfig): SessionCache | undefined {
   if (cfg.sessionCacheSize === 0) return undefined;

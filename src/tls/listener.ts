@@ -11,7 +11,7 @@ import { basename, dirname, resolve as resolvePath } from "node:path";
 import { asError, ConfigError } from "../errors.ts";
 import { bindServer, type ConnFactory, Listener, type ListenOptions } from "../listener.ts";
 import { TLSConfig, type TLSOptions, tlsOptionsOf } from "./config.ts";
-import { TLSConn } from "./conn.ts";
+import { NodeTLSTransport, TLSConn } from "./conn.ts";
 
 /** Options of tls.listen. */
 export type TLSListenOptions = TLSOptions &
@@ -62,11 +62,13 @@ export class TLSListener extends Listener<TLSConn> {
     const fallback = handlers ? Object.values(handlers)[0] : undefined;
     super(server, { ...opts, handler: opts.handler ?? fallback }, {
       wrap: (socket: Socket) =>
-        new TLSConn(socket, {
-          role: "server",
-          config: () => ref.config,
-          onHandshakeFailure: () => onFailure.count?.(),
-        }),
+        new TLSConn(
+          new NodeTLSTransport(socket, {
+            role: "server",
+            config: () => ref.config,
+            onHandshakeFailure: () => onFailure.count?.(),
+          }),
+        ),
       prepare: async (conn) => {
         await conn.handshake();
       },

@@ -1,0 +1,192 @@
+/**
+ * SocketTransport: a {@link Transport} over a node stream socket — a node:net
+ * Socket for plain TCP, or a node:tls TLSSocket once its handshake is done.
+ * @module
+ */
+import type { Socket } from "node:net";
+import { SocketAddr } from "./addr.ts";
+import { mapError, type TlsnetError } from "./errors.ts";
+import type { Transport, TransportOp, TransportSink } from "./transport.ts";
+
+const RESOLVED = Promise.resolve();
+
+/** A stream socket as a Transport; always ready. */
+export class SocketTransport implements Transport {
+  readonly remoteAddr: SocketAddr;
+  readonly localAddr: SocketAddr;
+  readonly ready = true;
+  /** The peer's EOF has been seen. */
+  private peerEnded = false;
+  private sink: TransportSink | undefined;
+
+  /**
+   * `socket` carries the bytes; `raw` is the TCP socket under it (the same for
+   * TCP), whose addresses are reported. `map` turns socket errors into tlsnet's.
+   */
+  constructor(
+    readonly socket: Socket,
+    readonly rawSocket: Socket = socket,
+    private readonly map: (err: unknown, op: TransportOp) => TlsnetError = (err, op) =>
+      mapError(err, { op: op === "close" ? "write" : op, peer: peerOf(rawSocket) }),
+  ) {
+    this.remoteAddr = remoteAddrOf(rawSocket);
+    this.localAddr = localAddrOf(rawSocket);
+  }
+
+  whenReady(): Promise<void> {
+    return RESOLVED;
+  }
+
+  start(sink: TransportSink): void {
+    this.sink = sink;
+    const s = this.socket;
+    s.allowHalfOpen = true; // the peer's FIN must not end our side: closeWrite is the caller's
+    s.on("data", sink.onData);
+    s.on("end", this.onEnd);
+    s.on("error", sink.onError);
+    s.on("close", sink.onClose);
+    s.on("drain", sink.onDrain);
+    if (s.destroyed) queueMicrotask(sink.onClose);
+    else s.resume(); // accepted sockets start paused (pauseOnConnect)
+  }
+
+  /** Stop delivering events (the socket is handed to another reader); keeps an error guard. */
+  stop(): void {
+    const sink = this.sink;
+    const s = this.socket;
+    if (!sink) return;
+    s.off("data", sink.onData);
+    s.off("end", this.onEnd);
+    s.off("error", sink.onError);
+    s.off("close", sink.onClose);
+    s.off("drain", sink.onDrain);
+    s.on("error", noop); // an error during hand-over must not crash the process
+    s.pause();
+    this.sink = undefined;
+  }
+
+  private readonly onEnd = () => {
+    this.peerEnded = true;
+    this.sink?.onEnd();
+  };
+
+  write(data: string | Uint8Array): boolean {
+    return this.socket.write(data);
+  }
+
+  writev(parts: ReadonlyArray<string | Uint8Array>): boolean {
+    const s = this.socket;
+    s.cork(); // one writev for the whole array
+    for (const part of parts) if (part.length > 0) s.write(part);
+    s.uncork();
+    return !s.writableNeedDrain;
+  }
+
+  get queuedBytes(): number {
+    return this.socket.writableLength;
+  }
+
+  get destroyed(): boolean {
+    return this.socket.destroyed;
+  }
+
+  end(): Promise<void> {
+    const s = this.socket;
+    if (s.writableFinished) return RESOLVED;
+    return new Promise<void>((resolve, reject) => {
+      s.end((err?: Error | null) => (err ? reject(err) : resolve()));
+    });
+  }
+
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+
+  close(lingerMs: number, flush: boolean): Promise<void> {
+    const s = this.socket;
+    if (s.destroyed) return s.closed ? RESOLVED : new Promise((r) => s.once("close", () => r()));
+    if (!flush) {
+      return new Promise<void>((resolve) => {
+        s.once("close", () => resolve());
+        s.destroy();
+      });
+    }
+    // A lingering close: FIN after what is queued, then read and discard until the
+    // peer's EOF (or lingerMs) before releasing the socket, so that input arriving
+    // after our FIN never makes the kernel answer with a reset that throws away
+    // the tail of what we sent. The caller is released once our FIN is out; the
+    // rest happens in the background, without keeping the process alive.
+    return new Promise<void>((resolve) => {
+      const linger = setTimeout(() => s.destroy(), lingerMs);
+      let finished = s.writableFinished;
+      const release = () => {
+        clearTimeout(linger);
+        s.destroy();
+      };
+      const maybeRelease = () => {
+        if (finished && (this.peerEnded || s.readableEnded)) release();
+      };
+      s.once("close", () => {
+        clearTimeout(linger);
+        resolve();
+      });
+      s.once("end", maybeRelease);
+      s.once("error", release);
+      if (this.sink) s.off("data", this.sink.onData);
+      s.on("data", noop); // what arrives from now on is discarded
+      s.resume();
+      const onFinish = () => {
+        finished = true;
+        resolve();
+        linger.unref();
+        s.unref();
+        if (this.rawSocket !== s) this.rawSocket.unref();
+        maybeRelease();
+      };
+      if (finished) onFinish();
+      else {
+        s.once("finish", onFinish);
+        if (!s.writableEnded) s.end();
+      }
+    });
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+
+  mapError(err: unknown, op: TransportOp): TlsnetError {
+    return this.map(err, op);
+  }
+}
+
+function noop(): void {}
+
+/** Printable remote address of a socket, for messages. */
+export function peerOf(socket: Socket): string {
+  return remoteAddrOf(socket).toString();
+}
+
+export function remoteAddrOf(socket: Socket): SocketAddr {
+  return new SocketAddr(
+    socket.remoteAddress ?? "0.0.0.0",
+    socket.remotePort ?? 0,
+    familyOf(socket.remoteFamily),
+  );
+}
+
+export function localAddrOf(socket: Socket): SocketAddr {
+  return new SocketAddr(
+    socket.localAddress ?? "0.0.0.0",
+    socket.localPort ?? 0,
+    familyOf(socket.localFamily),
+  );
+}
+
+function familyOf(f: string | undefined): "IPv4" | "IPv6" | undefined {
+  return f === "IPv6" ? "IPv6" : f === "IPv4" ? "IPv4" : undefined;
+}

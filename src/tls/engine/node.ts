@@ -1,0 +1,559 @@
+/**
+ * The node engine: TLS as a {@link Transport} over a plain TCP socket, done by
+ * node:tls. It owns the handshake state machine (idle → running → done |
+ * failed): the handshake runs on the first need (`whenReady()`, `handshake()`),
+ * concurrent callers share one run, a failure is sticky. Once the handshake is
+ * done and verified, bytes flow through a {@link SocketTransport} over the
+ * TLSSocket, and `ready` turns true.
+ * @module
+ */
+import type { Socket } from "node:net";
+import {
+  checkServerIdentity,
+  type PeerCertificate as NodePeerCertificate,
+  TLSSocket,
+  connect as tlsConnect,
+} from "node:tls";
+import type { SocketAddr } from "../../addr.ts";
+import {
+  Alarm,
+  abortReason,
+  bounded,
+  checkOpOptions,
+  expiryAfter,
+  NEVER,
+  type OpOptions,
+} from "../../deadline.ts";
+import {
+  ClosedError,
+  certificateError,
+  DeadlineExceededError,
+  HandshakeTimeoutError,
+  mapTLSError,
+  peerClosedDuringHandshake,
+  TLSError,
+  type TlsnetError,
+} from "../../errors.ts";
+import { localAddrOf, peerOf, remoteAddrOf, SocketTransport } from "../../socket-transport.ts";
+import type { Transport, TransportOp, TransportSink } from "../../transport.ts";
+import type { TLSConfig } from "../config.ts";
+import type { CachedSession, SessionCache, SessionIdentity } from "../sessions.ts";
+import { sniSelector } from "../sni.ts";
+import { type ConnectionState, derChain, dn, emptyState, stateOf } from "../state.ts";
+
+/** How a TLS transport is set up; the public API fills this in. */
+export interface TLSInit {
+  role: "client" | "server";
+  /** The config, or (servers) a function giving the config in force at handshake time. */
+  config: TLSConfig | (() => TLSConfig);
+  /** Client: SNI to send (null: none, for IP literals). */
+  serverName?: string | null | undefined;
+  /** Client: the name or IP to verify the certificate against. */
+  verifyName?: string | undefined;
+  /** Client: session cache key (the server name). */
+  sessionKey?: string | undefined;
+  sessions?: SessionCache | undefined;
+  /** Client: monotonic expiry of the dial; the handshake must end by then. */
+  dialExpiry?: number | undefined;
+  /** Told about every failed handshake but our own close (listener stats). */
+  onHandshakeFailure?: ((err: TlsnetError) => void) | undefined;
+}
+
+type Phase = "idle" | "running" | "done" | "failed";
+
+const RESOLVED = Promise.resolve();
+/** How long close() waits for a TLS 1.3 session ticket the client has not read yet. */
+const TICKET_WAIT_MS = 250;
+
+export class NodeTLSTransport implements Transport {
+  readonly remoteAddr: SocketAddr;
+  readonly localAddr: SocketAddr;
+  /** True once the handshake is done and verified: a plain field, read by fast paths. */
+  ready = false;
+  private phase: Phase = "idle";
+  private running: Promise<ConnectionState> | undefined;
+  private readyPromise: Promise<void> | undefined;
+  private result: ConnectionState | undefined;
+  private failure: TlsnetError | undefined;
+  private closed = false;
+  private tlsSocket: TLSSocket | undefined;
+  /** Bytes flow through this once the TLS socket is secure. */
+  private stream: SocketTransport | undefined;
+  private sink: TransportSink | undefined;
+  private wantPaused = false;
+  private abortRun: ((err: TlsnetError) => void) | undefined;
+  /** Client: the chain Node built while checking the server's name (full handshakes). */
+  private peerDetail: NodePeerCertificate | undefined;
+  /** Client: the cached session offered for resumption, with the identity it was verified as. */
+  private offered: CachedSession | undefined;
+  /** Client: the identity this handshake verifies, stored with the session it yields. */
+  private readonly identity: SessionIdentity = { chain: [], verified: false };
+  /** Client: a session (ticket) arrived for this conn. */
+  private gotTicket = false;
+  /** Server: the ALPN list the client offered, for error messages. */
+  private offeredAlpn: string[] | undefined;
+
+  constructor(
+    readonly rawSocket: Socket,
+    private readonly init: TLSInit,
+  ) {
+    this.remoteAddr = remoteAddrOf(rawSocket);
+    this.localAddr = localAddrOf(rawSocket);
+    rawSocket.on("error", noop); // until the TLS socket takes over: never crash on a reset
+  }
+
+  get role(): "client" | "server" {
+    return this.init.role;
+  }
+
+  private get peerName(): string {
+    return this.remoteAddr.toString();
+  }
+
+  get socket(): Socket {
+    return this.tlsSocket ?? this.rawSocket;
+  }
+
+  /** A snapshot of the connection state; never starts the handshake. */
+  state(): ConnectionState {
+    return (
+      this.result ?? emptyState(this.init.role === "client" ? (this.init.serverName ?? null) : null)
+    );
+  }
+
+  start(sink: TransportSink): void {
+    this.sink = sink;
+  }
+
+  whenReady(): Promise<void> {
+    if (!this.readyPromise) {
+      this.readyPromise = this.handshake().then(noop);
+      this.readyPromise.catch(noop); // callers may drop it: the failure reaches them as readyError
+    }
+    return this.readyPromise;
+  }
+
+  /**
+   * Run the handshake if it has not run; idempotent. The first call's options
+   * bound the handshake itself; a later caller's options bound only its wait.
+   */
+  handshake(opts?: OpOptions): Promise<ConnectionState> {
+    if (this.phase === "done") return Promise.resolve(this.result!);
+    if (this.phase === "failed") return Promise.reject(this.failure);
+    if (this.closed) {
+      return Promise.reject(new ClosedError(`connection to ${this.peerName} is closed`));
+    }
+    try {
+      checkOpOptions(opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (opts?.signal?.aborted) return Promise.reject(abortReason(opts.signal));
+    if (this.phase === "running") {
+      const timeout = opts?.timeout;
+      return bounded(this.running!, expiryAfter(timeout), opts?.signal, () =>
+        this.callTimeoutError(timeout ?? 0),
+      );
+    }
+    this.phase = "running";
+    this.running = this.run(opts).then(
+      (state) => {
+        this.phase = "done";
+        this.result = state;
+        this.ready = true;
+        return state;
+      },
+      (err: TlsnetError) => {
+        this.phase = "failed";
+        this.failure = err;
+        this.stream = undefined;
+        this.tlsSocket?.destroy();
+        this.rawSocket.destroy();
+        if (this.offered && this.init.sessions && this.init.sessionKey) {
+          this.init.sessions.delete(this.init.sessionKey); // never resume what failed
+        }
+        if (!(err instanceof ClosedError)) this.init.onHandshakeFailure?.(err);
+        throw err;
+      },
+    );
+    return this.running;
+  }
+
+  private config(): TLSConfig {
+    const c = this.init.config;
+    return typeof c === "function" ? c() : c;
+  }
+
+  /** One handshake run: wrap, wait for "secure", verify, run the verifyConnection hook. */
+  private async run(opts: OpOptions | undefined): Promise<ConnectionState> {
+    const cfg = this.config();
+    if (this.rawSocket.destroyed) throw peerClosedDuringHandshake(this.peerName);
+    const socket = this.init.role === "client" ? this.wrapClient(cfg) : this.wrapServer(cfg);
+    this.tlsSocket = socket;
+    socket.on("error", noop); // handshake errors are handled by waitSecure; later ones by the stream
+    if (cfg.keyLog) {
+      const keyLog = cfg.keyLog;
+      socket.on("keylog", (line: Buffer) => keyLog(line.toString("latin1").trimEnd()));
+    }
+    await this.waitSecure(socket, cfg, opts);
+    const isClient = this.init.role === "client";
+    const resumed = socket.isSessionReused() && this.offered !== undefined;
+    const verified = isClient
+      ? resumed
+        ? this.offered!.identity.verified && cfg.verifyPeer
+        : this.verifyServer(socket, cfg)
+      : this.verifyClient(socket, cfg);
+    const chain = resumed ? this.offered!.identity.chain : this.peerDer(socket, cfg);
+    if (isClient && !resumed) {
+      this.identity.chain = chain;
+      this.identity.verified = verified;
+    }
+    const serverName = isClient ? (this.init.serverName ?? null) : serverNameOf(socket);
+    const state = stateOf(socket, serverName, verified, chain);
+    if (cfg.verifyConnection) {
+      try {
+        await cfg.verifyConnection(state);
+      } catch (err) {
+        throw new TLSError(
+          `verifyConnection rejected the connection with ${this.peerName}: ${
+            err instanceof Error ? err.message : String(err)
+          }`,
+          { reason: "VERIFY_CONNECTION", cause: err },
+        );
+      }
+    }
+    if (this.closed) throw new ClosedError(`connection to ${this.peerName} was closed`);
+    return state;
+  }
+
+  private wrapClient(cfg: TLSConfig): TLSSocket {
+    const { serverName: name, verifyName, sessionKey: key, sessions } = this.init;
+    this.offered = key && sessions ? sessions.get(key) : undefined;
+    const socket = tlsConnect({
+      socket: this.rawSocket,
+      secureContext: cfg.clientContext(),
+      rejectUnauthorized: false, // verified below, so errors can name the host and subject
+      ...(name ? { servername: name } : {}),
+      ...(cfg.alpnProtocols ? { ALPNProtocols: [...cfg.alpnProtocols] } : {}),
+      ...(this.offered ? { session: this.offered.session } : {}),
+      // Node hands us the chain it already built for this check: keep it, not build it twice.
+      checkServerIdentity: (_host, cert) => {
+        this.peerDetail = cert;
+        return verifyName === undefined ? undefined : checkServerIdentity(verifyName, cert);
+      },
+    });
+    if (key && sessions) {
+      socket.on("session", (session: Buffer) => {
+        this.gotTicket = true;
+        // A resumed conn hands on the identity of the full handshake it came from.
+        const identity =
+          socket.isSessionReused() && this.offered ? this.offered.identity : this.identity;
+        sessions.set(key, { session, identity });
+      });
+    }
+    return socket;
+  }
+
+  private wrapServer(cfg: TLSConfig): TLSSocket {
+    const contexts = cfg.serverContexts();
+    const select = contexts.length > 1 ? sniSelector(cfg.identities) : undefined;
+    return new TLSSocket(this.rawSocket, {
+      isServer: true,
+      secureContext: contexts[0]!,
+      requestCert: cfg.clientAuth !== "none",
+      // In the modes that require a certificate, OpenSSL itself refuses a client that sends
+      // none, with a certificate_required alert the client can report. Everything else
+      // (chain verification included) is checked after "secure", with its own message: a
+      // standalone server TLSSocket does not destroy itself on a verify error.
+      rejectUnauthorized:
+        cfg.clientAuth === "require-any" || cfg.clientAuth === "require-and-verify",
+      ...(cfg.alpnProtocols ? { ALPNCallback: this.alpnSelector(cfg.alpnProtocols) } : {}),
+      ...(select
+        ? {
+            SNICallback: (sni: string, cb: (e: Error | null, c?: unknown) => void) =>
+              cb(null, contexts[select(sni)]),
+          }
+        : {}),
+    } as ConstructorParameters<typeof TLSSocket>[1]);
+  }
+
+  /** The earliest limit on this handshake run and the error it gives. */
+  private limits(cfg: TLSConfig, opts: OpOptions | undefined): [number, () => TlsnetError] {
+    const isClient = this.init.role === "client";
+    const peer = this.peerName;
+    const limits: Array<[number, () => TlsnetError]> = [];
+    const hsTimeout = isClient ? cfg.clientHandshakeTimeout : cfg.handshakeTimeout;
+    if (hsTimeout > 0) {
+      limits.push([
+        performance.now() + hsTimeout,
+        () =>
+          new HandshakeTimeoutError(
+            `TLS handshake with ${peer} did not finish within ${hsTimeout} ms` +
+              (isClient
+                ? "; is the server up and speaking TLS? (raise handshakeTimeout if it is slow)"
+                : "; the client stalled or does not speak TLS"),
+            { timeout: hsTimeout },
+          ),
+      ]);
+    }
+    const dialExpiry = this.init.dialExpiry;
+    if (dialExpiry !== undefined && dialExpiry !== NEVER) {
+      limits.push([
+        dialExpiry,
+        () =>
+          new DeadlineExceededError(
+            "connect",
+            `connect to ${peer} timed out during the TLS handshake; raise timeout/deadline or check the server`,
+          ),
+      ]);
+    }
+    const callTimeout = opts?.timeout;
+    if (callTimeout !== undefined) {
+      limits.push([performance.now() + callTimeout, () => this.callTimeoutError(callTimeout)]);
+    }
+    limits.sort((a, b) => a[0] - b[0]);
+    return limits[0] ?? [NEVER, () => new ClosedError()];
+  }
+
+  private callTimeoutError(ms: number): HandshakeTimeoutError {
+    return new HandshakeTimeoutError(
+      `TLS handshake with ${this.peerName} did not finish within the ${Math.round(ms)} ms given to this call`,
+      { timeout: ms },
+    );
+  }
+
+  /** Resolve on "secure"; reject on error, early close, timeout, abort or close(). */
+  private waitSecure(
+    socket: TLSSocket,
+    cfg: TLSConfig,
+    opts: OpOptions | undefined,
+  ): Promise<void> {
+    const isClient = this.init.role === "client";
+    const peer = this.peerName;
+    const [expiry, timeoutError] = this.limits(cfg, opts);
+    const signal = opts?.signal;
+    return new Promise<void>((resolve, reject) => {
+      const alarm = new Alarm(() => done(timeoutError()));
+      const done = (err?: unknown) => {
+        alarm.clear();
+        socket.off(isClient ? "secureConnect" : "secure", onSecure);
+        socket.off("error", onError);
+        socket.off("close", onClose);
+        socket.off("end", onClose);
+        signal?.removeEventListener("abort", onAbort);
+        this.abortRun = undefined;
+        if (err === undefined) resolve();
+        else reject(err);
+      };
+      const onSecure = () => {
+        // Start the byte stream now, before verification: data that came with the
+        // peer's Finished is buffered, not lost; the Conn reads it once ready.
+        this.startStream(socket);
+        done();
+      };
+      const onError = (err: Error) =>
+        done(
+          this.explainAlpn(mapTLSError(err, { op: "handshake", peer, role: this.init.role }), cfg),
+        );
+      const onClose = () => done(peerClosedDuringHandshake(peer));
+      socket.once(isClient ? "secureConnect" : "secure", onSecure);
+      socket.on("error", onError);
+      socket.once("close", onClose);
+      socket.once("end", onClose); // half-open sockets do not close on their own at EOF
+      this.abortRun = done;
+      signal?.addEventListener("abort", onAbort, { once: true });
+      alarm.set(expiry);
+      function onAbort() {
+        done(abortReason(signal!));
+      }
+    });
+  }
+
+  private startStream(socket: TLSSocket): void {
+    const role = this.init.role;
+    const peer = peerOf(this.rawSocket);
+    this.stream = new SocketTransport(socket, this.rawSocket, (err, op) =>
+      mapTLSError(err, { op: op === "close" ? "write" : op, peer, role }),
+    );
+    if (this.sink) this.stream.start(this.sink);
+    if (this.wantPaused) this.stream.pause();
+  }
+
+  /** The peer's chain (DER, leaf first), asking OpenSSL only when no one did yet. */
+  private peerDer(socket: TLSSocket, cfg: TLSConfig): Buffer[] {
+    if (this.peerDetail) return derChain(this.peerDetail);
+    if (this.init.role === "server" && cfg.clientAuth === "none") return []; // none was asked for
+    return derChain(socket.getPeerCertificate(true) as NodePeerCertificate);
+  }
+
+  /** Server-preference ALPN that remembers what the client offered, for error messages. */
+  private alpnSelector(ours: readonly string[]) {
+    return ({ protocols }: { servername: string; protocols: string[] }): string | undefined => {
+      this.offeredAlpn = protocols;
+      return ours.find((p) => protocols.includes(p)); // undefined: alert no_application_protocol
+    };
+  }
+
+  /** Name both ALPN lists when negotiation found no overlap. */
+  private explainAlpn(err: TlsnetError, cfg: TLSConfig): TlsnetError {
+    const reason = err instanceof TLSError ? err.reason : undefined;
+    if (!reason?.includes("NO_APPLICATION_PROTOCOL") && reason !== "ERR_SSL_CALLBACK_FAILED")
+      return err;
+    const ours = JSON.stringify(cfg.alpnProtocols ?? []);
+    const detail =
+      this.init.role === "client"
+        ? `we offered ALPN ${ours} and the server accepts none of them`
+        : `the client offered ALPN ${JSON.stringify(this.offeredAlpn ?? [])}, this server accepts ${ours}`;
+    return new TLSError(`TLS handshake with ${this.peerName} failed: ${detail} (alert 120)`, {
+      reason: reason ?? "ERR_SSL_NO_APPLICATION_PROTOCOL",
+      cause: err,
+    });
+  }
+
+  /** Client side: chain and host name, unless verifyPeer is off. */
+  private verifyServer(socket: TLSSocket, cfg: TLSConfig): boolean {
+    if (!cfg.verifyPeer) return false;
+    if (socket.authorized) return true;
+    const leaf = socket.getPeerX509Certificate();
+    throw certificateError({
+      reason: String(socket.authorizationError ?? "CERT_REJECTED"),
+      host: this.init.verifyName,
+      subject: leaf ? dn(leaf.subject) : undefined,
+      validTo: leaf ? new Date(leaf.validTo) : undefined,
+      validFrom: leaf ? new Date(leaf.validFrom) : undefined,
+      sans: leaf?.subjectAltName,
+      role: "client",
+    });
+  }
+
+  /** Server side: the clientAuth mode, with Go's semantics. Returns whether a chain was verified. */
+  private verifyClient(socket: TLSSocket, cfg: TLSConfig): boolean {
+    const mode = cfg.clientAuth;
+    if (mode === "none" || mode === "request") return false;
+    const leaf = socket.getPeerX509Certificate();
+    if (!leaf) {
+      if (mode === "verify-if-given") return false;
+      throw new TLSError(
+        `client ${this.peerName} did not provide a certificate (clientAuth "${mode}" requires one)`,
+        { reason: "PEER_DID_NOT_RETURN_A_CERTIFICATE" },
+      );
+    }
+    if (mode === "require-any") return false;
+    const failure = chainError(socket);
+    if (failure === null) return true;
+    throw certificateError({
+      reason: failure,
+      host: this.peerName,
+      subject: dn(leaf.subject),
+      validTo: new Date(leaf.validTo),
+      validFrom: new Date(leaf.validFrom),
+      role: "server",
+    });
+  }
+
+  // ---------------------------------------------------------------- Transport
+
+  write(data: string | Uint8Array): boolean {
+    return this.stream!.write(data);
+  }
+
+  writev(parts: ReadonlyArray<string | Uint8Array>): boolean {
+    return this.stream!.writev(parts);
+  }
+
+  get queuedBytes(): number {
+    return this.stream?.queuedBytes ?? 0;
+  }
+
+  get destroyed(): boolean {
+    return this.socket.destroyed || this.rawSocket.destroyed;
+  }
+
+  end(): Promise<void> {
+    return this.stream ? this.stream.end() : RESOLVED;
+  }
+
+  pause(): void {
+    this.wantPaused = true;
+    this.stream?.pause();
+  }
+
+  resume(): void {
+    this.wantPaused = false;
+    this.stream?.resume();
+  }
+
+  close(lingerMs: number, flush: boolean): Promise<void> {
+    this.closed = true;
+    if (this.phase === "done" && this.stream) {
+      const closing = this.stream.close(lingerMs, flush);
+      const ticket = this.ticketWait();
+      return ticket ? Promise.all([closing, ticket]).then(noop) : closing;
+    }
+    this.abortRun?.(
+      new ClosedError(`connection to ${this.peerName} was closed during the handshake`),
+    );
+    const raw = this.rawSocket;
+    if (raw.destroyed && (raw.closed ?? true)) return RESOLVED;
+    return new Promise<void>((resolve) => {
+      raw.once("close", () => resolve());
+      this.tlsSocket?.destroy();
+      raw.destroy();
+    });
+  }
+
+  destroy(): void {
+    this.tlsSocket?.destroy();
+    this.rawSocket.destroy();
+  }
+
+  /**
+   * A client that closes right after a TLS 1.3 handshake has not read the session
+   * ticket the server sent behind it; give it a moment, so the next connect resumes.
+   */
+  private ticketWait(): Promise<void> | undefined {
+    const socket = this.tlsSocket;
+    const { role, sessions, sessionKey } = this.init;
+    if (role !== "client" || !socket || !sessions || !sessionKey || socket.destroyed) return;
+    if (this.result?.version !== "TLSv1.3" || this.gotTicket) return;
+    if (!sessions.expectsTicket(sessionKey)) return;
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        socket.off("session", done).off("close", done);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        sessions.noTicketFrom(sessionKey); // do not make every close() to it wait
+        done();
+      }, TICKET_WAIT_MS);
+      socket.once("session", done).once("close", done);
+    });
+  }
+
+  mapError(err: unknown, op: TransportOp): TlsnetError {
+    const phase = this.phase === "done" ? (op === "close" ? "write" : op) : "handshake";
+    return mapTLSError(err, { op: phase, peer: this.peerName, role: this.init.role });
+  }
+}
+
+function noop(): void {}
+
+/**
+ * OpenSSL's verdict on the peer's chain: null when it verified, else the reason code.
+ * A standalone server TLSSocket never fills in `authorized`, so ask the handle as
+ * node:tls's own server does.
+ */
+function chainError(socket: TLSSocket): string | null {
+  const handle = (socket as unknown as { _handle?: { verifyError?: () => Error | null } })._handle;
+  if (typeof handle?.verifyError !== "function") {
+    return socket.authorized ? null : String(socket.authorizationError ?? "CERT_REJECTED");
+  }
+  const err = handle.verifyError();
+  return err ? String((err as Error & { code?: string }).code ?? err.message) : null;
+}
+
+function serverNameOf(socket: TLSSocket): string | null {
+  const name = (socket as TLSSocket & { servername?: string | false }).servername;
+  return typeof name === "string" && name !== "" ? name : null;
+}
