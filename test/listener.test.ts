@@ -18,30 +18,18 @@ import {
   closeAndFail,
   collect,
   connectPair,
-  deferred,
   echo,
   rawConnect,
   rawOutcome,
   roundTrip,
-  since,
-  sleep,
-  withTimeout,
 } from "./helpers/net.ts";
+import { deferred, since, sleep, until, withTimeout } from "./helpers/util.ts";
 
 const isAcceptDeadline = (err: unknown): true => {
   assert.ok(err instanceof DeadlineExceededError, `expected DeadlineExceededError, got ${err}`);
   assert.equal(err.op, "accept");
   return true;
 };
-
-/** Poll `cond` every 5 ms for up to `ms`; fail with `what` if it never holds. */
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
-  const t0 = performance.now();
-  while (!cond()) {
-    if (since(t0) > ms) assert.fail(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 describe("accept and iteration", () => {
   test("accept() returns connected conns", async () => {
