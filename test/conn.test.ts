@@ -221,7 +221,7 @@ describe("deadlines and timeouts", () => {
     // Several in a row: a deadline in the past fails at once.
     for (let i = 0; i < 3; i++) {
       await assert.rejects(client.readExactly(10), DeadlineExceededError);
-      await assert.rejects(client.read(), (e) => e instanceof DeadlineExceededError || !!e);
+      await assert.rejects(client.read(), DeadlineExceededError);
     }
     assert.equal(client.unreadBytes, 5);
     client.setReadDeadline(null);
