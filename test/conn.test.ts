@@ -10,12 +10,16 @@ import {
   UnexpectedEOFError,
 } from "../src/index.ts";
 import { tcpPair } from "./helpers/pair.ts";
-import { sha256, sleep, timed } from "./helpers/util.ts";
+import { sha256, sleep, timed, until } from "./helpers/util.ts";
 
 /** Wait until `conn` has buffered at least `n` bytes, so the next write lands in a new chunk. */
 async function buffered(conn: Conn, n: number): Promise<void> {
-  for (let i = 0; i < 500 && conn.unreadBytes < n; i++) await sleep(2);
-  assert.ok(conn.unreadBytes >= n, `expected ${n} buffered bytes, have ${conn.unreadBytes}`);
+  await until(
+    () => conn.unreadBytes >= n,
+    () => `expected ${n} buffered bytes, have ${conn.unreadBytes}`,
+    3000,
+    2,
+  );
 }
 
 describe("reading lines and delimiters", () => {
