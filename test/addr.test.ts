@@ -10,8 +10,8 @@ import {
   echoListener,
   ipv6Unavailable,
   roundTrip,
-  withTimeout,
 } from "./helpers/net.ts";
+import { withTimeout } from "./helpers/util.ts";
 
 describe("malformed addresses reject with ConfigError before any I/O", () => {
   const bad: Array<[label: string, address: Address, shown: string]> = [

@@ -22,6 +22,7 @@ import { delimiter, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { createCA } from "../src/certs/index.ts";
+import { poll } from "./helpers/util.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const WORK = mkdtempSync(join(tmpdir(), "tlsnet-cli-"));
@@ -414,14 +415,16 @@ test("serve --watch reloads when the files change", { timeout: 25_000 }, async (
     // Key first: the watcher may fire between the two writes and must then fail safe.
     writeFileSync(pki.key, leaf.key);
     writeFileSync(pki.cert, leaf.chain);
-    const deadline = Date.now() + 8000;
     let subject = "";
-    while (Date.now() < deadline) {
-      const r = await run(["connect", `127.0.0.1:${server.port}`, "--ca", pki.ca, "--json"]);
-      if (r.code === 0) subject = JSON.parse(r.stdout.split("\n")[0]!).chain[0].subject;
-      if (subject.includes("two.test")) break;
-      await new Promise((res) => setTimeout(res, 200));
-    }
+    await poll(
+      async () => {
+        const r = await run(["connect", `127.0.0.1:${server.port}`, "--ca", pki.ca, "--json"]);
+        if (r.code === 0) subject = JSON.parse(r.stdout.split("\n")[0]!).chain[0].subject;
+        return subject.includes("two.test");
+      },
+      8000,
+      200,
+    );
     assert.match(subject, /CN=two\.test/);
   } finally {
     stop(server);

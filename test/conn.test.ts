@@ -9,17 +9,23 @@ import {
   LimitExceededError,
   UnexpectedEOFError,
 } from "../src/index.ts";
-import { sha256, sleep, tcpPair, timed } from "./helpers/pair.ts";
+import { tcpPair } from "./helpers/pair.ts";
+import { sha256, sleep, timed, until } from "./helpers/util.ts";
 
 /** Wait until `conn` has buffered at least `n` bytes, so the next write lands in a new chunk. */
 async function buffered(conn: Conn, n: number): Promise<void> {
-  for (let i = 0; i < 500 && conn.unreadBytes < n; i++) await sleep(2);
-  assert.ok(conn.unreadBytes >= n, `expected ${n} buffered bytes, have ${conn.unreadBytes}`);
+  await until(
+    () => conn.unreadBytes >= n,
+    () => `expected ${n} buffered bytes, have ${conn.unreadBytes}`,
+    3000,
+    2,
+  );
 }
 
 describe("reading lines and delimiters", () => {
-  test("readLine handles LF, CRLF, a CRLF split across chunks, and the last unterminated line", async () => {
+  test("readLine handles LF, CRLF, a CRLF split across chunks, and the last unterminated line", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     await server.write("one\ntwo\r");
     await buffered(client, 8);
     await server.write("\nthr");
@@ -32,11 +38,11 @@ describe("reading lines and delimiters", () => {
     assert.equal(await client.readLine(), "last");
     assert.equal(await client.readLine(), null);
     assert.equal(await client.readLine(), null);
-    await close();
   });
 
-  test("readUntil finds a multi-byte delimiter split across three chunks and includes it", async () => {
+  test("readUntil finds a multi-byte delimiter split across three chunks and includes it", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     let sent = 0;
     for (const part of ["head--", "-BOUN", "D", "ARY--tail"]) {
       await server.write(part);
@@ -47,20 +53,20 @@ describe("reading lines and delimiters", () => {
     assert.equal(got.toString(), "head---BOUNDARY--");
     assert.equal(client.unreadBytes, 4);
     assert.equal((await client.read())?.toString(), "tail");
-    await close();
   });
 
-  test("a timed-out readUntil resumes and still finds the delimiter", async () => {
+  test("a timed-out readUntil resumes and still finds the delimiter", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     await server.write("abc\r");
     await assert.rejects(client.readUntil("\r\n", { timeout: 50 }), DeadlineExceededError);
     await server.write("\nrest");
     assert.equal((await client.readUntil("\r\n", { timeout: 5000 })).toString(), "abc\r\n");
-    await close();
   });
 
-  test("past maxBytes, readUntil and readLine throw LimitExceededError and consume nothing", async () => {
+  test("past maxBytes, readUntil and readLine throw LimitExceededError and consume nothing", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     const body = Buffer.alloc(5000, 0x61);
     await server.write([body, "\n"]);
     await buffered(client, 5001);
@@ -72,11 +78,11 @@ describe("reading lines and delimiters", () => {
     // Exactly at the limit (delimiter included) is allowed.
     const line = await client.readUntil("\n", { maxBytes: 5001 });
     assert.equal(line.length, 5001);
-    await close();
   });
 
-  test("a line without end hits the limit while the peer keeps sending", async () => {
+  test("a line without end hits the limit while the peer keeps sending", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     const writer = (async () => {
       const junk = Buffer.alloc(64 * 1024, 0x78);
       for (let i = 0; i < 64; i++) await server.write(junk);
@@ -86,8 +92,9 @@ describe("reading lines and delimiters", () => {
     await writer;
   });
 
-  test("a 16 MiB line reads whole with maxBytes raised", async () => {
+  test("a 16 MiB line reads whole with maxBytes raised", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     const line = randomBytes(12 * 1024 * 1024)
       .toString("base64url")
       .slice(0, 16 * 1024 * 1024 - 2);
@@ -98,13 +105,13 @@ describe("reading lines and delimiters", () => {
     assert.equal(got, line);
     assert.equal(await client.readLine(), "next");
     await writer;
-    await close();
   });
 });
 
 describe("exact reads and EOF", () => {
-  test("readExactly(5) on 4 bytes then EOF fails, consumes nothing, readExactly(4) returns them", async () => {
+  test("readExactly(5) on 4 bytes then EOF fails, consumes nothing, readExactly(4) returns them", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     await server.write("abcd");
     await server.closeWrite();
     const err = await client.readExactly(5).catch((e) => e);
@@ -115,11 +122,11 @@ describe("exact reads and EOF", () => {
     assert.equal(await client.read(), null);
     assert.equal(await client.read(), null);
     assert.equal(await client.read(), null);
-    await close();
   });
 
-  test("readExactly spanning chunks copies once and returns the right bytes", async () => {
+  test("readExactly spanning chunks returns the right bytes (the single copy is checked in chunks.test.ts)", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     const a = randomBytes(1000);
     const b = randomBytes(3000);
     await server.write(a);
@@ -128,32 +135,32 @@ describe("exact reads and EOF", () => {
     const got = await client.readExactly(2500);
     assert.deepEqual(got, Buffer.concat([a, b]).subarray(0, 2500));
     assert.deepEqual(await client.readExactly(1500), b.subarray(1500));
-    await close();
   });
 
-  test("readUntil at EOF keeps the partial bytes", async () => {
+  test("readUntil at EOF keeps the partial bytes", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     await server.write("partial");
     await server.closeWrite();
     const err = await client.readUntil("\n").catch((e) => e);
     assert.ok(err instanceof UnexpectedEOFError);
     assert.equal(err.partial, 7);
     assert.equal((await client.readAll()).toString(), "partial");
-    await close();
   });
 
-  test("readAll reads to EOF; past maxBytes it consumes nothing", async () => {
+  test("readAll reads to EOF; past maxBytes it consumes nothing", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     const data = randomBytes(300_000);
     await server.write(data);
     await server.closeWrite();
     await assert.rejects(client.readAll({ maxBytes: 1000 }), LimitExceededError);
     assert.deepEqual(await client.readAll(), data);
-    await close();
   });
 
-  test("read(max) returns at most max; readInto fills a caller buffer", async () => {
+  test("read(max) returns at most max; readInto fills a caller buffer", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     await server.write("0123456789");
     await buffered(client, 10);
     assert.equal((await client.read(3))?.toString(), "012");
@@ -163,13 +170,13 @@ describe("exact reads and EOF", () => {
     assert.equal((await client.read())?.toString(), "789");
     await server.closeWrite();
     assert.equal(await client.readInto(dst), null);
-    await close();
   });
 });
 
 describe("ordering", () => {
-  test("concurrent reads are served in call order, concurrent writes written in call order", async () => {
+  test("concurrent reads are served in call order, concurrent writes written in call order", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     const reads = [client.readExactly(3), client.readLine(), client.readExactly(2)];
     const writes = [];
     for (let i = 0; i < 3; i++) writes.push(server.write(["ab", "c"][i % 2] ?? ""));
@@ -179,11 +186,11 @@ describe("ordering", () => {
     assert.equal(r1?.toString(), "abc");
     assert.equal(r2, "abline");
     assert.equal(r3?.toString(), "xy");
-    await close();
   });
 
-  test("async iteration and web streams carry the bytes", async () => {
+  test("async iteration and web streams carry the bytes", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     const data = randomBytes(200_000);
     const writer = server.writable.getWriter();
     const w = (async () => {
@@ -201,13 +208,13 @@ describe("ordering", () => {
     const parts: Uint8Array[] = [];
     for await (const p of server.readable) parts.push(p);
     assert.equal(Buffer.concat(parts).toString(), "via stream");
-    await close();
   });
 });
 
 describe("deadlines and timeouts", () => {
-  test("a read deadline fires, buffered data stays, and the conn stays usable", async () => {
+  test("a read deadline fires, buffered data stays, and the conn stays usable", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     await server.write("12345");
     await buffered(client, 5);
     client.setReadDeadline(Date.now() + 100);
@@ -218,27 +225,27 @@ describe("deadlines and timeouts", () => {
     // Several in a row: a deadline in the past fails at once.
     for (let i = 0; i < 3; i++) {
       await assert.rejects(client.readExactly(10), DeadlineExceededError);
-      await assert.rejects(client.read(), (e) => e instanceof DeadlineExceededError || !!e);
+      await assert.rejects(client.read(), DeadlineExceededError);
     }
     assert.equal(client.unreadBytes, 5);
     client.setReadDeadline(null);
     await server.write("67890");
     assert.equal((await client.readExactly(10)).toString(), "1234567890");
-    await close();
   });
 
-  test("per-call timeouts repeat without losing data", async () => {
+  test("per-call timeouts repeat without losing data", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     for (let i = 0; i < 5; i++) {
       await assert.rejects(client.readLine({ timeout: 20 }), DeadlineExceededError);
     }
     await server.write("done\n");
     assert.equal(await client.readLine({ timeout: 5000 }), "done");
-    await close();
   });
 
-  test("moving the read deadline later while a read waits postpones it; clearing it cancels it", async () => {
+  test("moving the read deadline later while a read waits postpones it; clearing it cancels it", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     client.setReadDeadline(Date.now() + 100);
     const pending = timed(client.readLine());
     await sleep(30);
@@ -252,11 +259,11 @@ describe("deadlines and timeouts", () => {
     await sleep(150);
     await server.write("late\n");
     assert.equal(await p2, "late");
-    await close();
   });
 
-  test("an aborted signal rejects the read with its reason and keeps data", async () => {
+  test("an aborted signal rejects the read with its reason and keeps data", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     const ac = new AbortController();
     const p = client.readExactly(4, { signal: ac.signal });
     await server.write("ab");
@@ -266,11 +273,11 @@ describe("deadlines and timeouts", () => {
     await assert.rejects(p, (e) => e === reason);
     await server.write("cd");
     assert.equal((await client.readExactly(4)).toString(), "abcd");
-    await close();
   });
 
-  test("a write deadline against a peer that does not read fires, and every later write fails the same way", async () => {
+  test("a write deadline against a peer that does not read fires, and every later write fails the same way", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     server.limit(64 * 1024); // the peer stops reading at 64 KiB
     client.setWriteDeadline(Date.now() + 300);
     const big = Buffer.alloc(64 * 1024 * 1024);
@@ -283,13 +290,13 @@ describe("deadlines and timeouts", () => {
     assert.equal(later, r.error);
     client.setWriteDeadline(null);
     assert.equal(await client.write("y").catch((e) => e), r.error, "the failure is permanent");
-    await close();
   });
 });
 
 describe("closing", () => {
-  test("close() settles a pending read and write with ClosedError; later ops reject; close twice is fine", async () => {
+  test("close() settles a pending read and write with ClosedError; later ops reject; close twice is fine", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     server.limit(16 * 1024);
     const read = client.readLine().catch((e) => e);
     const write = client.write(Buffer.alloc(32 * 1024 * 1024)).catch((e) => e);
@@ -304,11 +311,11 @@ describe("closing", () => {
     await assert.rejects(client.closeWrite(), ClosedError);
     assert.equal(client.isOpen, false);
     await client.close();
-    await close();
   });
 
-  test("closeWrite(): the peer reads EOF while this side still reads the reply", async () => {
+  test("closeWrite(): the peer reads EOF while this side still reads the reply", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     await client.write("question");
     await client.closeWrite();
     assert.equal(client.isOpen, true);
@@ -319,11 +326,11 @@ describe("closing", () => {
     await assert.rejects(client.write("more"), ClosedError);
     await sleep(20);
     assert.equal(client.isOpen, false, "both directions ended");
-    await close();
   });
 
-  test("data written right before close() is delivered", async () => {
+  test("data written right before close() is delivered", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     const data = randomBytes(4 * 1024 * 1024);
     // The write is pending under backpressure when close() comes: it settles with
     // ClosedError, but the bytes it handed over are still flushed before the FIN.
@@ -332,13 +339,13 @@ describe("closing", () => {
     assert.equal(sha256(await server.readAll()), sha256(data));
     const outcome = await write;
     assert.ok(outcome === undefined || outcome instanceof ClosedError);
-    await close();
   });
 });
 
 describe("flow control", () => {
-  test("limit(): unread bytes stay near the limit until the reader drains, all bytes intact", async () => {
+  test("limit(): unread bytes stay near the limit until the reader drains, all bytes intact", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     const MiB = 1024 * 1024;
     client.limit(MiB);
     const data = randomBytes(32 * MiB);
@@ -355,16 +362,15 @@ describe("flow control", () => {
     await writer;
     assert.equal(got.length, data.length);
     assert.equal(sha256(got), sha256(data));
-    await close();
   });
 
-  test("limit(0) removes the limit", async () => {
+  test("limit(0) removes the limit", async (t) => {
     const { client, server, close } = await tcpPair();
+    t.after(close);
     client.limit(0);
     const data = randomBytes(8 * 1024 * 1024);
     await server.write(data);
     for (let i = 0; i < 500 && client.unreadBytes < data.length; i++) await sleep(5);
     assert.equal(client.unreadBytes, data.length);
-    await close();
   });
 });

@@ -14,10 +14,9 @@ import {
   echoListener,
   ipv6Unavailable,
   roundTrip,
-  since,
-  withTimeout,
 } from "./helpers/net.ts";
 import { probeConnect, type SilentAddress, startSilentListener } from "./helpers/silent-address.ts";
+import { since, withTimeout } from "./helpers/util.ts";
 
 /** Assert `err` is a connect DeadlineExceededError. */
 function isConnectDeadline(err: unknown): true {
@@ -34,10 +33,8 @@ function isConnectDeadline(err: unknown): true {
 const NOT_LINUX =
   process.platform === "linux" ? false : `needs Linux loopback semantics (${process.platform})`;
 
-/** A dial that should settle by itself within a few seconds; fail cleanly if it hangs. */
-function bounded<T>(p: Promise<T>): Promise<T> {
-  return withTimeout(p, 5000, "dial");
-}
+/** A dial that should settle by itself within a few seconds fails cleanly if it hangs. */
+const DIAL_BOUND = 5000;
 
 describe("echo", () => {
   test("over IPv4 127.0.0.1", async () => {
@@ -138,7 +135,11 @@ describe("Happy Eyeballs and timeouts against a silent address", { skip: NOT_LIN
     const acceptedBefore = live.stats().accepted;
     const t0 = performance.now();
     await assert.rejects(
-      bounded(tcp.connect(svc(), { resolver: silentFirst, fallbackDelay: 0, timeout: 1000 })),
+      withTimeout(
+        tcp.connect(svc(), { resolver: silentFirst, fallbackDelay: 0, timeout: 1000 }),
+        DIAL_BOUND,
+        "dial",
+      ),
       isConnectDeadline,
     );
     const took = since(t0);
@@ -167,7 +168,7 @@ describe("Happy Eyeballs and timeouts against a silent address", { skip: NOT_LIN
   test("timeout: the silent address alone", async () => {
     const t0 = performance.now();
     await assert.rejects(
-      bounded(tcp.connect(`127.0.0.2:${P}`, { timeout: 300 })),
+      withTimeout(tcp.connect(`127.0.0.2:${P}`, { timeout: 300 }), DIAL_BOUND, "dial"),
       isConnectDeadline,
     );
     const took = since(t0);
@@ -177,7 +178,11 @@ describe("Happy Eyeballs and timeouts against a silent address", { skip: NOT_LIN
   test("deadline: the silent address alone", async () => {
     const t0 = performance.now();
     await assert.rejects(
-      bounded(tcp.connect(`127.0.0.2:${P}`, { deadline: Date.now() + 300 })),
+      withTimeout(
+        tcp.connect(`127.0.0.2:${P}`, { deadline: Date.now() + 300 }),
+        DIAL_BOUND,
+        "dial",
+      ),
       isConnectDeadline,
     );
     const took = since(t0);
@@ -187,8 +192,10 @@ describe("Happy Eyeballs and timeouts against a silent address", { skip: NOT_LIN
   test("deadline as a Date, earlier than timeout: the earlier wins", async () => {
     const t0 = performance.now();
     await assert.rejects(
-      bounded(
+      withTimeout(
         tcp.connect(`127.0.0.2:${P}`, { deadline: new Date(Date.now() + 300), timeout: 20_000 }),
+        DIAL_BOUND,
+        "dial",
       ),
       isConnectDeadline,
     );
@@ -230,8 +237,10 @@ describe("Happy Eyeballs and timeouts against a silent address", { skip: NOT_LIN
   test("a resolver that never answers times out with DeadlineExceededError", async () => {
     const t0 = performance.now();
     await assert.rejects(
-      bounded(
+      withTimeout(
         tcp.connect(svc(), { resolver: () => new Promise<string[]>(() => {}), timeout: 300 }),
+        DIAL_BOUND,
+        "dial",
       ),
       isConnectDeadline,
     );

@@ -37,20 +37,10 @@ import {
   tls10ClientHello,
   tls12ClientHello,
 } from "./helpers/hostile.ts";
-import { failOnUnhandledRejections, sleep } from "./helpers/pair.ts";
 import { hostPort, pki } from "./helpers/tls.ts";
+import { failOnUnhandledRejections, poll, sleep } from "./helpers/util.ts";
 
 failOnUnhandledRejections(after);
-
-/** Poll `cond` every 10 ms until true or `ms` elapsed. */
-async function until(cond: () => boolean, ms: number): Promise<boolean> {
-  const end = performance.now() + ms;
-  while (!cond()) {
-    if (performance.now() > end) return false;
-    await sleep(10);
-  }
-  return true;
-}
 
 async function echoHandler(conn: TLSConn): Promise<void> {
   for await (const chunk of conn) await conn.write(chunk);
@@ -176,7 +166,7 @@ describe("hostile input against one TLS echo listener", { timeout: 60_000 }, () 
       goodClients++;
       assert.notEqual(r.ended, "timeout", "the server closed the connection");
       assert.ok(r.ms < (c.stalls ? HANDSHAKE_TIMEOUT : 0) + PROMPT_MS, `closed after ${r.ms} ms`);
-      assert.ok(await until(() => mine().length > 0, 3000), "onError was called for this conn");
+      assert.ok(await poll(() => mine().length > 0, 3000), "onError was called for this conn");
       await sleep(100); // a second report would come now
       const errs = mine();
       assert.equal(errs.length, 1, "onError called exactly once for this conn");
@@ -215,7 +205,7 @@ describe("hostile input against one TLS echo listener", { timeout: 60_000 }, () 
       hostileConns++;
       assert.ok(!run.timedOut, "s_client was cut off");
       assert.ok(ms < PROMPT_MS + 2000, `s_client finished after ${ms} ms`);
-      assert.ok(await until(() => server.errors.length > before, 3000), "onError was called");
+      assert.ok(await poll(() => server.errors.length > before, 3000), "onError was called");
       await sleep(100);
       const fresh = server.errors.slice(before);
       assert.equal(fresh.length, 1, "onError called exactly once");
@@ -233,7 +223,7 @@ describe("hostile input against one TLS echo listener", { timeout: 60_000 }, () 
   test("afterwards: nothing open, every hostile conn counted once", {
     timeout: 10_000,
   }, async (t) => {
-    assert.ok(await until(() => server.ln.stats().active === 0, 3000), "active back to 0");
+    assert.ok(await poll(() => server.ln.stats().active === 0, 3000), "active back to 0");
     const stats = server.ln.stats();
     t.diagnostic(`stats ${JSON.stringify(stats)}, hostile conns ${hostileConns}`);
     assert.equal(stats.active, 0);
@@ -268,10 +258,10 @@ test("slowloris: 200 clients dripping a ClientHello at 1 byte/s are cut off", {
       assert.ok(r.totalMs < timeout + 4000, `closed after ${r.totalMs} ms`);
     }
     assert.ok(
-      await until(() => server.ln.stats().handshakeFailures >= clients, 3000),
+      await poll(() => server.ln.stats().handshakeFailures >= clients, 3000),
       "all handshakes failed",
     );
-    assert.ok(await until(() => server.ln.stats().active === 0, 3000), "active back to 0");
+    assert.ok(await poll(() => server.ln.stats().active === 0, 3000), "active back to 0");
     await sleep(100);
     const stats = server.ln.stats();
     t.diagnostic(`stats ${JSON.stringify(stats)}`);
@@ -329,12 +319,12 @@ test("client-initiated renegotiation is refused (TLS 1.2, openssl s_client R)", 
     child.stdin.on("error", () => {});
     try {
       child.stdin.write("hello\n");
-      assert.ok(await until(() => /^hello$/m.test(out), 5000), "echo before renegotiation");
+      assert.ok(await poll(() => /^hello$/m.test(out), 5000), "echo before renegotiation");
       child.stdin.write("R\n");
-      await until(() => /RENEGOTIATING/.test(out), 3000);
+      await poll(() => /RENEGOTIATING/.test(out), 3000);
       await sleep(1000);
       child.stdin.write("after\n");
-      const echoedAfter = await until(() => /^after$/m.test(out), 2000);
+      const echoedAfter = await poll(() => /^after$/m.test(out), 2000);
       child.stdin.end();
       await Promise.race([exited, sleep(3000)]);
       t.diagnostic(

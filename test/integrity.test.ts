@@ -3,7 +3,7 @@
  * both ends) and argument validation of every public entry point.
  */
 import assert from "node:assert/strict";
-import { randomBytes, randomInt } from "node:crypto";
+import { createHash, randomBytes, randomInt } from "node:crypto";
 import { describe, test } from "node:test";
 import { ConfigError, type Conn, tcp } from "../src/index.ts";
 import {
@@ -12,7 +12,6 @@ import {
   connectPair,
   echoListener,
   roundTrip,
-  sha256,
 } from "./helpers/net.ts";
 
 const KiB = 1024;
@@ -32,7 +31,7 @@ describe("data integrity under concurrency", () => {
     const received = new Map<number, { hash: string; bytes: number }>();
     const ln = await echoListener({
       handler: async (conn) => {
-        const h = sha256();
+        const h = createHash("sha256");
         let bytes = 0;
         for await (const chunk of conn) {
           h.update(chunk);
@@ -46,7 +45,7 @@ describe("data integrity under concurrency", () => {
 
     const one = async (i: number) => {
       const conn = await tcp.connect(ln.addr.toString(), { timeout: 20_000 });
-      const sent = sha256();
+      const sent = createHash("sha256");
       const writer = (async () => {
         let left = PER_CONN;
         for (let k = 0; left > 0; k++) {
@@ -111,7 +110,7 @@ async function readEcho(
   style: number,
   expected: number,
 ): Promise<{ hash: string; bytes: number }> {
-  const h = sha256();
+  const h = createHash("sha256");
   let bytes = 0;
   if (style === 0) {
     for await (const chunk of conn) {

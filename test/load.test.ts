@@ -9,8 +9,8 @@ import { after, test } from "node:test";
 import { fdLimit, forkServer, pool } from "../scripts/soak.ts";
 import { type TLSConn, tls } from "../src/index.ts";
 import { prng } from "./helpers/hostile.ts";
-import { sleep } from "./helpers/pair.ts";
 import { hostPort, pki } from "./helpers/tls.ts";
+import { sleep } from "./helpers/util.ts";
 
 const unhandled: unknown[] = [];
 process.on("unhandledRejection", (err) => {

@@ -15,13 +15,8 @@ import {
   type TlsnetError,
   tls,
 } from "../src/index.ts";
-import { sleep } from "./helpers/pair.ts";
 import { echoServer, hostPort, pki } from "./helpers/tls.ts";
-
-async function until(cond: () => boolean, ms = 3000): Promise<void> {
-  const end = performance.now() + ms;
-  while (!cond() && performance.now() < end) await sleep(5);
-}
+import { poll, sleep, until } from "./helpers/util.ts";
 
 describe("client authentication (Go's five modes)", async () => {
   const { ca, leaf } = await pki();
@@ -76,7 +71,7 @@ describe("client authentication (Go's five modes)", async () => {
           })().catch((e: unknown) => e);
           if (ok) {
             assert.equal(outcome, "welcome", String(outcome));
-            await until(() => seen.length > 0);
+            await until(() => seen.length > 0, "the handler to see the conn", 3000);
             const sentCert = cert !== undefined && mode !== "none";
             assert.equal(seen[0]?.peer, sentCert ? "CN=client.test, O=tlsnet" : undefined);
             const verified =
@@ -84,7 +79,7 @@ describe("client authentication (Go's five modes)", async () => {
             assert.equal(seen[0]?.verified, verified);
           } else {
             assert.ok(outcome !== "welcome", "the client must not be served");
-            await until(() => errors.length > 0);
+            await until(() => errors.length > 0, "onError", 3000);
             const why = errors[0]?.message ?? "";
             if (kind === "none") {
               assert.match(why, /did not provide a certificate|certificate/i, why);
@@ -104,19 +99,22 @@ describe("client authentication (Go's five modes)", async () => {
 });
 
 describe("reload and watch", () => {
-  test("reload: old conns keep working, new handshakes get the new cert, a bad reload changes nothing", async () => {
+  test("reload: old conns keep working, new handshakes get the new cert, a bad reload changes nothing", async (t) => {
     const ca = await createCA();
     const first = await ca.issue({ names: ["localhost"], commonName: "first" });
     const second = await ca.issue({ names: ["localhost"], commonName: "second" });
     const ln = await echoServer({ certs: [first] });
+    t.after(() => ln.close());
     const cfg = tls.config({ ca: ca.cert, sessionCache: false });
     const old = await tls.connect(hostPort(ln), cfg);
+    t.after(() => old.close());
     assert.match(old.peerCertificate()?.subject ?? "", /CN=first/);
 
     await ln.reload({ certs: [second] });
     await old.write("still here");
     assert.equal((await old.readExactly(10)).toString(), "still here");
     const fresh = await tls.connect(hostPort(ln), cfg);
+    t.after(() => fresh.close());
     assert.match(fresh.peerCertificate()?.subject ?? "", /CN=second/);
     await fresh.close();
 
@@ -125,13 +123,14 @@ describe("reload and watch", () => {
       ConfigError,
     );
     const after = await tls.connect(hostPort(ln), cfg);
+    t.after(() => after.close());
     assert.match(after.peerCertificate()?.subject ?? "", /CN=second/, "old config still in force");
     await after.close();
     await old.close();
     await ln.close();
   });
 
-  test("watch: a certificate replaced by rename is picked up; a broken file keeps the old one", async () => {
+  test("watch: a certificate replaced by rename is picked up; a broken file keeps the old one", async (t) => {
     const ca = await createCA();
     const dir = await mkdtemp(join(tmpdir(), "tlsnet-watch-"));
     const errors: Error[] = [];
@@ -147,9 +146,11 @@ describe("reload and watch", () => {
         keyFile,
         onError: (e) => errors.push(e),
       });
+      t.after(() => ln.close());
       const stop = ln.watch({ debounce: 100 });
       const subject = async () => {
         const c = await tls.connect(hostPort(ln), { ca: ca.cert, sessionCache: false });
+        t.after(() => c.close());
         const s = c.peerCertificate()?.subject ?? "";
         await c.close();
         return s;
@@ -169,7 +170,7 @@ describe("reload and watch", () => {
       assert.match(s, /CN=v2/);
       // A half-written certificate: the old one stays and onError hears about it.
       await writeFile(certFile, "-----BEGIN CERTIFICATE-----\ngarbage\n");
-      await until(() => errors.length > 0, 3000);
+      await until(() => errors.length > 0, "onError for the half-written certificate", 3000);
       assert.ok(errors[0] instanceof ConfigError, String(errors[0]));
       assert.match(await subject(), /CN=v2/);
       stop();
@@ -181,7 +182,7 @@ describe("reload and watch", () => {
 });
 
 describe("ALPN handlers", () => {
-  test("each conn goes to the handler of its protocol; no ALPN goes to the first", async () => {
+  test("each conn goes to the handler of its protocol; no ALPN goes to the first", async (t) => {
     const { ca, leaf } = await pki();
     const ln = await tls.listen({
       addr: "127.0.0.1:0",
@@ -195,11 +196,13 @@ describe("ALPN handlers", () => {
       },
       onError: () => {},
     });
+    t.after(() => ln.close());
     const ask = async (alpn: string[] | undefined) => {
       const c = await tls.connect(hostPort(ln), {
         ca: ca.cert,
         ...(alpn ? { alpnProtocols: alpn } : {}),
       });
+      t.after(() => c.close());
       const text = (await c.readAll()).toString();
       await c.close();
       return text;
@@ -214,7 +217,7 @@ describe("ALPN handlers", () => {
 });
 
 describe("graceful close", () => {
-  test("finishing handlers complete, stuck ones are closed at the deadline, new conns are refused", async () => {
+  test("finishing handlers complete, stuck ones are closed at the deadline, new conns are refused", async (t) => {
     const { ca, leaf } = await pki();
     const ln = await tls.listen({
       addr: "127.0.0.1:0",
@@ -229,11 +232,14 @@ describe("graceful close", () => {
         }
       },
     });
+    t.after(() => ln.close());
     const quick = await tls.connect(hostPort(ln), { ca: ca.cert });
+    t.after(() => quick.close());
     const stuck = await tls.connect(hostPort(ln), { ca: ca.cert });
+    t.after(() => stuck.close());
     await quick.write("quick\n");
     await stuck.write("stuck\n");
-    await until(() => ln.stats().active === 2);
+    await until(() => ln.stats().active === 2, "two active conns", 3000);
     await sleep(20);
     const t0 = performance.now();
     const closing = ln.close({ graceful: 1000 });
@@ -245,7 +251,7 @@ describe("graceful close", () => {
     await closing;
     const elapsed = performance.now() - t0;
     assert.ok(elapsed >= 900 && elapsed < 4000, `closed after ${elapsed} ms`);
-    await until(() => ln.stats().active === 0);
+    await until(() => ln.stats().active === 0, "active back to 0", 3000);
     assert.equal(ln.stats().active, 0);
     await quick.close();
     await stuck.close();
@@ -254,12 +260,15 @@ describe("graceful close", () => {
 
 describe("session resumption", () => {
   for (const maxVersion of ["TLSv1.3", "TLSv1.2"] as const) {
-    test(`${maxVersion}: the second connect resumes; across listeners only with shared ticketKeys`, async () => {
+    test(`${maxVersion}: the second connect resumes; across listeners only with shared ticketKeys`, async (t) => {
       const { ca, leaf } = await pki();
       const keys = randomBytes(48);
       const a = await echoServer({ certs: [leaf], ticketKeys: keys, maxVersion });
+      t.after(() => a.close());
       const b = await echoServer({ certs: [leaf], ticketKeys: keys, maxVersion });
+      t.after(() => b.close());
       const c = await echoServer({ certs: [leaf], ticketKeys: randomBytes(48), maxVersion });
+      t.after(() => c.close());
       const resumed = async (ln: typeof a, cfg: ReturnType<typeof tls.config>) => {
         const conn: TLSConn = await tls.connect(hostPort(ln), cfg);
         await conn.write("x");
@@ -279,7 +288,7 @@ describe("session resumption", () => {
     });
   }
 
-  test("close() right after connect (nothing read) still keeps the TLS 1.3 ticket", async () => {
+  test("close() right after connect (nothing read) still keeps the TLS 1.3 ticket", async (t) => {
     const { ca, leaf } = await pki();
     const ln = await tls.listen({
       addr: "127.0.0.1:0",
@@ -288,22 +297,27 @@ describe("session resumption", () => {
         await c.read();
       },
     });
+    t.after(() => ln.close());
     const cfg = tls.config({ ca: ca.cert });
     const first = await tls.connect(hostPort(ln), cfg);
+    t.after(() => first.close());
     assert.equal(first.state().resumed, false);
     await first.close();
     const second = await tls.connect(hostPort(ln), cfg);
+    t.after(() => second.close());
     assert.equal(second.state().resumed, true);
     await second.close();
     await ln.close();
   });
 
-  test("rotating ticketKeys by reload ends resumption of old tickets", async () => {
+  test("rotating ticketKeys by reload ends resumption of old tickets", async (t) => {
     const { ca, leaf } = await pki();
     const ln = await echoServer({ certs: [leaf], ticketKeys: randomBytes(48) });
+    t.after(() => ln.close());
     const cfg = tls.config({ ca: ca.cert, serverName: "localhost" });
     const once = async () => {
       const conn = await tls.connect(`127.0.0.1:${ln.addr.port}`, cfg);
+      t.after(() => conn.close());
       await conn.write("x");
       await conn.readExactly(1);
       const r = conn.state().resumed;
@@ -319,7 +333,7 @@ describe("session resumption", () => {
 });
 
 describe("hooks", () => {
-  test("keyLog receives NSS key log lines; verifyConnection can reject on either side", async () => {
+  test("keyLog receives NSS key log lines; verifyConnection can reject on either side", async (t) => {
     const { ca, leaf } = await pki();
     const lines: string[] = [];
     const serverErrors: Error[] = [];
@@ -331,11 +345,13 @@ describe("hooks", () => {
       alpnProtocols: ["ok", "forbidden"],
       onError: (e) => serverErrors.push(e),
     });
+    t.after(() => ln.close());
     const conn = await tls.connect(hostPort(ln), {
       ca: ca.cert,
       alpnProtocols: ["ok"],
       keyLog: (l) => lines.push(l),
     });
+    t.after(() => conn.close());
     await conn.write("x");
     await conn.readExactly(1);
     await conn.close();
@@ -361,7 +377,7 @@ describe("hooks", () => {
       .catch((e) => e);
     assert.ok(forbidden === null || forbidden instanceof Error);
     const forbiddenSeen = () => serverErrors.some((e) => /protocol forbidden here/.test(e.message));
-    await until(forbiddenSeen);
+    await poll(forbiddenSeen, 3000);
     assert.ok(forbiddenSeen(), serverErrors.map((e) => e.message).join("\n"));
     await ln.close();
   });

@@ -164,11 +164,13 @@ describe("verification successes", () => {
     assert.equal(r.verified, true);
   });
 
-  test("IP literal against an IP SAN (and no SNI sent)", async () => {
+  test("IP literal against an IP SAN (and no SNI sent)", async (t) => {
     const ca = await createCA();
     const leaf = await ca.issue({ names: ["127.0.0.1"] });
     const ln = await echoServer({ certs: [leaf] });
+    t.after(() => ln.close());
     const conn = await tls.connect(`127.0.0.1:${ln.addr.port}`, { ca: ca.cert });
+    t.after(() => conn.close());
     assert.equal(conn.state().verified, true);
     assert.equal(conn.state().serverName, null);
     await conn.close();

@@ -15,12 +15,12 @@ import {
   tcp,
   tls,
 } from "../src/index.ts";
-import { sha256, sleep } from "./helpers/pair.ts";
 import { echoServer, hostPort, pki } from "./helpers/tls.ts";
+import { sha256, sleep } from "./helpers/util.ts";
 
 describe("echo and connection state", () => {
   for (const maxVersion of ["TLSv1.3", "TLSv1.2"] as const) {
-    test(`echo over ${maxVersion}, with state() on both sides`, async () => {
+    test(`echo over ${maxVersion}, with state() on both sides`, async (t) => {
       const { ca, leaf } = await pki();
       let serverState: ReturnType<TLSConn["state"]> | undefined;
       const ln = await tls.listen({
@@ -33,11 +33,13 @@ describe("echo and connection state", () => {
           await conn.closeWrite();
         },
       });
+      t.after(() => ln.close());
       const conn = await tls.connect(hostPort(ln), {
         ca: ca.cert,
         maxVersion,
         alpnProtocols: ["h2", "http/1.1"],
       });
+      t.after(() => conn.close());
       const s = conn.state();
       assert.equal(s.handshakeComplete, true);
       assert.equal(s.version, maxVersion);
@@ -70,13 +72,15 @@ describe("echo and connection state", () => {
     });
   }
 
-  test("one TLSConfig serves many connects, and the second one resumes", async () => {
+  test("one TLSConfig serves many connects, and the second one resumes", async (t) => {
     const { ca, leaf } = await pki();
     const ln = await echoServer({ certs: [leaf] });
+    t.after(() => ln.close());
     const cfg = tls.config({ ca: ca.cert });
     const resumed: boolean[] = [];
     for (let i = 0; i < 3; i++) {
       const conn = await tls.connect(hostPort(ln), cfg);
+      t.after(() => conn.close());
       await conn.write("x");
       assert.equal((await conn.readExactly(1)).toString(), "x"); // the ticket arrives with data
       resumed.push(conn.state().resumed);
@@ -88,7 +92,7 @@ describe("echo and connection state", () => {
 });
 
 describe("SNI", () => {
-  test("exact beats wildcard; unknown and absent SNI get the first certificate", async () => {
+  test("exact beats wildcard; unknown and absent SNI get the first certificate", async (t) => {
     const ca = await createCA();
     const [a, wild, exact] = await Promise.all([
       ca.issue({ names: ["a.test"] }),
@@ -96,12 +100,14 @@ describe("SNI", () => {
       ca.issue({ names: ["c.b.test"] }),
     ]);
     const ln = await echoServer({ certs: [a, wild, exact], alpnProtocols: ["h2"] });
+    t.after(() => ln.close());
     const subjectFor = async (serverName: string | undefined) => {
       const conn = await tls.connect(`127.0.0.1:${ln.addr.port}`, {
         ca: ca.cert,
         alpnProtocols: ["h2"],
         ...(serverName ? { serverName } : { verifyPeer: false }),
       });
+      t.after(() => conn.close());
       const subject = conn.peerCertificate()?.subject;
       assert.equal(conn.alpnProtocol, "h2", "ALPN keeps working with SNI");
       await conn.close();
@@ -171,12 +177,14 @@ describe("ALPN", () => {
 });
 
 describe("lazy handshake", () => {
-  test("accept() returns before the handshake; the first read drives it; handshake() is idempotent", async () => {
+  test("accept() returns before the handshake; the first read drives it; handshake() is idempotent", async (t) => {
     const { ca, leaf } = await pki();
     const ln = await tls.listen({ addr: "127.0.0.1:0", certs: [leaf] });
+    t.after(() => ln.close());
     const accepted = ln.accept();
     // A raw TCP client that has not started TLS yet: accept must not wait for a handshake.
     const raw = await tcp.connect(`127.0.0.1:${ln.addr.port}`);
+    t.after(() => raw.close());
     const conn = await accepted;
     assert.equal(conn.state().handshakeComplete, false);
     assert.equal(conn.alpnProtocol, null);
@@ -196,9 +204,10 @@ describe("lazy handshake", () => {
     await ln.close();
   });
 
-  test("a failed handshake is sticky and re-thrown identically", async () => {
+  test("a failed handshake is sticky and re-thrown identically", async (t) => {
     const { leaf } = await pki();
     const ln = await tls.listen({ addr: "127.0.0.1:0", certs: [leaf] });
+    t.after(() => ln.close());
     const accepted = ln.accept();
     const raw = netConnect(ln.addr.port, "127.0.0.1");
     raw.on("error", () => {});
@@ -236,7 +245,7 @@ describe("lazy handshake", () => {
 });
 
 describe("handshake timeout", () => {
-  test("a client that sends nothing is cut off with HandshakeTimeoutError, others are served", async () => {
+  test("a client that sends nothing is cut off with HandshakeTimeoutError, others are served", async (t) => {
     const { ca, leaf } = await pki();
     const errors: Error[] = [];
     const ln = await echoServer({
@@ -244,10 +253,13 @@ describe("handshake timeout", () => {
       handshakeTimeout: 300,
       onError: (e) => errors.push(e),
     });
+    t.after(() => ln.close());
     const silent = await tcp.connect(`127.0.0.1:${ln.addr.port}`);
+    t.after(() => silent.close());
     const t0 = performance.now();
     // Meanwhile a good client is served.
     const good = await tls.connect(hostPort(ln), { ca: ca.cert });
+    t.after(() => good.close());
     await good.write("ping");
     assert.equal((await good.readExactly(4)).toString(), "ping");
     await good.close();
@@ -266,10 +278,11 @@ describe("handshake timeout", () => {
 });
 
 describe("STARTTLS", () => {
-  test("plain lines, then both sides upgrade with bytes pipelined right after the command", async () => {
+  test("plain lines, then both sides upgrade with bytes pipelined right after the command", async (t) => {
     const { ca, leaf } = await pki();
     const done = (async () => {
       const ln = await tcp.listen({ addr: "127.0.0.1:0" });
+      t.after(() => ln.close());
       return ln;
     })();
     const ln = await done;
@@ -290,6 +303,7 @@ describe("STARTTLS", () => {
       return secure;
     })();
     const plain = await tcp.connect(ln.addr.toString());
+    t.after(() => plain.close());
     assert.equal(await plain.readLine(), "220 ready");
     await plain.write("EHLO client\r\n");
     assert.equal(await plain.readLine(), "250 STARTTLS");
@@ -306,10 +320,12 @@ describe("STARTTLS", () => {
 });
 
 describe("names and timeouts on upgrades", () => {
-  test("tls.client over tcp.connect(host) verifies and sends the dialed host name", async () => {
+  test("tls.client over tcp.connect(host) verifies and sends the dialed host name", async (t) => {
     const { ca, leaf } = await pki();
     const ln = await echoServer({ certs: [leaf] });
+    t.after(() => ln.close());
     const plain = await tcp.connect(`localhost:${ln.addr.port}`);
+    t.after(() => plain.close());
     const secure = tls.client(plain, { ca: ca.cert });
     const state = await secure.handshake();
     assert.equal(state.serverName, "localhost");
@@ -318,16 +334,19 @@ describe("names and timeouts on upgrades", () => {
     await ln.close();
   });
 
-  test("handshake({ timeout }) is a HandshakeTimeoutError; a read deadline names the read", async () => {
+  test("handshake({ timeout }) is a HandshakeTimeoutError; a read deadline names the read", async (t) => {
     const { leaf } = await pki();
     const ln = await tls.listen({ addr: "127.0.0.1:0", certs: [leaf] });
+    t.after(() => ln.close());
     const silent1 = await tcp.connect(ln.addr.toString());
+    t.after(() => silent1.close());
     const c1 = await ln.accept();
     const e1 = await c1.handshake({ timeout: 100 }).catch((e) => e);
     assert.ok(e1 instanceof HandshakeTimeoutError, String(e1));
     assert.match(e1.message, /within the 100 ms given to this call/);
 
     const silent2 = await tcp.connect(ln.addr.toString());
+    t.after(() => silent2.close());
     const c2 = await ln.accept();
     c2.setReadDeadline(Date.now() + 100);
     const e2 = await c2.read().catch((e) => e);
@@ -338,8 +357,9 @@ describe("names and timeouts on upgrades", () => {
     await ln.close();
   });
 
-  test("a refused dial to an address names it once", async () => {
+  test("a refused dial to an address names it once", async (t) => {
     const ln = await tcp.listen({ addr: "127.0.0.1:0" });
+    t.after(() => ln.close());
     const port = ln.addr.port;
     await ln.close();
     const err = await tls.connect(`127.0.0.1:${port}`).catch((e) => e);
@@ -350,11 +370,13 @@ describe("names and timeouts on upgrades", () => {
 });
 
 describe("security defaults", () => {
-  test("TLS 1.2 suites are ECDHE + AEAD, in the server's order", async () => {
+  test("TLS 1.2 suites are ECDHE + AEAD, in the server's order", async (t) => {
     const { ca, leaf } = await pki();
     const ln = await echoServer({ certs: [leaf] });
+    t.after(() => ln.close());
     const suite = async (ciphers: string) => {
       const conn = await tls.connect(hostPort(ln), { ca: ca.cert, maxVersion: "TLSv1.2", ciphers });
+      t.after(() => conn.close());
       const s = conn.state().cipherSuite;
       await conn.close();
       return s;
@@ -370,13 +392,15 @@ describe("security defaults", () => {
     await ln.close();
   });
 
-  test("a TLS 1.2 cipher list leaves TLS 1.3 working", async () => {
+  test("a TLS 1.2 cipher list leaves TLS 1.3 working", async (t) => {
     const { ca, leaf } = await pki();
     const ln = await echoServer({ certs: [leaf], ciphers: "ECDHE-ECDSA-AES256-GCM-SHA384" });
+    t.after(() => ln.close());
     const conn = await tls.connect(hostPort(ln), {
       ca: ca.cert,
       ciphers: "ECDHE-ECDSA-AES256-GCM-SHA384",
     });
+    t.after(() => conn.close());
     assert.equal(conn.state().version, "TLSv1.3");
     await conn.close();
     await ln.close();
@@ -384,7 +408,7 @@ describe("security defaults", () => {
 });
 
 describe("half-close", () => {
-  test("closeWrite sends close_notify: the peer reads EOF and the closing side still reads", async () => {
+  test("closeWrite sends close_notify: the peer reads EOF and the closing side still reads", async (t) => {
     const { ca, leaf } = await pki();
     const ln = await tls.listen({
       addr: "127.0.0.1:0",
@@ -395,7 +419,9 @@ describe("half-close", () => {
         await conn.closeWrite();
       },
     });
+    t.after(() => ln.close());
     const conn = await tls.connect(hostPort(ln), { ca: ca.cert });
+    t.after(() => conn.close());
     await conn.write(Buffer.alloc(100_000, 1));
     await conn.closeWrite();
     assert.equal((await conn.readAll()).toString(), "got 100000 bytes");

@@ -5,6 +5,7 @@
  * connection. Real loopback sockets only.
  */
 import net from "node:net";
+import { sleep } from "./util.ts";
 
 // ------------------------------------------------------------------ bytes
 
@@ -354,7 +355,7 @@ export function inPieces(chunks: Buffer[], gapMs = 0): (sock: net.Socket) => Pro
     for (const c of chunks) {
       if (sock.destroyed) return;
       await new Promise<void>((res) => sock.write(c, () => res()));
-      if (gapMs > 0) await new Promise((r) => setTimeout(r, gapMs));
+      if (gapMs > 0) await sleep(gapMs);
     }
   };
 }

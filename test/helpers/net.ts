@@ -1,6 +1,5 @@
 /** Shared setup for the dial, listener, address and integrity tests: real loopback sockets only. */
 import assert from "node:assert/strict";
-import { createHash } from "node:crypto";
 import net from "node:net";
 import {
   type Conn,
@@ -9,6 +8,19 @@ import {
   type TCPListenOptions,
   tcp,
 } from "../../src/index.ts";
+import { withTimeout } from "./util.ts";
+
+// The small utilities live in util.ts; re-exported here for the files that import them from net.ts.
+export {
+  deferred,
+  failOnUnhandledRejections,
+  poll,
+  since,
+  sleep,
+  timed,
+  until,
+  withTimeout,
+} from "./util.ts";
 
 /** Echo every chunk back until the peer half-closes; the listener then closes the conn. */
 export async function echo(conn: Conn): Promise<void> {
@@ -18,21 +30,6 @@ export async function echo(conn: Conn): Promise<void> {
 /** A handler-mode echo listener on loopback (port 0 unless `addr` says otherwise). */
 export function echoListener(extra: Partial<TCPListenOptions> = {}): Promise<Listener<Conn>> {
   return tcp.listen({ addr: "127.0.0.1:0", handler: echo, ...extra });
-}
-
-/** Reject with a clear message if `p` has not settled within `ms`. */
-export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`${what}: not settled within ${ms} ms`)), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 /** Everything a conn reads until EOF, concatenated. */
@@ -47,34 +44,6 @@ export async function roundTrip(conn: Conn, msg: string): Promise<string> {
   await conn.write(msg);
   const back = await conn.readExactly(Buffer.byteLength(msg), { timeout: 5000 });
   return back.toString("utf8");
-}
-
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Milliseconds since `t0` (performance.now() based). */
-export function since(t0: number): number {
-  return performance.now() - t0;
-}
-
-export function sha256(): ReturnType<typeof createHash> {
-  return createHash("sha256");
-}
-
-/** A promise with its resolve exposed. */
-export function deferred<T = void>(): {
-  promise: Promise<T>;
-  resolve: (v: T) => void;
-  reject: (e: unknown) => void;
-} {
-  let resolve!: (v: T) => void;
-  let reject!: (e: unknown) => void;
-  const promise = new Promise<T>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
 }
 
 /** A port nothing listens on at `host` right now: bind port 0, note it, close. */

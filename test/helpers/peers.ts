@@ -9,7 +9,8 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
-import { closedPort, withTimeout } from "./net.ts";
+import { closedPort } from "./net.ts";
+import { HangError, until, withTimeout } from "./util.ts";
 
 /** The absolute path of `bin` on PATH, or undefined. */
 export function which(bin: string): string | undefined {
@@ -186,22 +187,11 @@ export class Peer {
 
   /** Wait for the process to exit on its own, at most `timeout` ms (then reject; `kill` still needed). */
   async waitExit(timeout = 10_000): Promise<ExitInfo> {
-    let timer: NodeJS.Timeout | undefined;
     try {
-      return await Promise.race([
-        this.exited,
-        new Promise<never>((_, reject) => {
-          timer = setTimeout(
-            () =>
-              reject(
-                new Error(`${this.name} did not exit within ${timeout} ms\n${this.describe()}`),
-              ),
-            timeout,
-          );
-        }),
-      ]);
-    } finally {
-      clearTimeout(timer);
+      return await withTimeout(this.exited, timeout, `${this.name} exit`);
+    } catch (err) {
+      if (!(err instanceof HangError)) throw err;
+      throw new Error(`${this.name} did not exit within ${timeout} ms\n${this.describe()}`);
     }
   }
 
@@ -281,23 +271,18 @@ export async function waitForPort(
   opts: { host?: string; timeout?: number; peer?: Peer; interval?: number } = {},
 ): Promise<void> {
   const host = opts.host ?? "127.0.0.1";
-  const until = performance.now() + (opts.timeout ?? 10_000);
-  const interval = opts.interval ?? 25;
-  for (;;) {
-    if (opts.peer?.exit) {
-      throw new Error(
-        `${opts.peer.name} exited before listening on ${port}\n${opts.peer.describe()}`,
-      );
-    }
-    if (await probe(port, host)) return;
-    if (performance.now() >= until) {
-      throw new Error(
-        `nothing accepted on ${host}:${port} in time` +
-          (opts.peer ? `\n${opts.peer.describe()}` : ""),
-      );
-    }
-    await new Promise((resolve) => setTimeout(resolve, interval));
-  }
+  const peer = opts.peer;
+  await until(
+    () => {
+      if (peer?.exit) {
+        throw new Error(`${peer.name} exited before listening on ${port}\n${peer.describe()}`);
+      }
+      return probe(port, host);
+    },
+    () => `nothing accepted on ${host}:${port} in time${peer ? `\n${peer.describe()}` : ""}`,
+    opts.timeout ?? 10_000,
+    opts.interval ?? 25,
+  );
 }
 
 /** A temporary directory of PEM files, removed by `remove()`. */
@@ -320,9 +305,6 @@ export async function pemDir(prefix = "tlsnet-interop-"): Promise<PemDir> {
     remove: () => rm(dir, { recursive: true, force: true }),
   };
 }
-
-/** Reject with a clear message if `p` has not settled within `ms` (shared with the TCP tests). */
-export const within = withTimeout;
 
 /** Values pushed by callbacks (a listener's handler, onError), awaited one by one in tests. */
 export class Inbox<T> {
@@ -348,7 +330,7 @@ export class Inbox<T> {
       resolveFn = resolve;
       this.waiting.push(resolve);
     });
-    return within(p, ms, what).catch((err: unknown) => {
+    return withTimeout(p, ms, what).catch((err: unknown) => {
       const i = this.waiting.indexOf(resolveFn);
       if (i >= 0) this.waiting.splice(i, 1);
       throw err;

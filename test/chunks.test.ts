@@ -1,0 +1,407 @@
+/**
+ * ChunkList, the read buffer under every Conn: what its comments promise,
+ * checked directly. A read inside one chunk is a view of that chunk, a read
+ * across chunks is one copy into the returned buffer, and a delimiter scan
+ * resumes where the last one stopped without looking at ruled-out bytes again.
+ * The scan is also checked differentially against Buffer.concat + indexOf over
+ * random chunkings, delimiters and maxBytes limits (fast-check, seeded).
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import fc from "fast-check";
+import { ChunkList } from "../src/chunks.ts";
+
+/** Fixed seed so a run is reproducible; FC_SEED=n replays another one. */
+const SEED = Number(process.env.FC_SEED ?? 20_240_611);
+
+/**
+ * What indexAfter must answer for the unconsumed bytes `data`: the offset just
+ * past the first `delim` if it ends within `maxEnd`; -2 if no match can end
+ * within `maxEnd` any more, whatever arrives later; else -1 (not yet).
+ */
+function reference(data: Buffer, delim: Uint8Array, maxEnd: number): number {
+  const d = Buffer.from(delim);
+  const i = data.indexOf(d);
+  if (i >= 0) return i + d.length <= maxEnd ? i + d.length : -2;
+  // The earliest place a match could still start: a tail of `data` that is a prefix of `delim`.
+  for (let p = Math.max(0, data.length - d.length + 1); p < data.length; p++) {
+    if (data.subarray(p).equals(d.subarray(0, data.length - p))) {
+      return p + d.length <= maxEnd ? -1 : -2;
+    }
+  }
+  return data.length + d.length <= maxEnd ? -1 : -2;
+}
+
+/** The first viable match start in `data` (see `reference`), or data.length if none. */
+function firstViable(data: Buffer, delim: Uint8Array): number {
+  const d = Buffer.from(delim);
+  const i = data.indexOf(d);
+  if (i >= 0) return i;
+  for (let p = Math.max(0, data.length - d.length + 1); p < data.length; p++) {
+    if (data.subarray(p).equals(d.subarray(0, data.length - p))) return p;
+  }
+  return data.length;
+}
+
+/** A chunk that records every indexOf(byte, from) made on it, as [label, from]. */
+function spied(text: string, label: string, log: Array<[string, number]>): Buffer {
+  const b = Buffer.alloc(text.length);
+  b.write(text, "latin1");
+  const indexOf = b.indexOf.bind(b);
+  Object.defineProperty(b, "indexOf", {
+    value: (v: number, from: number) => {
+      log.push([label, from]);
+      return indexOf(v, from);
+    },
+  });
+  return b;
+}
+
+/** A ChunkList that records each copyInto: the destination and the byte count. */
+class CountingChunkList extends ChunkList {
+  copies: Array<{ dst: Uint8Array; n: number }> = [];
+  override copyInto(dst: Uint8Array, n: number): void {
+    this.copies.push({ dst, n });
+    super.copyInto(dst, n);
+  }
+}
+
+describe("take(): a view if one chunk holds the bytes, else one copy", () => {
+  test("a read inside the head chunk is a view sharing the pushed chunk's memory", () => {
+    const list = new ChunkList();
+    // Buffer.alloc is never pooled: a shared ArrayBuffer can only mean a view of this chunk.
+    const a = Buffer.alloc(100, 1);
+    const b = Buffer.alloc(50, 2);
+    list.push(a);
+    list.push(b);
+    const first = list.take(10);
+    assert.equal(first.buffer, a.buffer);
+    assert.equal(first.byteOffset, a.byteOffset);
+    const second = list.take(90); // the rest of the head chunk, exactly
+    assert.equal(second.buffer, a.buffer);
+    assert.equal(second.byteOffset, a.byteOffset + 10);
+    a[15] = 0xee;
+    assert.equal(second[5], 0xee, "shares memory with the pushed chunk");
+    const third = list.take(20); // now the head chunk is b
+    assert.equal(third.buffer, b.buffer);
+    assert.equal(third.byteOffset, b.byteOffset);
+    assert.equal(list.length, 30);
+    assert.equal(list.headLength(), 30);
+  });
+
+  test("a read across chunks is copied once, straight into the buffer it returns", () => {
+    const list = new CountingChunkList();
+    const a = Buffer.alloc(3000, 0x61);
+    const b = Buffer.alloc(3000, 0x62);
+    const c = Buffer.alloc(3000, 0x63);
+    for (const x of [a, b, c]) list.push(x);
+    list.take(1000); // a view: no copy
+    assert.equal(list.copies.length, 0);
+    const out = list.take(6000); // 2000 of a, all of b, 1000 of c
+    assert.deepEqual(
+      out,
+      Buffer.concat([a.subarray(1000), b, c.subarray(0, 1000)]),
+      "the right bytes",
+    );
+    assert.equal(list.copies.length, 1, "one copy");
+    assert.equal(list.copies[0]!.dst, out, "into the returned buffer");
+    assert.equal(list.copies[0]!.n, 6000);
+    // A fresh buffer of exactly the bytes asked for (not a slice of a concat of everything).
+    for (const x of [a, b, c]) assert.notEqual(out.buffer, x.buffer);
+    assert.equal(out.byteOffset, 0);
+    assert.equal(out.buffer.byteLength, 6000);
+    a.fill(0);
+    b.fill(0);
+    c.fill(0);
+    assert.equal(out[0], 0x61, "a copy: later writes to the chunks do not show through");
+    assert.equal(out[5999], 0x63);
+    assert.equal(list.length, 2000);
+    // The rest of c is a view again.
+    const rest = list.take(2000);
+    assert.equal(rest.buffer, c.buffer);
+    assert.equal(list.copies.length, 1);
+  });
+
+  test("take(0) is empty and consumes nothing; drain() hands back views of what is left", () => {
+    const list = new ChunkList();
+    const a = Buffer.alloc(10, 1);
+    const b = Buffer.alloc(10, 2);
+    list.push(a);
+    list.push(Buffer.alloc(0)); // ignored
+    list.push(b);
+    assert.equal(list.take(0).length, 0);
+    assert.equal(list.length, 20);
+    list.take(4);
+    const parts = list.drain();
+    assert.equal(parts.length, 2);
+    assert.equal(parts[0]!.buffer, a.buffer);
+    assert.equal(parts[0]!.byteOffset, a.byteOffset + 4);
+    assert.equal(parts[0]!.length, 6);
+    assert.equal(parts[1], b);
+    assert.equal(list.length, 0);
+    assert.equal(list.headLength(), 0);
+  });
+});
+
+describe("indexAfter(): examples", () => {
+  const CRLF = Buffer.from("\r\n");
+  const at = (chunks: string[], delim: Uint8Array, maxEnd: number) => {
+    const list = new ChunkList();
+    for (const c of chunks) list.push(Buffer.from(c, "latin1"));
+    return list.indexAfter(delim, maxEnd);
+  };
+
+  test("a delimiter split across three chunks is found; the offset is just past it", () => {
+    assert.equal(at(["head--", "-BOUN", "D", "ARY--tail"], Buffer.from("--BOUNDARY--"), 100), 17);
+    assert.equal(at(["ab\r", "\ncd"], CRLF, 100), 4);
+    assert.equal(at(["ab\r", "x\r", "\n"], CRLF, 100), 6, "a false start, then the match");
+  });
+
+  test("maxBytes: a match must end at or before maxEnd; -2 once none can", () => {
+    assert.equal(at(["ab\r\n"], CRLF, 4), 4, "ends exactly at the limit");
+    assert.equal(at(["ab\r\n"], CRLF, 3), -2);
+    assert.equal(at(["abc\r"], CRLF, 5), -1, "could still complete at 5");
+    assert.equal(at(["abc\r"], CRLF, 4), -2);
+    assert.equal(at(["abcdef"], CRLF, 8), -1, "a match could still end at 8");
+    assert.equal(at(["abcdef"], CRLF, 7), -2);
+    assert.equal(at([], CRLF, 1), -2, "no room for the delimiter at all");
+  });
+
+  test("resumes the scan: chunks already ruled out are not searched again", () => {
+    const log: Array<[string, number]> = [];
+    const list = new ChunkList();
+    list.push(spied("aaaa", "c0", log));
+    assert.equal(list.indexAfter(CRLF, 1000), -1);
+    assert.deepEqual(log.splice(0), [["c0", 0]]);
+    list.push(spied("bbbb", "c1", log));
+    assert.equal(list.indexAfter(CRLF, 1000), -1);
+    assert.deepEqual(log.splice(0), [["c1", 0]], "c0 is not searched again");
+    list.push(spied("cc\r", "c2", log));
+    assert.equal(list.indexAfter(CRLF, 1000), -1, "a candidate \\r, undecided");
+    assert.deepEqual(log.splice(0), [["c2", 0]]);
+    list.push(spied("\ndd", "c3", log));
+    assert.equal(list.indexAfter(CRLF, 1000), 12);
+    assert.deepEqual(log.splice(0), [["c2", 2]], "resumes at the undecided candidate");
+    // A match resets the scan: the next one starts from the front again.
+    list.take(12);
+    assert.equal(list.indexAfter(CRLF, 1000), -1);
+    assert.deepEqual(log.splice(0), [["c3", 1]]);
+  });
+
+  test("progress is kept for an equal delimiter in another array, dropped for another delimiter", () => {
+    const log: Array<[string, number]> = [];
+    const list = new ChunkList();
+    list.push(spied("xxxxxxxx", "c0", log));
+    assert.equal(list.indexAfter(Buffer.from("\r\n"), 1000), -1);
+    log.length = 0;
+    list.push(spied("yy", "c1", log));
+    assert.equal(list.indexAfter(Uint8Array.from([13, 10]), 1000), -1, "same bytes");
+    assert.deepEqual(log.splice(0), [["c1", 0]]);
+    assert.equal(list.indexAfter(Buffer.from("\n"), 1000), -1, "another delimiter");
+    assert.deepEqual(log.splice(0), [
+      ["c0", 0],
+      ["c1", 0],
+    ]);
+    list.resetScan();
+    assert.equal(list.indexAfter(Buffer.from("\n"), 1000), -1);
+    assert.deepEqual(log.splice(0), [
+      ["c0", 0],
+      ["c1", 0],
+    ]);
+  });
+});
+
+// ------------------------------------------------------------------ differential
+
+const ALPHABET = [0x61, 0x62, 0x0d, 0x0a]; // "a", "b", "\r", "\n": partial matches are common
+const byteArb = fc.constantFrom(...ALPHABET);
+const chunkArb = fc
+  .array(byteArb, { minLength: 0, maxLength: 12 })
+  .map((bytes) => Buffer.from(bytes));
+const delimArb = fc.array(byteArb, { minLength: 1, maxLength: 4 }).map((b) => Uint8Array.from(b));
+
+type Op =
+  | { kind: "push"; chunk: Buffer }
+  | { kind: "scan"; delim: number; copy: boolean; maxEnd: number }
+  | { kind: "take"; n: number }
+  | { kind: "copyInto"; n: number }
+  | { kind: "takeMatch" }
+  | { kind: "resetScan" }
+  | { kind: "drain" };
+
+const opArb: fc.Arbitrary<Op> = fc.oneof(
+  { weight: 4, arbitrary: chunkArb.map((chunk) => ({ kind: "push" as const, chunk })) },
+  {
+    weight: 5,
+    arbitrary: fc.record({
+      kind: fc.constant("scan" as const),
+      delim: fc.nat(2),
+      copy: fc.boolean(),
+      maxEnd: fc.oneof(fc.nat(40), fc.constant(Number.POSITIVE_INFINITY)),
+    }),
+  },
+  { weight: 2, arbitrary: fc.nat(30).map((n) => ({ kind: "take" as const, n })) },
+  { weight: 1, arbitrary: fc.nat(30).map((n) => ({ kind: "copyInto" as const, n })) },
+  { weight: 2, arbitrary: fc.constant({ kind: "takeMatch" as const }) },
+  { weight: 1, arbitrary: fc.constant({ kind: "resetScan" as const }) },
+  { weight: 1, arbitrary: fc.constant({ kind: "drain" as const }) },
+);
+
+/** Run `ops` against a ChunkList and a plain Buffer model; every answer must agree. */
+function runAgainstModel(delims: Uint8Array[], ops: Op[]): void {
+  const list = new ChunkList();
+  let model = Buffer.alloc(0);
+  let lastMatch = -1;
+  for (const [i, op] of ops.entries()) {
+    const where = `op #${i} ${op.kind}`;
+    switch (op.kind) {
+      case "push":
+        list.push(op.chunk);
+        model = Buffer.concat([model, op.chunk]);
+        break;
+      case "scan": {
+        const d = delims[op.delim % delims.length]!;
+        const got = list.indexAfter(op.copy ? Uint8Array.from(d) : d, op.maxEnd);
+        assert.equal(got, reference(model, d, op.maxEnd), `${where}: delim ${[...d]}`);
+        lastMatch = got;
+        break;
+      }
+      case "take":
+      case "takeMatch": {
+        const n = op.kind === "take" ? Math.min(op.n, model.length) : lastMatch;
+        if (n < 0) break;
+        assert.deepEqual(list.take(n), model.subarray(0, n), where);
+        model = model.subarray(n);
+        lastMatch = -1;
+        break;
+      }
+      case "copyInto": {
+        const n = Math.min(op.n, model.length);
+        const dst = new Uint8Array(n + 3);
+        list.copyInto(dst, n);
+        assert.deepEqual(Buffer.from(dst.subarray(0, n)), model.subarray(0, n), where);
+        model = model.subarray(n);
+        lastMatch = -1;
+        break;
+      }
+      case "resetScan":
+        list.resetScan();
+        break;
+      case "drain":
+        assert.deepEqual(Buffer.concat(list.drain()), model, where);
+        model = Buffer.alloc(0);
+        lastMatch = -1;
+        break;
+    }
+    assert.equal(list.length, model.length, `${where}: length`);
+    const head = list.headLength();
+    assert.ok(model.length === 0 ? head === 0 : head >= 1 && head <= model.length, where);
+  }
+}
+
+describe("indexAfter(): differential against Buffer.concat + indexOf", () => {
+  test("random chunkings, delimiters, limits, resumed scans and reads agree with the model", () => {
+    fc.assert(
+      fc.property(
+        fc.array(delimArb, { minLength: 1, maxLength: 3 }),
+        fc.array(opArb, { maxLength: 80 }),
+        (d, ops) => runAgainstModel(d, ops),
+      ),
+      { seed: SEED, numRuns: 1000 },
+    );
+  });
+
+  test("thousands of one-byte chunks, consumed as they come (the chunk array compacts), agree", () => {
+    // More pushes than takes: the list never empties, so its consumed-chunk prefix passes
+    // the 1024 mark and the chunk array is compacted while scans are under way.
+    const tinyOpArb: fc.Arbitrary<Op> = fc.oneof(
+      {
+        weight: 5,
+        arbitrary: byteArb.map((b) => ({ kind: "push" as const, chunk: Buffer.of(b) })),
+      },
+      { weight: 4, arbitrary: fc.constant({ kind: "take" as const, n: 1 }) },
+      {
+        weight: 2,
+        arbitrary: fc.record({
+          kind: fc.constant("scan" as const),
+          delim: fc.nat(1),
+          copy: fc.constant(false),
+          maxEnd: fc.oneof(fc.nat(600), fc.constant(Number.POSITIVE_INFINITY)),
+        }),
+      },
+      { weight: 1, arbitrary: fc.constant({ kind: "takeMatch" as const }) },
+    );
+    fc.assert(
+      fc.property(
+        fc.array(delimArb, { minLength: 1, maxLength: 2 }),
+        fc.array(tinyOpArb, { minLength: 5000, maxLength: 6000 }),
+        (d, ops) => runAgainstModel(d, ops),
+      ),
+      { seed: SEED, numRuns: 5 },
+    );
+  });
+
+  test("ruled-out bytes are never examined again (overwriting them changes no answer)", () => {
+    // After a scan answers -1, every byte before the first place a match could still
+    // start is ruled out. Overwrite those bytes in the pushed chunks with copies of the
+    // delimiter: a scan that looked at them again would now report a false match.
+    fc.assert(
+      fc.property(
+        delimArb,
+        fc.array(
+          fc.oneof(
+            { weight: 3, arbitrary: chunkArb },
+            { weight: 2, arbitrary: fc.constant("scan" as const) },
+          ),
+          { maxLength: 80 },
+        ),
+        (delim, steps) => {
+          const list = new ChunkList();
+          const pushed: Buffer[] = []; // unconsumed chunks, as pushed (the list keeps references)
+          let headOff = 0;
+          let model = Buffer.alloc(0); // the original bytes
+          const corrupt = (upTo: number) => {
+            let pos = 0;
+            for (const [k, c] of pushed.entries()) {
+              for (let j = k === 0 ? headOff : 0; j < c.length && pos < upTo; j++, pos++) {
+                c[j] = delim[pos % delim.length]!;
+              }
+            }
+          };
+          const consume = (n: number) => {
+            model = model.subarray(n);
+            let left = n;
+            while (left > 0) {
+              const avail = pushed[0]!.length - headOff;
+              if (left < avail) {
+                headOff += left;
+                left = 0;
+              } else {
+                left -= avail;
+                pushed.shift();
+                headOff = 0;
+              }
+            }
+          };
+          for (const step of steps) {
+            if (step !== "scan") {
+              if (step.length === 0) continue;
+              list.push(step);
+              pushed.push(step);
+              model = Buffer.concat([model, step]);
+              continue;
+            }
+            const got = list.indexAfter(delim, Number.POSITIVE_INFINITY);
+            assert.equal(got, reference(model, delim, Number.POSITIVE_INFINITY));
+            if (got === -1) corrupt(firstViable(model, delim));
+            else if (got > 0) {
+              list.take(got);
+              consume(got);
+            }
+          }
+        },
+      ),
+      { seed: SEED, numRuns: 1000 },
+    );
+  });
+});
