@@ -389,7 +389,12 @@ interface Runtimes {
 }
 
 /** Node 24, Bun and Deno from npm, installed into the cache (pinned versions). */
-function ensureRuntimes(cache: string, install: boolean, log: (s: string) => void): Runtimes {
+function ensureRuntimes(
+  cache: string,
+  install: boolean,
+  wanted: ReadonlyArray<keyof typeof RUNTIME_PINS>,
+  log: (s: string) => void,
+): Runtimes {
   const dir = join(cache, "runtimes");
   const nm = join(dir, "node_modules");
   const installedVersion = (pkg: string): string | undefined => {
@@ -402,11 +407,15 @@ function ensureRuntimes(cache: string, install: boolean, log: (s: string) => voi
     }
   };
   const notes: string[] = [];
+  // All pinned runtimes are installed together (one npm install); only the wanted ones are reported.
   const missing = Object.entries(RUNTIME_PINS).filter(([p, v]) => installedVersion(p) !== v);
-  if (missing.length > 0) {
+  const missingWanted = missing.filter(([p]) => (wanted as readonly string[]).includes(p));
+  if (missingWanted.length > 0) {
     const what = missing.map(([p, v]) => `${p}@${v}`).join(" ");
     if (!install) {
-      notes.push(`not installed (--no-install): ${what}`);
+      notes.push(
+        `not installed (--no-install): ${missingWanted.map(([p, v]) => `${p}@${v}`).join(" ")}`,
+      );
     } else if (!onPath("npm")) {
       notes.push(`npm not found, cannot install ${what}`);
     } else {
@@ -657,8 +666,11 @@ async function setup(
   const goserver = o.servers.includes("go")
     ? buildGo(go, goVersion, join(here, "peers", "go"), "goserver", o.cache)
     : "";
-  const wantsNpm = o.servers.some((s) => s === "node24" || s === "bun" || s === "deno");
-  const rt: Runtimes = wantsNpm ? ensureRuntimes(o.cache, o.install, log) : { notes: [] };
+  const wanted = (["node", "bun", "deno"] as const).filter((r) =>
+    o.servers.includes(r === "node" ? "node24" : r),
+  );
+  const rt: Runtimes =
+    wanted.length > 0 ? ensureRuntimes(o.cache, o.install, wanted, log) : { notes: [] };
   const notes = [...rt.notes];
 
   const cert = join(certDir, "cert.pem");
