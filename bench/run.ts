@@ -5,6 +5,8 @@
  *
  *   npm run bench -- [throughput|pingpong|handshake|tcp|reader|memory|all]... [--quick] [--json]
  *                    [--conns N] [--rounds N] [--svg FILE] [--src DIR] [--cpu-prof]
+ *   npm run bench -- servers [...]   (bench/servers.ts: servers of several runtimes
+ *                                     under a Go load generator)
  *
  * `tlsnet bench` calls {@link run}.
  * @module
@@ -71,7 +73,9 @@ const USAGE = `usage: npm run bench -- [workload...] [--quick] [--json] [--conns
   --rounds N  measured rounds (default 5, 3 with --quick)
   --svg FILE  where the ratio chart goes (default bench/out/ratios.svg)
   --src DIR   benchmark the library in DIR (a modified copy of src/) instead of ./src
-  --cpu-prof  profile every child (node --cpu-prof, into bench/out/prof) and summarise`;
+  --cpu-prof  profile every child (node --cpu-prof, into bench/out/prof) and summarise
+  servers     a separate benchmark: tlsnet, raw node:tls (Node 20, 24), Bun, Deno and Go servers
+              under a Go load generator; \`npm run bench -- servers --help\` for its options`;
 
 class UsageError extends Error {}
 
@@ -722,9 +726,9 @@ function peers(): Report["peers"] {
       ? {
           name,
           installed: true,
-          note: `${name}: found at ${p}, but no peer server is wired up yet (skipped)`,
+          note: `${name}: found at ${p}; peer servers: npm run bench -- servers`,
         }
-      : { name, installed: false, note: `${name}: not installed (skipped)` };
+      : { name, installed: false, note: `${name}: peer servers: npm run bench -- servers` };
   });
 }
 
@@ -823,6 +827,10 @@ export function reportChart(rows: readonly Row[], m: Report["machine"], quick: b
 
 /** Run the selected benchmarks; returns the exit code (0 ok, 1 failure, 2 usage). */
 export async function run(argv: string[]): Promise<number> {
+  if (argv[0] === "servers") {
+    const { runServers } = await import("./servers.ts");
+    return runServers(argv.slice(1));
+  }
   let opts: BenchOptions;
   try {
     opts = parseArgs(argv);

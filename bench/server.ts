@@ -4,6 +4,9 @@
  *
  *   node --import tsx bench/server.ts <tlsnet|node> <tls|tcp> <discard|source|echo|hold>
  *
+ * Started by bench/run.ts with an IPC channel, or by bench/servers.ts without
+ * one (then it prints {"port":N} on stdout and exits when stdin closes).
+ *
  * Modes, the same wire behaviour for both implementations:
  * - discard: read to EOF, answer the byte count as a decimal line, close.
  * - source:  read an 8-byte big-endian count, send that many bytes in 256 KiB
@@ -172,16 +175,26 @@ async function startNode(): Promise<{ port: number; close: () => Promise<void> }
 // ---------------------------------------------------------------- control
 
 const srv = impl === "tlsnet" ? await startTlsnet() : await startNode();
-process.on("message", (raw: ParentMessage) => {
-  void (async () => {
-    if (raw.type === "memory") {
-      await send(await memoryNow());
-    } else if (raw.type === "cpu") {
-      await send(cpuNow());
-    } else if (raw.type === "exit") {
-      await Promise.race([srv.close(), new Promise((r) => setTimeout(r, 500))]);
-      process.exit(0); // also writes a --cpu-prof profile
-    }
-  })();
-});
-await send({ type: "ready", port: srv.port });
+if (!process.send) {
+  // Started without an IPC channel (bench/servers.ts, any Node binary): say the
+  // port on stdout, and exit when stdin closes (the benchmark went away).
+  process.stdin.on("end", () => process.exit(0));
+  process.stdin.on("error", () => process.exit(0));
+  process.stdin.resume();
+  process.stdout.write(`${JSON.stringify({ port: srv.port })}\n`);
+  setTimeout(() => process.exit(0), 30 * 60_000).unref();
+} else {
+  process.on("message", (raw: ParentMessage) => {
+    void (async () => {
+      if (raw.type === "memory") {
+        await send(await memoryNow());
+      } else if (raw.type === "cpu") {
+        await send(cpuNow());
+      } else if (raw.type === "exit") {
+        await Promise.race([srv.close(), new Promise((r) => setTimeout(r, 500))]);
+        process.exit(0); // also writes a --cpu-prof profile
+      }
+    })();
+  });
+  await send({ type: "ready", port: srv.port });
+}

@@ -1,0 +1,3 @@
+module tlsnet.bench/loadgen
+
+go 1.19

@@ -1,0 +1,3 @@
+module tlsnet.bench/goserver
+
+go 1.19
