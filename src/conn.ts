@@ -807,6 +807,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
 
   private checkWritable(): void {
     this.checkUsable();
+    if (this.readyError) throw this.readyError;
     if (this.writeError) throw this.writeError;
     if (this.writeEnded) {
       throw new ClosedError(`write to ${this.peerName} after closeWrite()`);

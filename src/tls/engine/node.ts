@@ -88,6 +88,8 @@ export class NodeTLSTransport implements Transport {
   private offered: CachedSession | undefined;
   /** Client: the identity this handshake verifies, stored with the session it yields. */
   private readonly identity: SessionIdentity = { chain: [], verified: false };
+  /** Until the loop turns once after "secure" (see end()). */
+  private freshlySecure = false;
   /** Client: a session (ticket) arrived for this conn. */
   private gotTicket = false;
   /** Server: the ALPN list the client offered, for error messages. */
@@ -370,6 +372,10 @@ export class NodeTLSTransport implements Transport {
   }
 
   private startStream(socket: TLSSocket): void {
+    this.freshlySecure = true;
+    setImmediate(() => {
+      this.freshlySecure = false;
+    });
     const role = this.init.role;
     const peer = peerOf(this.rawSocket);
     this.stream = new SocketTransport(socket, this.rawSocket, (err, op) =>
@@ -470,7 +476,14 @@ export class NodeTLSTransport implements Transport {
   }
 
   end(): Promise<void> {
-    return this.stream ? this.stream.end() : RESOLVED;
+    const stream = this.stream;
+    if (!stream) return RESOLVED;
+    // Node drops application data that arrived with the peer's Finished when
+    // TLSSocket.end() runs before the next turn of the loop after "secure"
+    // (TLS 1.3; seen on Node 20 and 24): wait that turn out first.
+    if (this.freshlySecure)
+      return new Promise<void>((r) => setImmediate(r)).then(() => stream.end());
+    return stream.end();
   }
 
   pause(): void {
