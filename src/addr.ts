@@ -65,7 +65,7 @@ export function parseAddress(address: Address, forListen = false): HostPort {
         field: "host",
       });
     }
-    if (host?.startsWith("[") && host.endsWith("]")) host = host.slice(1, -1);
+    if (host !== undefined) host = unbracket(host);
   } else {
     throw new ConfigError(
       `address must be a "host:port" string or { host, port }, got ${describe(address)}`,
@@ -125,7 +125,12 @@ function describe(v: unknown): string {
   return v === null ? "null" : Array.isArray(v) ? "an array" : typeof v;
 }
 
+/** `host` without IPv6 brackets: "[::1]" -> "::1". */
+export function unbracket(host: string): string {
+  return host.startsWith("[") && host.endsWith("]") ? host.slice(1, -1) : host;
+}
+
 /** Is `host` an IP literal (v4 or v6, brackets allowed)? */
 export function isIPLiteral(host: string): boolean {
-  return isIP(host.replace(/^\[|\]$/g, "")) !== 0;
+  return isIP(unbracket(host)) !== 0;
 }

@@ -20,6 +20,9 @@ export class ChunkList {
   /** Delimiter of the last unfinished scan, and the first offset it has not ruled out. */
   private scanDelim: Uint8Array | null = null;
   private scanFrom = 0;
+  /** Where the last scan stopped walking: a chunk index and its logical offset (-1: unknown). */
+  private scanChunk = -1;
+  private scanBase = 0;
 
   push(chunk: Buffer): void {
     if (chunk.length === 0) return;
@@ -103,8 +106,7 @@ export class ChunkList {
     this.head = 0;
     this.headOffset = 0;
     this.length = 0;
-    this.scanDelim = null;
-    this.scanFrom = 0;
+    this.resetScan();
     return out;
   }
 
@@ -117,13 +119,19 @@ export class ChunkList {
     if (this.scanDelim !== delim && !sameBytes(this.scanDelim, delim)) {
       this.scanDelim = delim;
       this.scanFrom = 0;
+      this.scanChunk = -1;
     }
     const first = delim[0]!;
     const dlen = delim.length;
     let pos = this.scanFrom;
-    // Walk chunks to the one holding `pos`.
+    // Walk chunks to the one holding `pos`, from where the last scan stopped: a line
+    // dripping in one byte at a time costs linear time, not quadratic.
     let ci = this.head;
     let base = -this.headOffset; // logical offset of chunks[ci][0]
+    if (this.scanChunk >= 0 && this.scanBase <= pos) {
+      ci = this.scanChunk;
+      base = this.scanBase;
+    }
     while (ci < this.chunks.length && base + this.chunks[ci]!.length <= pos) {
       base += this.chunks[ci]!.length;
       ci++;
@@ -138,14 +146,15 @@ export class ChunkList {
         continue;
       }
       const start = base + hit;
+      this.scanChunk = ci;
+      this.scanBase = base;
       if (start + dlen > maxEnd) {
         this.scanFrom = start;
         return -2;
       }
       const m = this.matchAt(delim, ci, hit);
       if (m === 1) {
-        this.scanFrom = 0;
-        this.scanDelim = null;
+        this.resetScan();
         return start + dlen;
       }
       if (m === 0) {
@@ -155,6 +164,8 @@ export class ChunkList {
       pos = start + 1;
     }
     this.scanFrom = Math.max(pos, this.scanFrom);
+    this.scanChunk = ci;
+    this.scanBase = base;
     return this.length + dlen > maxEnd ? -2 : -1;
   }
 
@@ -162,6 +173,7 @@ export class ChunkList {
   resetScan(): void {
     this.scanDelim = null;
     this.scanFrom = 0;
+    this.scanChunk = -1;
   }
 
   /** 1 = delim matches at chunks[ci][off], -1 = it does not, 0 = not enough bytes to tell. */
@@ -182,6 +194,7 @@ export class ChunkList {
 
   private consumeHead(n: number, avail: number): void {
     this.length -= n;
+    this.scanChunk = -1; // offsets moved: the next scan walks from the head once
     if (this.scanFrom > 0) this.scanFrom = Math.max(0, this.scanFrom - n);
     if (n < avail) {
       this.headOffset += n;

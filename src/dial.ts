@@ -7,7 +7,7 @@
  */
 import { lookup } from "node:dns/promises";
 import { isIP, Socket } from "node:net";
-import { type Address, formatHostPort, parseAddress } from "./addr.ts";
+import { type Address, formatHostPort, parseAddress, unbracket } from "./addr.ts";
 import { Alarm, abortReason, bounded, checkTimeout, NEVER, toMonotonic } from "./deadline.ts";
 import {
   asError,
@@ -124,7 +124,7 @@ async function resolve(
   opts: DialOptions,
   localHost: string | undefined,
 ): Promise<string[]> {
-  const bare = host.replace(/^\[|\]$/g, "");
+  const bare = unbracket(host);
   let family = opts.family ?? "any";
   if (localHost !== undefined && family === "any") {
     family = isIP(localHost) === 6 ? "ipv6" : "ipv4"; // a bound socket can only reach its own family

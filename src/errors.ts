@@ -11,6 +11,8 @@
  * @module
  */
 
+import { unbracket } from "./addr.ts";
+
 /** Per-class brands, shared across copies of the package (two versions in one process). */
 const BRAND_PREFIX = "tlsnet.error.";
 
@@ -304,7 +306,7 @@ function preposition(op: ErrorContext["op"]): string {
 
 function splitPeer(peer: string | undefined): [string, number] {
   const m = peer ? /^(.*):(\d+)$/.exec(peer) : null;
-  return m ? [m[1]!.replace(/^\[|\]$/g, ""), Number(m[2])] : [peer ?? "", 0];
+  return m ? [unbracket(m[1]!), Number(m[2])] : [peer ?? "", 0];
 }
 
 /** Wrap non-Error throwables so that `errors` / `cause` always hold Errors. */
@@ -439,13 +441,13 @@ export function mapTLSError(err: unknown, ctx: ErrorContext): TlsnetError {
   const code = stableSSLCode(errorCode(err));
   const byRole = code === undefined ? undefined : PEER_REJECTED_US[code];
   const hint = code === undefined ? undefined : (byRole?.[ctx.role ?? "client"] ?? TLS_HINTS[code]);
-  if (hint === undefined) {
-    if (ctx.op === "handshake" && (code === "ECONNRESET" || code === "EPIPE")) {
-      return peerClosedDuringHandshake(ctx.peer, err);
-    }
-    if (!code?.startsWith("ERR_SSL_")) return mapError(err, ctx);
-  }
   const where = ctx.peer ? ` with ${ctx.peer}` : "";
+  if (hint === undefined && !code?.startsWith("ERR_SSL_")) {
+    if (ctx.op !== "handshake") return mapError(err, ctx);
+    if (code === "ECONNRESET" || code === "EPIPE") return peerClosedDuringHandshake(ctx.peer, err);
+    const detail = describeSystemError(err) ?? asError(err).message;
+    return new TLSError(`TLS handshake${where} failed: ${detail}`, { reason: code, cause: err });
+  }
   const phase = ctx.op === "handshake" ? "TLS handshake" : `TLS ${ctx.op}`;
   // Without a hint, OpenSSL's own reason text ("bad record mac") beats its error stack.
   const text = hint ?? (err as { reason?: string }).reason ?? code;

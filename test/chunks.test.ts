@@ -188,6 +188,29 @@ describe("indexAfter(): examples", () => {
     assert.deepEqual(log.splice(0), [["c3", 1]]);
   });
 
+  test("a line dripping in one byte a chunk costs work linear in its length, not quadratic", () => {
+    // Count how often the scan touches a chunk (its length), not how long it takes.
+    let touches = 0;
+    const counted = (): Buffer => {
+      const b = Buffer.from("a");
+      Object.defineProperty(b, "length", {
+        get: () => {
+          touches++;
+          return 1;
+        },
+      });
+      return b;
+    };
+    const list = new ChunkList();
+    const n = 4000;
+    for (let i = 0; i < n; i++) {
+      list.push(counted());
+      assert.equal(list.indexAfter(Buffer.from("\n"), 1 << 20), -1);
+    }
+    // A scan that walked from the head every time would touch about n * n / 2 = 8,000,000.
+    assert.ok(touches < 20 * n, `${touches} chunk touches for ${n} one-byte chunks`);
+  });
+
   test("progress is kept for an equal delimiter in another array, dropped for another delimiter", () => {
     const log: Array<[string, number]> = [];
     const list = new ChunkList();

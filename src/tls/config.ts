@@ -16,7 +16,7 @@ import { join } from "node:path";
 import { createSecureContext, type SecureContext, type SecureContextOptions } from "node:tls";
 import { checkTimeout } from "../deadline.ts";
 import { asError, ConfigError, errorCode } from "../errors.ts";
-import type { ConnectionState } from "./state.ts";
+import { type ConnectionState, splitSANs } from "./state.ts";
 
 /** TLS protocol versions tlsnet speaks. Older ones are refused. */
 export type TLSVersion = "TLSv1.2" | "TLSv1.3";
@@ -522,8 +522,7 @@ function toIdentity(e: {
 function namesOf(cert: X509Certificate): string[] {
   const san = cert.subjectAltName;
   if (san) {
-    return san
-      .split(/,\s*/)
+    return splitSANs(san)
       .filter((s) => s.startsWith("DNS:"))
       .map((s) => s.slice(4).toLowerCase());
   }

@@ -13,7 +13,8 @@ export function sniSelector(identities: readonly Identity[]): SNISelector {
   const exact = new Map<string, number>();
   const wildcard = new Map<string, number>();
   identities.forEach((id, i) => {
-    for (const name of id.names) {
+    for (const raw of id.names) {
+      const name = normalize(raw); // a certificate may spell a name with a trailing dot too
       const table = name.startsWith("*.") ? wildcard : exact;
       const key = name.startsWith("*.") ? name.slice(2) : name;
       if (!table.has(key)) table.set(key, i); // earlier entries win ties
@@ -21,7 +22,7 @@ export function sniSelector(identities: readonly Identity[]): SNISelector {
   });
   return (serverName) => {
     if (!serverName) return 0;
-    const name = serverName.toLowerCase().replace(/\.$/, "");
+    const name = normalize(serverName);
     const hit = exact.get(name);
     if (hit !== undefined) return hit;
     const dot = name.indexOf(".");
@@ -31,4 +32,8 @@ export function sniSelector(identities: readonly Identity[]): SNISelector {
     }
     return 0;
   };
+}
+
+function normalize(name: string): string {
+  return name.toLowerCase().replace(/\.$/, "");
 }

@@ -100,7 +100,7 @@ export function toPeerCertificate(x: X509Certificate): PeerCertificate {
   return {
     subject: dn(x.subject),
     issuer: dn(x.issuer),
-    subjectAltNames: x.subjectAltName ? x.subjectAltName.split(/,\s*/) : [],
+    subjectAltNames: splitSANs(x.subjectAltName),
     validFrom: new Date(x.validFrom),
     validTo: new Date(x.validTo),
     serialNumber: x.serialNumber,
@@ -112,4 +112,9 @@ export function toPeerCertificate(x: X509Certificate): PeerCertificate {
 /** Node prints DNs one attribute per line, least specific first; RFC 4514 is the reverse. */
 export function dn(s: string): string {
   return s.split("\n").filter(Boolean).reverse().join(", ");
+}
+
+/** Node's subjectAltName string ("DNS:a, IP Address:1.2.3.4") as a list; [] for none. */
+export function splitSANs(san: string | undefined): string[] {
+  return san ? san.split(/,\s*/) : [];
 }
