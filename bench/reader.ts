@@ -18,7 +18,7 @@ const { tcp } = await loadLib();
 
 export interface ReaderRequest {
   type: "round";
-  variant: "lines" | "frames";
+  variant: "lines" | "frames" | "lines-iter" | "frames-iter" | "lines-batch" | "frames-batch";
   impl: "tlsnet" | "node";
   count: number;
 }
@@ -98,6 +98,69 @@ async function tlsnetFrames(port: number, count: number): Promise<number> {
   return bytes;
 }
 
+/** The iterator shapes: every piece already buffered is handed out without a wait. */
+async function tlsnetLinesIter(port: number, count: number): Promise<number> {
+  const conn = await tcp.connect(`127.0.0.1:${port}`, { timeout: 10_000 });
+  let bytes = 0;
+  let n = 0;
+  try {
+    for await (const line of conn.split("\n")) {
+      bytes += line.length;
+      if (++n === count) break;
+    }
+  } finally {
+    await conn.close();
+  }
+  return bytes;
+}
+
+async function tlsnetFramesIter(port: number, count: number): Promise<number> {
+  const conn = await tcp.connect(`127.0.0.1:${port}`, { timeout: 10_000 });
+  let bytes = 0;
+  let n = 0;
+  try {
+    for await (const frame of conn.frames()) {
+      bytes += 4 + frame.length;
+      if (++n === count) break;
+    }
+  } finally {
+    await conn.close();
+  }
+  return bytes;
+}
+
+async function tlsnetLinesBatch(port: number, count: number): Promise<number> {
+  const conn = await tcp.connect(`127.0.0.1:${port}`, { timeout: 10_000 });
+  let bytes = 0;
+  let n = 0;
+  try {
+    for await (const lines of conn.split("\n", { batch: true })) {
+      for (const line of lines) bytes += line.length;
+      n += lines.length;
+      if (n >= count) break;
+    }
+  } finally {
+    await conn.close();
+  }
+  return bytes;
+}
+
+async function tlsnetFramesBatch(port: number, count: number): Promise<number> {
+  const conn = await tcp.connect(`127.0.0.1:${port}`, { timeout: 10_000 });
+  let bytes = 0;
+  let n = 0;
+  try {
+    for await (const frames of conn.frames({ batch: true })) {
+      for (const frame of frames) bytes += 4 + frame.length;
+      n += frames.length;
+      if (n >= count) break;
+    }
+  } finally {
+    await conn.close();
+  }
+  return bytes;
+}
+
 function nodeLines(port: number, count: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: "127.0.0.1", port });
@@ -145,18 +208,20 @@ function nodeFrames(port: number, count: number): Promise<number> {
 }
 
 async function round(req: ReaderRequest) {
-  const data = payload(req.variant, req.count);
+  const shape = req.variant.startsWith("lines") ? "lines" : "frames";
+  const data = payload(shape, req.count);
   const src = await source(data);
   try {
     const t0 = performance.now();
-    const fn =
-      req.variant === "lines"
-        ? req.impl === "tlsnet"
-          ? tlsnetLines
-          : nodeLines
-        : req.impl === "tlsnet"
-          ? tlsnetFrames
-          : nodeFrames;
+    const impls = {
+      lines: [tlsnetLines, nodeLines],
+      frames: [tlsnetFrames, nodeFrames],
+      "lines-iter": [tlsnetLinesIter, nodeLines],
+      "frames-iter": [tlsnetFramesIter, nodeFrames],
+      "lines-batch": [tlsnetLinesBatch, nodeLines],
+      "frames-batch": [tlsnetFramesBatch, nodeFrames],
+    } as const;
+    const fn = impls[req.variant][req.impl === "tlsnet" ? 0 : 1];
     const bytes = await fn(src.port, req.count);
     const ms = performance.now() - t0;
     if (bytes !== data.length) throw new Error(`read ${bytes} of ${data.length} bytes`);

@@ -555,6 +555,34 @@ async function runReader(ctx: Ctx): Promise<Row[]> {
         unit: "frames/s",
         count: quick ? 100_000 : 400_000,
       },
+      {
+        id: "reader-lines-iter",
+        variant: "lines-iter" as const,
+        title: "split(\\n) iterator, 50-byte lines",
+        unit: "lines/s",
+        count: quick ? 250_000 : 1_000_000,
+      },
+      {
+        id: "reader-frames-iter",
+        variant: "frames-iter" as const,
+        title: "frames() iterator, length-prefixed frames",
+        unit: "frames/s",
+        count: quick ? 100_000 : 400_000,
+      },
+      {
+        id: "reader-lines-batch",
+        variant: "lines-batch" as const,
+        title: "split(\\n, { batch: true }), 50-byte lines",
+        unit: "lines/s",
+        count: quick ? 250_000 : 1_000_000,
+      },
+      {
+        id: "reader-frames-batch",
+        variant: "frames-batch" as const,
+        title: "frames({ batch: true }), length-prefixed frames",
+        unit: "frames/s",
+        count: quick ? 100_000 : 400_000,
+      },
     ];
     for (const v of variants) {
       const res: Record<Impl, RoundResult[]> = { tlsnet: [], node: [] };

@@ -72,6 +72,65 @@ export class ChunkList {
     return out;
   }
 
+  /**
+   * The bytes through the first `byte`, if the head chunk holds one within
+   * `maxEnd` bytes: a view, consumed. undefined otherwise (nothing consumed; a
+   * general scan with indexAfter decides). The common case of line reads.
+   */
+  takeThroughByte(byte: number, maxEnd: number): Buffer | undefined {
+    const c = this.chunks[this.head];
+    if (c === undefined) return undefined;
+    const start = this.headOffset;
+    const i = c.indexOf(byte, start);
+    if (i < 0 || i + 1 - start > maxEnd) return undefined;
+    this.consumeHead(i + 1 - start, c.length - start);
+    return c.subarray(start, i + 1);
+  }
+
+  /**
+   * Every piece through `byte` that the head chunk holds whole (each within
+   * `maxEnd` bytes), pushed to `out` as views and consumed in one step. Moves on
+   * to the next chunk when the head one is used up exactly. Returns how many.
+   */
+  splitHead(byte: number, maxEnd: number, out: Buffer[]): number {
+    let count = 0;
+    for (;;) {
+      const c = this.chunks[this.head];
+      if (c === undefined) return count;
+      const from = this.headOffset;
+      let start = from;
+      for (let i = c.indexOf(byte, start); i >= 0 && i + 1 - start <= maxEnd; ) {
+        out.push(c.subarray(start, i + 1));
+        count++;
+        start = i + 1;
+        i = c.indexOf(byte, start);
+      }
+      if (start === from) return count;
+      this.consumeHead(start - from, c.length - from);
+      if (start < c.length) return count; // a piece continues into the next chunk
+    }
+  }
+
+  /** A big-endian unsigned integer of `n` bytes (1..4) at the front, not consumed (n <= length). */
+  uintAt(n: number): number {
+    const c = this.chunks[this.head]!;
+    const off = this.headOffset;
+    if (off + n <= c.length) return c.readUIntBE(off, n);
+    let v = 0;
+    for (let i = 0; i < n; i++) v = v * 256 + this.byteAt(i);
+    return v;
+  }
+
+  /** Drop the first `n` bytes (n <= length) without copying them. */
+  skip(n: number): void {
+    while (n > 0) {
+      const avail = this.chunks[this.head]!.length - this.headOffset;
+      const step = Math.min(avail, n);
+      this.consumeHead(step, avail);
+      n -= step;
+    }
+  }
+
   /** The byte at offset `i` (i < length) without consuming anything. */
   byteAt(i: number): number {
     let off = this.headOffset + i;

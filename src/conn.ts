@@ -132,6 +132,9 @@ class TurnQueue {
   }
 }
 
+/** Options of frames(): the length prefix and the largest frame accepted. */
+export type FrameOptions = OpOptions & { lengthBytes?: 1 | 2 | 4; maxBytes?: number };
+
 /** Options for the readers that look for a delimiter or EOF. */
 export type MaxBytesOptions = OpOptions & { maxBytes?: number | undefined };
 
@@ -474,14 +477,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     const maxBytes = maxBytesOf(opts, DEFAULT_MAX_LINE, "readLine");
     return this.readOp(opts, () => {
       const line = this.scanFor(LF, maxBytes, true);
-      if (line === undefined) return undefined;
-      if (line === null) return null;
-      let end = line.length;
-      if (end > 0 && line[end - 1] === 0x0a) {
-        end--;
-        if (end > 0 && line[end - 1] === 0x0d) end--; // only a "\r" before the "\n" is line ending
-      }
-      return utf8.decode(line.subarray(0, end));
+      return line === undefined || line === null ? line : decodeLine(line);
     });
   }
 
@@ -501,12 +497,213 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     });
   }
 
+  /**
+   * Lines until EOF, with readLine's rules (no "\n" / "\r\n"; the last
+   * unterminated line, then the end). Lines already buffered are handed out
+   * without waiting: no turn, no timer, no closure per line. `opts` apply to
+   * each wait for more data.
+   *
+   * @example
+   * ```ts
+   * for await (const line of conn.lines({ maxBytes: 8192 })) console.log(line);
+   * ```
+   */
+  lines(opts?: MaxBytesOptions & { batch?: false }): AsyncIterableIterator<string>;
+  /** With `batch: true`: arrays of every complete line already buffered (at least one each). */
+  lines(opts: MaxBytesOptions & { batch: true }): AsyncIterableIterator<string[]>;
+  lines(
+    opts?: MaxBytesOptions & { batch?: boolean },
+  ): AsyncIterableIterator<string> | AsyncIterableIterator<string[]> {
+    const maxBytes = maxBytesOf(opts, DEFAULT_MAX_LINE, "lines");
+    return this.iterate(
+      opts?.batch === true,
+      () => {
+        const line = this.takeThrough(LF, maxBytes);
+        return line === undefined ? undefined : decodeLine(line);
+      },
+      () => this.readLine(opts),
+    );
+  }
+
+  /**
+   * Pieces through `delim` (included) until EOF, with readUntil's rules: a
+   * clean EOF ends the iteration, bytes left without a delimiter reject with
+   * UnexpectedEOFError. Pieces already buffered are handed out without waiting.
+   */
+  split(
+    delim: string | Uint8Array,
+    opts?: MaxBytesOptions & { batch?: false },
+  ): AsyncIterableIterator<Buffer>;
+  /** With `batch: true`: arrays of every complete piece already buffered (at least one each). */
+  split(
+    delim: string | Uint8Array,
+    opts: MaxBytesOptions & { batch: true },
+  ): AsyncIterableIterator<Buffer[]>;
+  split(
+    delim: string | Uint8Array,
+    opts?: MaxBytesOptions & { batch?: boolean },
+  ): AsyncIterableIterator<Buffer> | AsyncIterableIterator<Buffer[]> {
+    const d = typeof delim === "string" ? Buffer.from(delim, "utf8") : delim;
+    if (!(d instanceof Uint8Array) || d.length === 0) {
+      throw new TypeError("split(delim) takes a non-empty string or Uint8Array");
+    }
+    const maxBytes = maxBytesOf(opts, DEFAULT_MAX_LINE, "split");
+    const one = () => this.takeThrough(d, maxBytes);
+    return this.iterate(
+      opts?.batch === true,
+      one,
+      () => this.readUntil(d, opts).catch(endOfStream),
+      d.length === 1 ? () => this.takeAllThrough(d, maxBytes) : undefined,
+    );
+  }
+
+  /** Batch step for a one-byte delimiter: whole pieces chunk by chunk, one straddler at a time. */
+  private takeAllThrough(d: Uint8Array, maxBytes: number): Buffer[] | undefined {
+    const out: Buffer[] = [];
+    for (;;) {
+      if (this.buf.splitHead(d[0]!, maxBytes, out) > 0) continue;
+      const piece = this.takeThrough(d, maxBytes); // spans chunks, or none left
+      if (piece === undefined) break;
+      out.push(piece);
+    }
+    return out.length > 0 ? out : undefined;
+  }
+
+  /**
+   * Length-prefixed frames until EOF: a big-endian length of `lengthBytes`
+   * (1, 2 or 4; default 4), then that many bytes; yields the payloads. A clean
+   * EOF between frames ends the iteration; EOF inside one rejects with
+   * UnexpectedEOFError; a length over `maxBytes` (default 16 MiB) rejects with
+   * LimitExceededError. Frames already buffered are handed out without waiting.
+   */
+  frames(opts?: FrameOptions & { batch?: false }): AsyncIterableIterator<Buffer>;
+  /** With `batch: true`: arrays of every complete frame already buffered (at least one each). */
+  frames(opts: FrameOptions & { batch: true }): AsyncIterableIterator<Buffer[]>;
+  frames(
+    opts?: FrameOptions & { batch?: boolean },
+  ): AsyncIterableIterator<Buffer> | AsyncIterableIterator<Buffer[]> {
+    const n = opts?.lengthBytes ?? 4;
+    if (n !== 1 && n !== 2 && n !== 4)
+      throw new RangeError("frames: lengthBytes must be 1, 2 or 4");
+    const maxBytes = maxBytesOf(opts, MAX_READ_SIZE, "frames");
+    const buf = this.buf;
+    const lengthAt = (): number => {
+      const len = buf.uintAt(n);
+      if (len > maxBytes) {
+        throw new LimitExceededError(
+          `frame of ${len} bytes from ${this.peerName} is over maxBytes (${maxBytes})`,
+          { limit: maxBytes },
+        );
+      }
+      return len;
+    };
+    return this.iterate(
+      opts?.batch === true,
+      () => {
+        if (buf.length < n) return undefined;
+        const len = lengthAt();
+        if (buf.length < n + len) return undefined;
+        buf.skip(n);
+        return buf.take(len);
+      },
+      async () => {
+        const head = await this.peek(n, opts).catch(endOfStream);
+        if (head === null) return null;
+        return this.readExactly(n + lengthAt(), opts).then((b) => b.subarray(n));
+      },
+    );
+  }
+
+  /**
+   * An async iterator that takes what `quick` finds in the buffer at once, and
+   * otherwise waits through `slow` (a full read op; null ends the iteration).
+   * With `batch`, each step hands out everything `quick` finds, as an array.
+   */
+  private iterate<T>(
+    batch: boolean,
+    quick: () => T | undefined,
+    slow: () => Promise<T | null>,
+    quickBatch?: () => T[] | undefined,
+  ): AsyncIterableIterator<T> | AsyncIterableIterator<T[]> {
+    if (!batch) return this.iterateEach(quick, slow);
+    return this.iterateEach<T[]>(
+      quickBatch ??
+        (() => {
+          const first = quick(); // a failure here, with nothing taken, fails this step
+          if (first === undefined) return undefined;
+          const out = [first];
+          try {
+            for (let v = quick(); v !== undefined; v = quick()) out.push(v);
+          } catch {
+            // Hand out what was taken; the next step meets the same error again.
+          }
+          return out;
+        }),
+      () => slow().then((v) => (v === null ? null : [v])),
+    );
+  }
+
+  private iterateEach<T>(
+    quick: () => T | undefined,
+    slow: () => Promise<T | null>,
+  ): AsyncIterableIterator<T> {
+    let finished = false;
+    const end = (): IteratorResult<T> => {
+      finished = true;
+      return { done: true, value: undefined };
+    };
+    const it: AsyncIterableIterator<T> = {
+      [Symbol.asyncIterator]: () => it,
+      next: (): Promise<IteratorResult<T>> => {
+        if (finished) return Promise.resolve({ done: true, value: undefined });
+        if (
+          this.buf.length > 0 &&
+          this.readers.idle &&
+          this.transport.ready &&
+          !this.closed &&
+          !this.readWait.expired(NEVER)
+        ) {
+          let value: T | undefined;
+          try {
+            value = quick();
+          } catch (err) {
+            finished = true;
+            return Promise.reject(err);
+          }
+          if (value !== undefined) {
+            if (this.paused) this.updateFlow();
+            return Promise.resolve({ done: false, value });
+          }
+        }
+        return slow().then(
+          (value) => (value === null ? end() : { done: false, value }),
+          (err: unknown) => {
+            finished = true;
+            throw err;
+          },
+        );
+      },
+      return: () => Promise.resolve(end()),
+    };
+    return it;
+  }
+
   /** Chunks until EOF. A plain iterator, not a generator: one promise per chunk. */
   [Symbol.asyncIterator](): AsyncIterator<Buffer> {
     return {
       next: () => this.read().then(iteratorResult),
       return: () => Promise.resolve({ done: true, value: undefined }),
     };
+  }
+
+  /** The bytes through `delim` if they are buffered within maxBytes, consumed; else undefined. */
+  private takeThrough(delim: Uint8Array, maxBytes: number): Buffer | undefined {
+    if (delim.length === 1) {
+      const hit = this.buf.takeThroughByte(delim[0]!, maxBytes);
+      if (hit !== undefined) return hit;
+    }
+    const end = this.buf.indexAfter(delim, maxBytes);
+    return end >= 0 ? this.buf.take(end) : undefined;
   }
 
   /**
@@ -518,6 +715,10 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     maxBytes: number,
     lastLine: boolean,
   ): Buffer | null | undefined {
+    if (delim.length === 1) {
+      const hit = this.buf.takeThroughByte(delim[0]!, maxBytes);
+      if (hit !== undefined) return hit;
+    }
     const end = this.buf.indexAfter(delim, maxBytes);
     if (end >= 0) return this.buf.take(end);
     // At EOF no delimiter can follow: a last line within maxBytes is a line.
@@ -870,6 +1071,22 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     });
     return this.writableStream;
   }
+}
+
+/** A line's text without its "\n" or "\r\n" (only a "\r" before the "\n" is line ending). */
+function decodeLine(line: Buffer): string {
+  let end = line.length;
+  if (end > 0 && line[end - 1] === 0x0a) {
+    end--;
+    if (end > 0 && line[end - 1] === 0x0d) end--;
+  }
+  return utf8.decode(line.subarray(0, end));
+}
+
+/** A clean EOF (nothing partial) ends an iteration; anything else is an error. */
+function endOfStream(err: unknown): null {
+  if (err instanceof UnexpectedEOFError && err.partial === 0) return null;
+  throw err;
 }
 
 function iteratorResult(chunk: Buffer | null): IteratorResult<Buffer> {
