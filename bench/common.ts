@@ -40,9 +40,14 @@ export const SRC_ENV = "TLSNET_BENCH_SRC";
 
 export function loadLib(): Promise<Lib> {
   const alt = process.env[SRC_ENV];
+  const built = process.env[DIST_ENV];
+  if (built) return import(pathToFileURL(resolve(built, "index.js")).href) as Promise<Lib>;
   if (!alt) return import("../src/index.ts");
   return import(pathToFileURL(resolve(alt, "index.ts")).href) as Promise<Lib>;
 }
+
+/** Env var naming a directory with tlsnet compiled by tsc (what users run), preferred over src. */
+export const DIST_ENV = "TLSNET_BENCH_DIST";
 
 /** Env var naming the JSON file with the PEMs (written once by the parent). */
 export const CERTS_ENV = "TLSNET_BENCH_CERTS";

@@ -30,6 +30,7 @@ import {
   CERTS_ENV,
   type ChildMessage,
   type ClientMode,
+  DIST_ENV,
   HANDSHAKE_CONCURRENCY,
   type Impl,
   MiB,
@@ -44,6 +45,7 @@ import {
   type Transport,
 } from "./common.ts";
 import { formatSummary, summarise } from "./profile.ts";
+import { compileTlsnet } from "./servers.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const IMPLS: readonly Impl[] = ["tlsnet", "node"];
@@ -898,7 +900,10 @@ export async function run(argv: string[]): Promise<number> {
     });
     const env: NodeJS.ProcessEnv = { ...process.env, [CERTS_ENV]: certFile };
     if (opts.src) env[SRC_ENV] = opts.src;
-    else delete env[SRC_ENV];
+    else {
+      delete env[SRC_ENV];
+      env[DIST_ENV] = compileTlsnet(tmp, log); // measured as users run it, compiled by tsc
+    }
     const ctx: Ctx = { opts, env, profDir, log };
     const m = machine();
     log(

@@ -30,7 +30,6 @@ import {
   loadLib,
   memoryNow,
   type ParentMessage,
-  PING_SIZE,
   patternBuffer,
   type ServerMode,
   send,
@@ -42,7 +41,7 @@ const [impl, transport, mode] = process.argv.slice(2) as [Impl, Transport, Serve
 dieOnError(`server ${impl}/${transport}/${mode}`);
 
 const certs = loadCerts();
-const { tcp, tls, UnexpectedEOFError } = await loadLib();
+const { tcp, tls } = await loadLib();
 const block = patternBuffer(WRITE_SIZE, 7);
 
 // ---------------------------------------------------------------- tlsnet
@@ -68,16 +67,9 @@ async function tlsnetHandler(conn: Conn): Promise<void> {
       return;
     }
     case "echo": {
-      for (;;) {
-        let msg: Buffer;
-        try {
-          msg = await conn.readExactly(PING_SIZE);
-        } catch (err) {
-          if (err instanceof UnexpectedEOFError) return;
-          throw err;
-        }
-        await conn.write(msg);
-      }
+      // What node's `socket.pipe(socket)` does: every chunk back as it comes.
+      for await (const chunk of conn) await conn.write(chunk);
+      return;
     }
     case "hold": {
       while ((await conn.read()) !== null) {}

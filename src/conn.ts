@@ -216,7 +216,9 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       this.notifyClosed();
       if (!this.readError) this.eof = true; // ended without FIN (destroyed)
       this.readWait.resolve();
-      this.writeWait.reject(this.writeError ?? new ClosedError(this.closedMessage()));
+      if (this.writeWait.pending) {
+        this.writeWait.reject(this.writeError ?? new ClosedError(this.closedMessage()));
+      }
     },
     onDrain: () => this.writeWait.resolve(),
   };
@@ -1032,9 +1034,11 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       return this.closing;
     }
     this.closed = true;
-    const closedErr = new ClosedError(`connection to ${this.peerName} was closed`);
-    this.readWait.reject(closedErr);
-    if (!this.finishing) this.writeWait.reject(closedErr);
+    if (this.readWait.pending || (this.writeWait.pending && !this.finishing)) {
+      const closedErr = new ClosedError(`connection to ${this.peerName} was closed`);
+      this.readWait.reject(closedErr);
+      if (!this.finishing) this.writeWait.reject(closedErr);
+    }
     const flush = this.writeError === undefined || this.finishing;
     this.closing = this.transport.close(CLOSE_LINGER_MS, flush).then(() => this.notifyClosed());
     return this.closing;

@@ -26,11 +26,12 @@ export class SocketTransport implements Transport {
   constructor(
     readonly socket: Socket,
     readonly rawSocket: Socket = socket,
-    private readonly map: (err: unknown, op: TransportOp) => TlsnetError = (err, op) =>
-      mapError(err, { op: op === "close" ? "write" : op, peer: peerOf(rawSocket) }),
+    private readonly map?: (err: unknown, op: TransportOp) => TlsnetError,
+    /** The addresses, when the caller already has them (a TLS stream over a known socket). */
+    addrs?: { remoteAddr: SocketAddr; localAddr: SocketAddr },
   ) {
-    this.remoteAddr = remoteAddrOf(rawSocket);
-    this.localAddr = localAddrOf(rawSocket);
+    this.remoteAddr = addrs?.remoteAddr ?? remoteAddrOf(rawSocket);
+    this.localAddr = addrs?.localAddr ?? localAddrOf(rawSocket);
   }
 
   whenReady(): Promise<void> {
@@ -160,16 +161,12 @@ export class SocketTransport implements Transport {
   }
 
   mapError(err: unknown, op: TransportOp): TlsnetError {
-    return this.map(err, op);
+    if (this.map) return this.map(err, op);
+    return mapError(err, { op: op === "close" ? "write" : op, peer: this.remoteAddr.toString() });
   }
 }
 
 function noop(): void {}
-
-/** Printable remote address of a socket, for messages. */
-export function peerOf(socket: Socket): string {
-  return remoteAddrOf(socket).toString();
-}
 
 export function remoteAddrOf(socket: Socket): SocketAddr {
   return new SocketAddr(

@@ -34,7 +34,7 @@ import {
   TLSError,
   type TlsnetError,
 } from "../../errors.ts";
-import { localAddrOf, peerOf, remoteAddrOf, SocketTransport } from "../../socket-transport.ts";
+import { localAddrOf, remoteAddrOf, SocketTransport } from "../../socket-transport.ts";
 import type { Transport, TransportOp, TransportSink } from "../../transport.ts";
 import type { TLSConfig } from "../config.ts";
 import type { CachedSession, SessionCache, SessionIdentity } from "../sessions.ts";
@@ -377,9 +377,12 @@ export class NodeTLSTransport implements Transport {
       this.freshlySecure = false;
     });
     const role = this.init.role;
-    const peer = peerOf(this.rawSocket);
-    this.stream = new SocketTransport(socket, this.rawSocket, (err, op) =>
-      mapTLSError(err, { op: op === "close" ? "write" : op, peer, role }),
+    const peer = this.peerName;
+    this.stream = new SocketTransport(
+      socket,
+      this.rawSocket,
+      (err, op) => mapTLSError(err, { op: op === "close" ? "write" : op, peer, role }),
+      this,
     );
     if (this.sink) this.stream.start(this.sink);
     if (this.wantPaused) this.stream.pause();
