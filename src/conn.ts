@@ -53,6 +53,8 @@ export const DEFAULT_LIMIT = 4 * MiB;
 /** How long close() lets buffered writes flush and waits for the peer's EOF before it destroys the socket. */
 const CLOSE_LINGER_MS = 2000;
 const RESOLVED = Promise.resolve();
+/** The successor of a conn given away by toSocket(): the socket's new owner closes it, not us. */
+const HANDED_TO_SOCKET = { close: () => RESOLVED };
 /** Internal: hand a conn's socket to a TLS layer (STARTTLS). Not exported from the package. */
 export const kRelease = Symbol("tlsnet.release");
 /** Internal: run a function once when the conn is closed (by close() or by its transport). */
@@ -239,20 +241,68 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    * this Conn buffered. Closing this conn afterwards closes `successor`.
    */
   [kRelease](check: (buffered: number) => void): { socket: Socket; buffered: Buffer[] } {
-    const t = this.transport;
-    if (this.closed || !(t instanceof SocketTransport) || t.destroyed) {
-      throw new ClosedError(`connection to ${this.peerName} is closed or already upgraded`);
+    if (!(this.transport instanceof SocketTransport)) {
+      throw new ClosedError(`connection to ${this.peerName} is already upgraded`);
     }
+    return this.handOff("upgrade", check);
+  }
+
+  /**
+   * Give the connection to code that wants a node:net Socket — node:http,
+   * node:http2, undici's `connect` — as a flowing socket (TLS: the TLSSocket,
+   * handshake done) with every byte this Conn had buffered put back in front.
+   * From then on the socket is the caller's to end or destroy: this Conn's ops
+   * reject with ClosedError and its close() does nothing.
+   *
+   * @example
+   * ```ts
+   * const conn = await tls.connect("example.com:443", { alpnProtocols: ["http/1.1"] });
+   * const req = https.request({ host: "example.com", createConnection: () => conn.toSocket() });
+   * ```
+   */
+  toSocket(): Socket {
+    const { socket, buffered } = this.handOff("socket", noop);
+    for (let i = buffered.length - 1; i >= 0; i--) socket.unshift(buffered[i]!);
+    socket.allowHalfOpen = false; // node's default, which node:http and http2 expect
+    this.successor = HANDED_TO_SOCKET;
+    this.notifyClosed();
+    // Neither paused nor flowing, as a socket fresh from node:net is: the new owner's
+    // first 'data' listener starts the flow, and node:http / http2 may consume the
+    // native handle directly. (An explicitly paused socket would wait for a resume()
+    // that node:http never calls; a flowing one would drop bytes before it listens.)
+    const state = (socket as unknown as { _readableState?: { flowing: boolean | null } })
+      ._readableState;
+    if (state) {
+      state.flowing = null;
+      socket.read(0); // reading on, so that a consumer of the native handle (http2) gets data
+    } else socket.resume();
+    return socket;
+  }
+
+  private handOff(
+    why: "upgrade" | "socket",
+    check: (buffered: number) => void,
+  ): { socket: Socket; buffered: Buffer[] } {
+    const t = this.transport;
+    if (this.closed || t.destroyed) {
+      throw new ClosedError(`connection to ${this.peerName} is closed or already handed over`);
+    }
+    const what = why === "upgrade" ? "upgrade" : "hand over";
     if (!this.readers.idle || !this.writers.idle || this.writeEnded) {
       throw new StateError(
-        `cannot upgrade the connection to ${this.peerName} while a read, write or closeWrite is pending; ` +
+        `cannot ${what} the connection to ${this.peerName} while a read, write or closeWrite is pending; ` +
           "await them first",
       );
     }
+    if (!t.ready) {
+      throw new StateError(
+        `cannot ${what} the connection to ${this.peerName} before its TLS handshake; await conn.handshake() first`,
+      );
+    }
     check(this.buf.length);
-    t.stop();
+    const socket = t.handOff();
     this.closed = true;
-    return { socket: t.socket, buffered: this.buf.drain() };
+    return { socket, buffered: this.buf.drain() };
   }
 
   /** Internal: after {@link kRelease}, who owns the connection now. */
@@ -839,6 +889,9 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   }
 
   private closedMessage(): string {
+    if (this.successor === HANDED_TO_SOCKET) {
+      return `connection to ${this.peerName} was handed over with toSocket(); use that socket`;
+    }
     return this.successor
       ? `connection to ${this.peerName} was upgraded; use the upgraded conn`
       : `connection to ${this.peerName} is closed`;
@@ -1076,6 +1129,8 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     return this.writableStream;
   }
 }
+
+function noop(): void {}
 
 /** A line's text without its "\n" or "\r\n" (only a "\r" before the "\n" is line ending). */
 function decodeLine(line: Buffer): string {

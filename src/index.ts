@@ -26,6 +26,8 @@ export {
   HandshakeTimeoutError,
   LimitExceededError,
   ListenError,
+  StartTLSInjectionError,
+  StateError,
   TLSError,
   TlsnetError,
   UnexpectedEOFError,

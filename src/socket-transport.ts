@@ -52,10 +52,10 @@ export class SocketTransport implements Transport {
   }
 
   /** Stop delivering events (the socket is handed to another reader); keeps an error guard. */
-  stop(): void {
+  handOff(): Socket {
     const sink = this.sink;
     const s = this.socket;
-    if (!sink) return;
+    if (!sink) return s;
     s.off("data", sink.onData);
     s.off("end", this.onEnd);
     s.off("error", sink.onError);
@@ -64,6 +64,7 @@ export class SocketTransport implements Transport {
     s.on("error", noop); // an error during hand-over must not crash the process
     s.pause();
     this.sink = undefined;
+    return s;
   }
 
   private readonly onEnd = () => {

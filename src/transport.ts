@@ -69,6 +69,11 @@ export interface Transport {
    */
   close(lingerMs: number, flush: boolean): Promise<void>;
   readonly destroyed: boolean;
+  /**
+   * Stop delivering events and give up the socket that carries the bytes (only
+   * when ready): STARTTLS puts TLS over it, toSocket() gives it to node:http.
+   */
+  handOff(): Socket;
   /** Map an error this transport reported onto tlsnet's classes, for `op`. */
   mapError(err: unknown, op: TransportOp): TlsnetError;
   /** The node socket that carries the bytes (TLS: the TLSSocket once created), for inspection. */

@@ -8,7 +8,7 @@ import type { Socket } from "node:net";
 import { isIPLiteral, type SocketAddr } from "../addr.ts";
 import { Conn, kHandOver } from "../conn.ts";
 import type { OpOptions } from "../deadline.ts";
-import { mapError, type TlsnetError } from "../errors.ts";
+import { ClosedError, mapError, type TlsnetError } from "../errors.ts";
 import { localAddrOf, remoteAddrOf } from "../socket-transport.ts";
 import type { Transport } from "../transport.ts";
 import { NodeTLSTransport } from "./engine/node.ts";
@@ -96,6 +96,9 @@ class ViewTransport implements Transport {
   resume(): void {}
   close(): Promise<void> {
     return Promise.resolve();
+  }
+  handOff(): Socket {
+    throw new ClosedError("the TCP conn under a TLS conn has no socket of its own to hand over");
   }
   mapError(err: unknown): TlsnetError {
     return mapError(err, { op: "read", peer: this.remoteAddr.toString() });

@@ -372,6 +372,9 @@ export class NodeTLSTransport implements Transport {
   }
 
   private startStream(socket: TLSSocket): void {
+    // A standalone server TLSSocket (no tls.Server) never clears secureConnecting,
+    // and node:http2 waits for that before it reads: clear it, as tls.Server does.
+    (socket as TLSSocket & { secureConnecting: boolean }).secureConnecting = false;
     this.freshlySecure = true;
     setImmediate(() => {
       this.freshlySecure = false;
@@ -516,6 +519,13 @@ export class NodeTLSTransport implements Transport {
       this.tlsSocket?.destroy();
       raw.destroy();
     });
+  }
+
+  handOff(): Socket {
+    if (!this.ready || !this.stream) {
+      throw new ClosedError(`connection to ${this.peerName}: no TLS socket to hand over yet`);
+    }
+    return this.stream.handOff();
   }
 
   destroy(): void {
