@@ -79,8 +79,8 @@ export async function ensureLeaf(
     }
     const leaf = await stored.ca.issue({ names: opts.names, client: opts.client ?? false });
     await writeAtomic(keyFile, leaf.key, 0o600);
-    await writeAtomic(certFile, leaf.chain, 0o644);
-    return { certFile, keyFile, cert: new X509Certificate(leaf.cert), created: true };
+    await writeAtomic(certFile, leaf.cert, 0o644);
+    return { certFile, keyFile, cert: new X509Certificate(leaf.leaf), created: true };
   });
 }
 
