@@ -67,6 +67,32 @@ describe("messages name CLI flags, from the error's fields", { timeout: 60_000 }
     assert.doesNotMatch(noCa.stderr + badCert.stderr, /caFile|certFile|keyFile/);
   });
 
+  test("serve: a busy --addr and a missing --cert file name the flag", async () => {
+    const [busy, missing] = await Promise.all([
+      run(["serve", "--addr", `127.0.0.1:${server.port}`]),
+      run([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--cert",
+        join(WORK, "no.pem"),
+        "--key",
+        join(WORK, "no-key.pem"),
+      ]),
+    ]);
+    assert.equal(busy.code, 1, busy.stdout);
+    assert.match(busy.stderr, /address already in use/);
+    assert.match(
+      busy.stderr,
+      /^hint: pick another address with --addr \(port 0 picks a free one\)$/m,
+    );
+    assert.equal(missing.code, 1, missing.stdout);
+    assert.equal(
+      missing.stderr.trim(),
+      `tlsnet serve: --cert: cannot read ${join(WORK, "no.pem")}: no such file`,
+    );
+  });
+
   test("a name mismatch lists the names the certificate covers", async () => {
     const r = await run([
       "connect",

@@ -158,7 +158,7 @@ async function run(argv: string[]): Promise<number> {
   const ctx: Context = { role: "server", clientAuth, caFile: devCA, fields: {} };
   const fields = (): Record<string, string> => {
     const f: Record<string, string> = {
-      clientCaFile: `--client-ca ${values["client-ca"]}`,
+      clientCaFile: "--client-ca",
       clientCa: "--client-ca",
       alpnProtocols: "--alpn",
     };
@@ -168,8 +168,9 @@ async function run(argv: string[]): Promise<number> {
         ? [`the dev certificate ${cert}`, `the dev key ${key}`]
         : [`--cert ${cert}`, `--key ${key}`];
       Object.assign(f, {
-        certFile: certName,
-        keyFile: keyName,
+        // "certFile: cannot read /path: ..." names the path itself.
+        certFile: devCA ? "the dev certificate" : "--cert",
+        keyFile: devCA ? "the dev key" : "--key",
         "certFile/keyFile": devCA ? `the dev certificate files ${cert}, ${key}` : "--cert/--key",
         "certFile/keyFile.cert": certName,
         "certFile/keyFile.key": keyName,
