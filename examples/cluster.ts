@@ -3,11 +3,15 @@
  * client resumes its session whichever worker it lands on.
  *
  * Run: npx tsx examples/cluster.ts [workers] [port]
- * Try:  npx tlsnet connect localhost:8443 --ca <printed CA path>   (twice: the second resumes)
+ * It writes the CA to a file and prints the command to connect. A client that keeps its session
+ * (one process dialing twice, or `openssl s_client -sess_out F` then `-sess_in F`) resumes it
+ * whichever worker it lands on.
  */
 import cluster from "node:cluster";
 import { randomBytes } from "node:crypto";
-import { availableParallelism } from "node:os";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { availableParallelism, tmpdir } from "node:os";
+import { join } from "node:path";
 import { tls } from "tlsnet";
 import { createCA } from "tlsnet/certs";
 
@@ -24,8 +28,12 @@ if (cluster.isPrimary) {
     TLSNET_TICKET_KEYS: randomBytes(48).toString("base64"),
   };
   for (let i = 0; i < workers; i++) cluster.fork(env);
+  const caFile = join(mkdtempSync(join(tmpdir(), "tlsnet-cluster-")), "ca.pem");
+  writeFileSync(caFile, ca.cert);
   console.log(`primary ${process.pid}: ${workers} workers on 127.0.0.1:${port}`);
-  console.log(`CA (trust this to connect):\n${ca.cert}`);
+  console.log(`CA: ${caFile}`);
+  console.log(`try: npx tlsnet connect localhost:${port} --ca ${caFile}`);
+  console.log("     (in a checkout of tlsnet: npm run -s tlsnet -- connect ..., the same)");
   cluster.on("exit", (w, code) => console.log(`worker ${w.process.pid} exited (${code})`));
   process.on("SIGINT", () => {
     for (const w of Object.values(cluster.workers ?? {})) w?.kill("SIGTERM");

@@ -226,7 +226,8 @@ describe("CA.issue", () => {
     assert.ok(cert.checkIssued(caCert));
     assert.ok(cert.verify(caCert.publicKey));
     assert.notEqual(cert.serialNumber, caCert.serialNumber);
-    // A root's leaf has no intermediates: chain is the leaf alone.
+    // A root's leaf has no intermediates: cert (and chain) is the leaf alone.
+    assert.equal(leaf.cert, leaf.leaf);
     assert.equal(leaf.chain, leaf.cert);
     assert.equal("ca" in leaf, false);
   });
@@ -360,7 +361,9 @@ describe("intermediates", () => {
     assert.equal(leafCert.issuer, interCert.subject);
     assert.ok(leafCert.checkIssued(interCert));
     assert.ok(leafCert.verify(interCert.publicKey));
-    assert.deepEqual(pemBlocks(leaf.chain), [leaf.cert, inter.cert]);
+    // cert is what a server sends: the leaf, then the intermediate; leaf is the leaf alone.
+    assert.deepEqual(pemBlocks(leaf.cert), [leaf.leaf, inter.cert]);
+    assert.equal(leaf.chain, leaf.cert);
     if (!HAVE_OPENSSL) {
       t.skip("openssl binary not found: the openssl half of this test did not run");
       return;
@@ -373,7 +376,7 @@ describe("intermediates", () => {
 
     const rootFile = await pemFile(root.cert);
     const interFile = await pemFile(inter.cert);
-    const leafFile = await pemFile(leaf.cert);
+    const leafFile = await pemFile(leaf.leaf);
     const ok = await openssl(["verify", "-CAfile", rootFile, "-untrusted", interFile, leafFile]);
     assert.equal(ok.code, 0, ok.out);
     const missing = await openssl(["verify", "-CAfile", rootFile, leafFile]);
@@ -488,7 +491,10 @@ describe("TLS handshakes over loopback", () => {
     const clientOpts = { ca: [root.cert], servername: "localhost" };
     const withChain = await handshake({ cert: leaf.chain, key: leaf.key }, clientOpts);
     assert.deepEqual(withChain, { ok: true, data: "hello" });
-    const leafOnly = await handshake({ cert: leaf.cert, key: leaf.key }, clientOpts);
+    // The natural pattern, { cert, key } of what issue() returned, serves the chain too.
+    const natural = await handshake({ cert: leaf.cert, key: leaf.key }, clientOpts);
+    assert.deepEqual(natural, { ok: true, data: "hello" });
+    const leafOnly = await handshake({ cert: leaf.leaf, key: leaf.key }, clientOpts);
     assert.equal(leafOnly.code, "UNABLE_TO_VERIFY_LEAF_SIGNATURE");
   });
 

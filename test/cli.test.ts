@@ -5,148 +5,28 @@
  * killed when its test ends, failed or not.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import {
-  accessSync,
-  constants,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer as createHTTPSServer } from "node:https";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { createCA } from "../src/certs/index.ts";
 import { poll } from "./helpers/util.ts";
+import {
+  certFiles,
+  deadPort,
+  HOME,
+  literal,
+  type Proc,
+  run as runCli,
+  serve,
+  stop,
+  WORK,
+  which,
+} from "./helpers/cli.ts";
 
-const ROOT = fileURLToPath(new URL("..", import.meta.url));
-const WORK = mkdtempSync(join(tmpdir(), "tlsnet-cli-"));
-const HOME = join(WORK, "home");
-const children = new Set<ChildProcess>();
-
-after(() => {
-  for (const c of children) c.kill("SIGKILL");
-  rmSync(WORK, { recursive: true, force: true });
-});
-
-interface Proc {
-  child: ChildProcess;
-  stdout: () => string;
-  stderr: () => string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  /** Resolve with the first match of `re` in stdout; reject on exit or after `ms`. */
-  waitFor: (re: RegExp, ms?: number) => Promise<RegExpMatchArray>;
-}
-
-/** Start `tlsnet ...args`; stdin is left open unless `input` is given (then written and closed). */
-function start(args: string[], opts: { input?: string; env?: Record<string, string> } = {}): Proc {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], {
-    cwd: ROOT,
-    env: { ...process.env, TLSNET_HOME: HOME, NO_COLOR: "1", ...opts.env },
-    stdio: ["pipe", "pipe", "pipe"],
-  });
-  children.add(child);
-  let out = "";
-  let err = "";
-  const listeners = new Set<() => void>();
-  child.stdout!.on("data", (b: Buffer) => {
-    out += b.toString();
-    for (const l of listeners) l();
-  });
-  child.stderr!.on("data", (b: Buffer) => {
-    err += b.toString();
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on("close", (code, signal) => {
-      children.delete(child);
-      for (const l of listeners) l();
-      resolve({ code, signal });
-    }),
-  );
-  if (opts.input !== undefined) child.stdin!.end(opts.input);
-  const waitFor = (re: RegExp, ms = 10_000) =>
-    new Promise<RegExpMatchArray>((resolve, reject) => {
-      const check = () => {
-        const m = re.exec(out);
-        if (m) return done(() => resolve(m));
-        if (child.exitCode !== null || child.signalCode !== null) {
-          done(() => reject(new Error(`tlsnet ${args[0]} exited before ${re}:\n${out}\n${err}`)));
-        }
-      };
-      const timer = setTimeout(
-        () => done(() => reject(new Error(`no ${re} within ${ms} ms:\n${out}\n${err}`))),
-        ms,
-      );
-      const done = (fn: () => void) => {
-        clearTimeout(timer);
-        listeners.delete(check);
-        fn();
-      };
-      listeners.add(check);
-      check();
-    });
-  return { child, stdout: () => out, stderr: () => err, exited, waitFor };
-}
-
-/** Run `tlsnet ...args` to the end; stdin gets `input` (empty by default) and is closed. */
-async function run(args: string[], input = "") {
-  const p = start(args, { input });
-  const { code } = await p.exited;
-  return { code, stdout: p.stdout(), stderr: p.stderr() };
-}
-
-/** Start `tlsnet serve --addr 127.0.0.1:0 ...args` and wait for its port. */
-async function serve(args: string[] = []): Promise<Proc & { port: number }> {
-  const p = start(["serve", "--addr", "127.0.0.1:0", ...args]);
-  const m = await p.waitFor(/listening on https:\/\/127\.0\.0\.1:(\d+)/);
-  return { ...p, port: Number(m[1]) };
-}
-
-function stop(p: Proc): void {
-  if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
-}
-
-function which(bin: string): boolean {
-  return (process.env.PATH ?? "").split(delimiter).some((d) => {
-    try {
-      accessSync(join(d, bin), constants.X_OK);
-      return d !== "";
-    } catch {
-      return false;
-    }
-  });
-}
-
-/** A port nothing listens on: bind port 0, note it, close. */
-async function deadPort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
-  const { port } = srv.address() as { port: number };
-  await new Promise((r) => srv.close(r));
-  return port;
-}
-
-/** A CA and leaf written to files in a fresh directory. */
-async function certFiles(names: string[], opts: { validFrom?: Date; validDays?: number } = {}) {
-  const dir = mkdtempSync(join(WORK, "pki-"));
-  const ca = await createCA();
-  const leaf = await ca.issue({ names, ...opts });
-  const files = {
-    dir,
-    ca: join(dir, "ca.pem"),
-    cert: join(dir, "cert.pem"),
-    key: join(dir, "key.pem"),
-  };
-  writeFileSync(files.ca, ca.cert);
-  writeFileSync(files.cert, leaf.chain);
-  writeFileSync(files.key, leaf.key, { mode: 0o600 });
-  return { ...files, ca_: ca };
-}
+/** Run `tlsnet ...args` with `input` on stdin. */
+const run = (args: string[], input = "") => runCli(args, { input });
 
 describe("serve (echo, dev CA) and connect", { timeout: 30_000 }, () => {
   let server: Proc & { port: number };
@@ -156,10 +36,13 @@ describe("serve (echo, dev CA) and connect", { timeout: 30_000 }, () => {
   });
   after(() => stop(server));
 
-  test("serve prints the CA and the exact connect command", () => {
+  test("serve prints the CA, the connect command that works here, and how to stop it", () => {
     const out = server.stdout();
-    assert.match(out, new RegExp(`dev CA: ${caFile.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
-    assert.ok(out.includes(`tlsnet connect 127.0.0.1:${server.port} --ca ${caFile}`), out);
+    assert.match(out, new RegExp(`dev CA: ${literal(caFile)}`));
+    // Run from a checkout, the command to paste is the npm script, not a bare `tlsnet`.
+    const tryLine = `try:    npm run -s tlsnet -- connect 127.0.0.1:${server.port} --ca ${caFile}`;
+    assert.ok(out.includes(tryLine), out);
+    assert.ok(out.includes(`stop:   Ctrl-C, or kill ${server.child.pid}`), out);
   });
 
   test("round trip with verification on", { timeout: 15_000 }, async () => {

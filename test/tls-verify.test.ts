@@ -141,7 +141,7 @@ describe("verification failures", () => {
     const ca = await createCA();
     const inter = await ca.issue({ names: [], intermediate: true });
     const leaf = await inter.ca.issue({ names: ["localhost"] });
-    const r = await dialWith([{ cert: leaf.cert, key: leaf.key }], "localhost", { ca: ca.cert });
+    const r = await dialWith([{ cert: leaf.leaf, key: leaf.key }], "localhost", { ca: ca.cert });
     assertCertError(r.error, /UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT_LOCALLY/);
   });
 });

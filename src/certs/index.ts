@@ -6,8 +6,9 @@
  * ```ts
  * import { createCA } from "tlsnet/certs";
  * const ca = await createCA();
- * const { cert, key } = await ca.issue({ names: ["localhost", "127.0.0.1"] });
- * // server: tls.createServer({ cert, key }); client: tls.connect({ ca: [ca.cert], ... })
+ * const server = await ca.issue({ names: ["localhost", "127.0.0.1"] });
+ * // tlsnet: tls.listen({ certs: [server], ... }); node:tls: tls.createServer(server)
+ * // clients trust the root: tls.connect(addr, { ca: ca.cert })
  * ```
  *
  * Never use these for production: keys live in memory and in whatever files you write them to.
@@ -68,13 +69,22 @@ export interface IssueOptions {
   commonName?: string | undefined;
 }
 
-/** A certificate issued by {@link CA.issue}, with its key. All fields are PEM. */
+/**
+ * A certificate issued by {@link CA.issue}, with its key. All fields are PEM. It has the shape of
+ * a certificate entry (`{ cert, key }`), so `certs: [await ca.issue(...)]` serves the whole chain
+ * whatever the CA's shape.
+ */
 export interface IssuedCert {
-  /** The new certificate alone. */
+  /**
+   * What a server (or an mTLS client) presents: the new certificate followed by every
+   * intermediate up to, not including, the root. For a leaf of a root CA, the certificate alone.
+   */
   readonly cert: string;
+  /** The new certificate alone, without intermediates. */
+  readonly leaf: string;
   /** Its private key, PKCS#8 ("-----BEGIN PRIVATE KEY-----"). */
   readonly key: string;
-  /** `cert` followed by every intermediate up to, not including, the root: what a server sends. */
+  /** The same as `cert` (its earlier name). */
   readonly chain: string;
   /** Present for intermediates: a CA that issues certificates signed by this one. */
   readonly ca?: CA;
@@ -82,7 +92,7 @@ export interface IssuedCert {
 
 /** What `issue({ intermediate: true })` returns: a certificate that can itself issue. */
 export interface IssuedIntermediate extends IssuedCert {
-  /** Issues leaves signed by the intermediate; their `chain` includes the intermediate. */
+  /** Issues leaves signed by the intermediate; their `cert` includes the intermediate. */
   readonly ca: CA;
 }
 
@@ -103,7 +113,7 @@ export interface CA {
    *   names: ["localhost"], validFrom: new Date("2020-01-01"), validDays: 1,
    * });
    * const inter = await ca.issue({ names: [], intermediate: true });
-   * const leaf = await inter.ca.issue({ names: ["localhost"] }); // serve leaf.chain
+   * const leaf = await inter.ca.issue({ names: ["localhost"] }); // leaf.cert = leaf + intermediate
    * ```
    */
   issue(opts: IssueOptions & { intermediate: true }): Promise<IssuedIntermediate>;
@@ -272,11 +282,8 @@ class DevCA implements CA {
 
     const pem = certPem(cert);
     const chainPems = [pem, ...signer.chainAbove];
-    const result = {
-      cert: pem,
-      key: await privateKeyPem(keys.privateKey),
-      chain: chainPems.join(""),
-    };
+    const chain = chainPems.join("");
+    const result = { cert: chain, leaf: pem, key: await privateKeyPem(keys.privateKey), chain };
     if (!plan.intermediate) return result;
     const ca = new DevCA(
       { cert, keys, keyType: plan.keyType, skiHex: ski.keyId, chainAbove: chainPems, pathLen: 0 },

@@ -4,25 +4,43 @@
  * under tsx in a child process of its own.
  * @module
  */
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { type Command, err, out } from "./common.ts";
 
-const usage = "tlsnet bench [throughput|pingpong|handshake|all] [--json] ...";
+const usage =
+  "tlsnet bench [WORKLOAD...] [--quick] [--json] [--rounds N] [--conns N] [--svg FILE] [--src DIR] [--cpu-prof]";
 
-const help = `${usage}
+const about = `${usage}
 
-Run the benchmarks (tlsnet beside raw node:tls, client and server in separate
-processes). Everything after "bench" goes to bench/run.ts; they need a checkout
-of the repository with its dev dependencies (npm install).
+Run the benchmarks: tlsnet beside raw node:tls, client and server in separate
+processes, several rounds, medians and ratios. Everything after "bench" goes to
+the suite (bench/run.ts in the repository); it needs a checkout with its dev
+dependencies (npm ci), and is not part of the installed package.`;
 
-Example:
-  tlsnet bench handshake --json`;
+const example = `Example:
+  tlsnet bench handshake --quick
+  tlsnet bench throughput pingpong --rounds 3 --json > bench.json`;
+
+const help = `${about}\n\n${example}`;
 
 export const command: Command = { usage, help, run };
 
-const MISSING = "benchmarks: run `npm run bench` in a checkout of the tlsnet repository";
+const MISSING =
+  "the benchmarks are not in the installed package; run them from a checkout of the repository (npm ci, then npm run -s tlsnet -- bench)";
+
+/** The suite's own option list (its usage text without its first line), or undefined. */
+function suiteOptions(loader: string, script: string, root: string): string | undefined {
+  const r = spawnSync(process.execPath, ["--import", loader, script, "--help"], {
+    cwd: root,
+    encoding: "utf8",
+    timeout: 30_000,
+  });
+  if (r.status !== 0) return undefined;
+  const lines = r.stdout.trimEnd().split("\n").slice(1);
+  return lines.length > 0 ? lines.join("\n") : undefined;
+}
 
 async function run(argv: string[]): Promise<number> {
   const root = fileURLToPath(new URL("../../", import.meta.url));
@@ -33,10 +51,23 @@ async function run(argv: string[]): Promise<number> {
   } catch {
     loader = undefined;
   }
-  if (!existsSync(script) || loader === undefined) {
-    if (argv.includes("--help") || argv.includes("-h")) out(help);
-    out(MISSING);
+  const wantsHelp = argv.includes("--help") || argv.includes("-h");
+  const present = existsSync(script) && loader !== undefined;
+  if (wantsHelp) {
+    const options = present && loader ? suiteOptions(loader, script, root) : undefined;
+    out(about);
+    out();
+    if (options) out(`Options (from bench/run.ts):\n${options}\n`);
+    out(example);
+    if (!present) {
+      out();
+      out(MISSING);
+    }
     return 0;
+  }
+  if (!present || loader === undefined) {
+    err(`tlsnet bench: ${MISSING}`);
+    return 1;
   }
   const child = spawn(process.execPath, ["--import", loader, script, ...argv], {
     cwd: root,

@@ -4,7 +4,7 @@
  * @module
  */
 import { isIP } from "node:net";
-import { type Command, day, out, paint, parseFlags, UsageError } from "./common.ts";
+import { type Command, cliName, day, out, paint, parseFlags, UsageError } from "./common.ts";
 import { dataDir, ensureLeaf, fileBase, openCA } from "./devcerts.ts";
 
 const usage = "tlsnet cert NAME... [--dir D] [--client] [--json]";
@@ -45,13 +45,18 @@ async function run(argv: string[]): Promise<number> {
   }
   if (positionals.length === 0) throw new UsageError("give at least one name, e.g. localhost");
   const dir = values.dir ?? dataDir();
-  const stored = await openCA(dir);
+  const fix =
+    values.dir !== undefined
+      ? "pass --dir a directory you can write to (it is created if missing)"
+      : "set TLSNET_HOME, or pass --dir, to a directory you can write to";
+  const stored = await openCA(dir, fix);
   let leaf: Awaited<ReturnType<typeof ensureLeaf>>;
   try {
     leaf = await ensureLeaf(dir, stored, fileBase(positionals[0]!), {
       names: positionals,
       client: values.client,
       fresh: true,
+      fix,
     });
   } catch (e) {
     // A name that cannot go in a certificate is the caller's mistake.
@@ -87,11 +92,16 @@ async function run(argv: string[]): Promise<number> {
     `${c.dim("names")}        ${positionals.join(", ")}${values.client ? " (server + client)" : ""}, until ${day(new Date(leaf.cert.validTo))}`,
   );
   out();
+  const tlsnet = cliName();
   out("Trust the CA:");
   out(`  curl --cacert ${stored.certFile} https://${host}:8443/`);
   out(`  NODE_EXTRA_CA_CERTS=${stored.certFile} node app.js`);
-  out(`  tlsnet connect ${host}:8443 --ca ${stored.certFile}`);
+  out(`  ${tlsnet} connect ${host}:8443 --ca ${stored.certFile}`);
   out("Serve with it:");
-  out(`  tlsnet serve --cert ${leaf.certFile} --key ${leaf.keyFile}`);
+  out(`  ${tlsnet} serve --cert ${leaf.certFile} --key ${leaf.keyFile}`);
+  if (values.client) {
+    out("Present it as a client certificate (to a server whose --client-ca is this CA):");
+    out(`  ${tlsnet} connect HOST:PORT --cert ${leaf.certFile} --key ${leaf.keyFile}`);
+  }
   return 0;
 }

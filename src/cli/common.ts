@@ -3,9 +3,10 @@
  * errors (exit 2), colours, and small formatters.
  * @module
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, realpathSync, statSync } from "node:fs";
+import { access, constants, mkdir, stat } from "node:fs/promises";
 import { homedir } from "node:os";
-import { join } from "node:path";
+import { delimiter, dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 
 /** One `tlsnet` subcommand. `run` returns the exit code. */
@@ -20,6 +21,11 @@ export interface Command {
 /** Wrong flags or arguments: main prints the message and the usage line, exits 2. */
 export class UsageError extends Error {
   override name = "UsageError";
+}
+
+/** A runtime failure already worded for the command line: main prints the message, exits 1. */
+export class CliError extends Error {
+  override name = "CliError";
 }
 
 type OptionSpec = Record<
@@ -157,23 +163,99 @@ export function dataDir(): string {
   return join(homedir(), ".local", "share", "tlsnet");
 }
 
-/** Library option names in a message, as this CLI's flags: "caFile: cannot read" → "--ca: cannot read". */
-export function flagNames(message: string): string {
-  const flags: Record<string, string> = {
-    clientCaFile: "--client-ca",
-    caFile: "--ca",
-    certFile: "--cert",
-    keyFile: "--key",
-    alpnProtocols: "--alpn",
-    serverName: "--servername",
-  };
-  return message
-    .replace(/\bca\/caFile\b/g, "--ca")
-    .replace(/certFile\/keyFile\.cert\b/g, "--cert")
-    .replace(/certFile\/keyFile\.key\b/g, "--key")
-    .replace(/certFile\/keyFile\b/g, "--cert/--key")
-    .replace(
-      /\b(clientCaFile|caFile|certFile|keyFile|alpnProtocols|serverName)\b/g,
-      (m) => flags[m]!,
-    );
+/**
+ * How to run this CLI where it runs now, for the commands it prints: `npm run -s tlsnet --` in a
+ * checkout (run from source), `tlsnet` when the installed bin is on the PATH, else `npx tlsnet`.
+ */
+export function cliName(): string {
+  const script = process.argv[1] ?? "";
+  if (/\.[cm]?ts$/.test(script)) return "npm run -s tlsnet --";
+  if (process.env.npm_command === "exec") return "npx tlsnet";
+  let self: string;
+  try {
+    self = realpathSync(script);
+  } catch {
+    return "npx tlsnet";
+  }
+  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
+    if (dir === "") continue;
+    try {
+      if (realpathSync(join(dir, "tlsnet")) !== self) continue;
+    } catch {
+      continue;
+    }
+    // A project's node_modules/.bin is on the PATH only inside npm scripts, not in a shell.
+    return /node_modules[\\/]\.bin[\\/]?$/.test(dir) ? "npx tlsnet" : "tlsnet";
+  }
+  return "npx tlsnet";
+}
+
+/** What a file-system error code means, for "cannot create X: ..." messages. */
+function fsReason(e: unknown, parent: string): string {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  switch (code) {
+    case "EACCES":
+    case "EPERM":
+      return "permission denied";
+    case "EROFS":
+      return "read-only file system";
+    case "ENOSPC":
+      return "no space left on the device";
+    case "ENOTDIR":
+      return `${parent} is not a directory`;
+    case "ENOENT":
+      return `${parent} does not allow new directories`;
+    default:
+      return (e as Error)?.message ?? String(e);
+  }
+}
+
+/**
+ * Make sure `dir` is a directory we can write in, creating what is missing one level at a time
+ * (never `mkdir -p`, which spins on /proc in Node 20). Failures are CliErrors that end with `fix`,
+ * e.g. "set TLSNET_HOME to a directory you can write to".
+ */
+export async function ensureDir(dir: string, fix: string): Promise<void> {
+  const abs = resolve(dir);
+  const missing: string[] = [];
+  for (let p = abs; ; p = dirname(p)) {
+    let isDir: boolean;
+    try {
+      isDir = (await stat(p)).isDirectory();
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "ENOENT" && dirname(p) !== p) {
+        missing.unshift(p);
+        continue;
+      }
+      if (code === "ENOTDIR") continue; // a file further up: found when stat reaches it
+      throw new CliError(`cannot use ${abs}: ${fsReason(e, dirname(p))}; ${fix}`);
+    }
+    if (!isDir) {
+      throw new CliError(
+        p === abs
+          ? `cannot use ${abs} as a directory: it is a file; ${fix}`
+          : `cannot create ${abs}: ${p} is a file, not a directory; ${fix}`,
+      );
+    }
+    break;
+  }
+  for (const p of missing) {
+    try {
+      await mkdir(p, { mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "EEXIST" && statSync(p).isDirectory()) continue;
+      throw new CliError(`cannot create ${p}: ${fsReason(e, dirname(p))}; ${fix}`);
+    }
+  }
+  try {
+    await access(abs, constants.W_OK | constants.X_OK);
+  } catch (e) {
+    throw new CliError(`cannot write in ${abs}: ${fsReason(e, abs)}; ${fix}`);
+  }
+}
+
+/** A failed write or mkdir inside a directory ensureDir accepted, as a CliError ending with `fix`. */
+export function fsError(e: unknown, what: string, fix: string): CliError {
+  return new CliError(`cannot ${what}: ${fsReason(e, "the directory")}; ${fix}`);
 }

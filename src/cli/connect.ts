@@ -12,9 +12,10 @@ import {
   CertificateError,
   ConfigError,
   type ConnectionState,
-  DeadlineExceededError,
+  type PeerCertificate,
   type TLSConn,
   TLSError,
+  type TLSOptions,
   TlsnetError,
   tcp,
   tls,
@@ -24,7 +25,6 @@ import {
   day,
   daysLeft,
   err,
-  flagNames,
   intFlag,
   listFlag,
   ms,
@@ -33,6 +33,7 @@ import {
   parseFlags,
   UsageError,
 } from "./common.ts";
+import { type Context, clientCertReasons, debugLines, explain, isPeerAbort } from "./explain.ts";
 
 const usage =
   "tlsnet connect HOST:PORT [--servername N] [--ca F] [--insecure] [--alpn LIST] [--cert F --key F] [--json] [--timeout MS]";
@@ -108,19 +109,39 @@ async function run(argv: string[]): Promise<number> {
   const serverName =
     values.servername ?? (isIP(host.replace(/^\[|\]$/g, "")) ? undefined : host.replace(/\.$/, ""));
 
+  // How this command sets the options the library may complain about.
+  const ctx: Context = {
+    role: "client",
+    target,
+    timeout,
+    clientCert: values.cert,
+    fields: {
+      caFile: "--ca",
+      "certFile/keyFile": "--cert/--key",
+      "certFile/keyFile.cert": `--cert ${values.cert}`,
+      "certFile/keyFile.key": `--key ${values.key}`,
+      certFile: "--cert",
+      keyFile: "--key",
+      serverName: "--servername",
+      alpnProtocols: "--alpn",
+    },
+  };
+  const options: TLSOptions = {
+    ...(serverName ? { serverName } : {}),
+    ...(values.ca ? { caFile: values.ca } : {}),
+    ...(values.insecure ? { verifyPeer: false } : {}),
+    ...(alpn ? { alpnProtocols: alpn } : {}),
+    ...(values.cert ? { certFile: values.cert, keyFile: values.key } : {}),
+  };
+
   // Dial and handshake separately (the STARTTLS path), timing each phase.
   const timings: Timings = { dns: 0, tcp: 0, tls: 0 };
+  const started = performance.now();
   let conn: TLSConn;
   try {
     // Validated before dialing: a bad --ca or --cert file fails without touching the network.
-    const config = tls.config({
-      ...(serverName ? { serverName } : {}),
-      ...(values.ca ? { caFile: values.ca } : {}),
-      ...(values.insecure ? { verifyPeer: false } : {}),
-      ...(alpn ? { alpnProtocols: alpn } : {}),
-      ...(values.cert ? { certFile: values.cert, keyFile: values.key } : {}),
-    });
-    const started = performance.now();
+    const config = tls.config(options);
+    ctx.phase = "tcp";
     const tcpConn = await tcp.connect(target, {
       timeout,
       resolver: async (name) => {
@@ -131,25 +152,23 @@ async function run(argv: string[]): Promise<number> {
       },
     });
     timings.tcp = performance.now() - started - timings.dns;
+    ctx.phase = "tls";
     conn = tls.client(tcpConn, config);
     const t = performance.now();
-    const left = Math.max(1, timeout - (t - started));
     try {
-      await conn.handshake({ timeout: left });
-    } catch (e) {
-      await conn.close();
-      if (e instanceof DeadlineExceededError) {
-        throw new DeadlineExceededError(
-          "connect",
-          `no TLS handshake from ${target} within --timeout ${timeout} ms; is it a TLS port? (raise --timeout for a slow server)`,
-          { cause: e },
-        );
-      }
-      throw e;
+      // Whole milliseconds: what is left of --timeout after DNS and TCP.
+      await conn.handshake({ timeout: Math.max(1, Math.ceil(timeout - (t - started))) });
+    } finally {
+      if (!conn.state().handshakeComplete) await conn.close();
     }
     timings.tls = performance.now() - t;
   } catch (e) {
-    return failed(e, target, values.json);
+    if (e instanceof CertificateError) {
+      // A second look without verification names what the certificate does cover.
+      const left = Math.max(1000, timeout - (performance.now() - started));
+      ctx.peer = await lookAt(target, options, Math.min(left, 5000));
+    }
+    return failed(e, ctx, values.json);
   }
 
   const state = conn.state();
@@ -158,11 +177,32 @@ async function run(argv: string[]): Promise<number> {
   } else {
     printSummary(target, conn, state, timings, alpn, values.insecure);
   }
-  return pipe(conn);
+  return pipe(conn, ctx);
 }
 
+/** The server's certificate, fetched with verification off; undefined if that fails too. */
+async function lookAt(
+  target: string,
+  options: TLSOptions,
+  timeout: number,
+): Promise<PeerCertificate | undefined> {
+  try {
+    const conn = await tls.connect(target, { ...options, verifyPeer: false, timeout });
+    const peer = conn.peerCertificate() ?? undefined;
+    await conn.close();
+    return peer;
+  } catch {
+    return undefined;
+  }
+}
+
+/** How soon after the handshake a reset or close reads as "the server rejected us". */
+const REJECT_WINDOW_MS = 2000;
+
 /** stdin → conn (then close_notify), conn → stdout; done when the peer ends. */
-async function pipe(conn: TLSConn): Promise<number> {
+async function pipe(conn: TLSConn, ctx: Context): Promise<number> {
+  const handshook = performance.now();
+  let received = 0;
   let sendError: unknown;
   void (async () => {
     for await (const chunk of process.stdin) await conn.write(chunk as Buffer);
@@ -170,18 +210,29 @@ async function pipe(conn: TLSConn): Promise<number> {
   })().catch((e) => {
     sendError = e;
   });
+  // Nothing came back and the server ended it at once: most likely our certificate (or none).
+  const rejectedUs = () => received === 0 && performance.now() - handshook < REJECT_WINDOW_MS;
   try {
     for await (const chunk of conn) {
+      received += chunk.length;
       if (!process.stdout.write(chunk)) {
         await new Promise((r) => process.stdout.once("drain", r));
       }
     }
   } catch (e) {
-    err(`tlsnet connect: ${(e as Error).message}`);
-    const hint = hintFor(e);
-    if (hint) err(hint);
+    const x = explain(e, ctx);
+    err(`tlsnet connect: ${x.message}`);
+    if (x.hint) err(x.hint);
+    else if (isPeerAbort(e) && rejectedUs()) err(rejectionHint(ctx));
+    debug(e);
     await conn.close();
     return 1;
+  }
+  if (rejectedUs() && ctx.clientCert !== undefined) {
+    err(
+      `note: the server closed the connection right after the handshake without sending anything`,
+    );
+    err(rejectionHint(ctx));
   }
   await conn.close();
   // A write that failed because the peer had already finished is not worth reporting.
@@ -192,44 +243,37 @@ async function pipe(conn: TLSConn): Promise<number> {
   return 0;
 }
 
+/** The hint for a reset or close right after the handshake. */
+function rejectionHint(ctx: Context): string {
+  return ctx.clientCert !== undefined
+    ? `hint: the server probably rejected our client certificate (${ctx.clientCert}): ${clientCertReasons()}`
+    : "hint: the server closed the connection right after the handshake; if it requires a client certificate, pass one with --cert FILE --key FILE";
+}
+
 /** Report a failed connect: one line on stderr, and a JSON object on stdout with --json. */
-function failed(e: unknown, target: string, json: boolean): number {
-  const error = e instanceof Error ? e : new Error(String(e));
+function failed(e: unknown, ctx: Context, json: boolean): number {
+  const x = explain(e, ctx);
   if (json) {
     out(
       JSON.stringify({
-        target,
+        target: ctx.target,
         ok: false,
-        error: error.message,
-        code: error instanceof TlsnetError ? error.code : undefined,
-        reason: error instanceof TLSError ? error.reason : undefined,
+        error: x.message,
+        code: e instanceof TlsnetError ? e.code : undefined,
+        reason: e instanceof TLSError ? e.reason : undefined,
+        ...(ctx.peer ? { subjectAltNames: ctx.peer.subjectAltNames } : {}),
       }),
     );
   }
-  err(`tlsnet connect: ${flagNames(error.message)}`);
-  const hint = hintFor(error);
-  if (hint) err(hint);
+  err(`tlsnet connect: ${x.message}`);
+  if (x.hint) err(x.hint);
+  debug(e);
   return 1;
 }
 
-/** The flag that fixes a failure, in this command's terms (the library's message speaks API). */
-function hintFor(e: unknown): string | undefined {
-  if (e instanceof CertificateError) {
-    const fix =
-      e.reason === "ERR_TLS_CERT_ALTNAME_INVALID"
-        ? "--servername NAME to check another name"
-        : e.reason === "CERT_HAS_EXPIRED" || e.reason === "CERT_NOT_YET_VALID"
-          ? "a renewed certificate on the server"
-          : "--ca F with the CA that issued it";
-    return `reason: ${e.reason ?? "unknown"}; fix: ${fix} (or --insecure to look at the certificate anyway)`;
-  }
-  const reason = e instanceof TLSError ? (e.reason ?? "") : "";
-  if (reason.includes("CERTIFICATE_REQUIRED"))
-    return "hint: pass a client certificate with --cert F --key F";
-  if (reason.includes("APPLICATION_PROTOCOL") || /ALPN/.test(String((e as Error).message))) {
-    return "hint: offer other protocols with --alpn, or leave --alpn out";
-  }
-  return undefined;
+/** TLSNET_DEBUG=1: the stack, causes and attempts behind a failure. */
+function debug(e: unknown): void {
+  if (process.env.TLSNET_DEBUG) for (const line of debugLines(e)) err(line);
 }
 
 function summaryJSON(target: string, conn: TLSConn, s: ConnectionState, t: Timings) {

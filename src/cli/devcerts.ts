@@ -9,6 +9,7 @@ import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join } from "node:path";
 import { type CA, createCA, type IssueOptions, loadCA } from "../certs/index.ts";
+import { CliError, ensureDir, fsError } from "./common.ts";
 
 export { dataDir } from "./common.ts";
 
@@ -21,19 +22,29 @@ export interface StoredCA {
   created: boolean;
 }
 
-/** Open the CA in `dir`, creating it (and the dir) the first time or once it has expired. */
-export async function openCA(dir: string): Promise<StoredCA> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+/**
+ * Open the CA in `dir`, creating it (and the dir) the first time or once it has expired. File
+ * system failures are CliErrors ending with `fix` (which flag or variable picks another dir).
+ */
+export async function openCA(dir: string, fix: string): Promise<StoredCA> {
+  await ensureDir(dir, fix);
   const certFile = join(dir, "ca.pem");
   const keyFile = join(dir, "ca-key.pem");
-  return withLock(dir, async () => {
+  return withLock(dir, fix, async () => {
     const existing = await readPair(certFile, keyFile);
     if (existing) {
-      const cert = new X509Certificate(existing.cert);
+      let cert: X509Certificate;
+      try {
+        cert = new X509Certificate(existing.cert);
+      } catch {
+        throw new CliError(
+          `cannot use the CA in ${dir}: ${certFile} is not a PEM certificate; remove ${certFile} and ${keyFile} to make a new CA, or ${fix}`,
+        );
+      }
       if (new Date(cert.validTo).getTime() > Date.now() + 86_400_000) {
         return {
           ca: await loadCA(existing).catch((e: Error) => {
-            throw new Error(`cannot use the CA in ${dir}: ${e.message}`);
+            throw new CliError(`cannot use the CA in ${dir}: ${e.message}; ${fix}`);
           }),
           certFile,
           keyFile,
@@ -42,8 +53,8 @@ export async function openCA(dir: string): Promise<StoredCA> {
       }
     }
     const ca = await createCA({ name: `tlsnet dev CA ${randomBytes(4).toString("hex")}` });
-    await writeAtomic(keyFile, ca.key, 0o600);
-    await writeAtomic(certFile, ca.cert, 0o644);
+    await writeAtomic(keyFile, ca.key, 0o600, fix);
+    await writeAtomic(certFile, ca.cert, 0o644, fix);
     return { ca, certFile, keyFile, created: true };
   });
 }
@@ -65,28 +76,36 @@ export async function ensureLeaf(
   dir: string,
   stored: StoredCA,
   base: string,
-  opts: Pick<IssueOptions, "names" | "client"> & { fresh?: boolean },
+  opts: Pick<IssueOptions, "names" | "client"> & { fresh?: boolean; fix: string },
 ): Promise<StoredLeaf> {
   const certFile = join(dir, `${base}.pem`);
   const keyFile = join(dir, `${base}-key.pem`);
-  return withLock(dir, async () => {
+  return withLock(dir, opts.fix, async () => {
     const existing = opts.fresh ? undefined : await readPair(certFile, keyFile);
     if (existing) {
-      const cert = new X509Certificate(existing.cert);
-      if (usable(cert, stored.ca.cert, opts.names)) {
+      const cert = parse(existing.cert);
+      if (cert && usable(cert, stored.ca.cert, opts.names)) {
         return { certFile, keyFile, cert, created: false };
       }
     }
     const leaf = await stored.ca.issue({ names: opts.names, client: opts.client ?? false });
-    await writeAtomic(keyFile, leaf.key, 0o600);
-    await writeAtomic(certFile, leaf.chain, 0o644);
-    return { certFile, keyFile, cert: new X509Certificate(leaf.cert), created: true };
+    await writeAtomic(keyFile, leaf.key, 0o600, opts.fix);
+    await writeAtomic(certFile, leaf.cert, 0o644, opts.fix);
+    return { certFile, keyFile, cert: new X509Certificate(leaf.leaf), created: true };
   });
 }
 
 /** A file name for a certificate name: "*.example.test" → "_wildcard.example.test" (as mkcert does). */
 export function fileBase(name: string): string {
   return name.replace(/^\*\./, "_wildcard.").replace(/[^A-Za-z0-9._-]/g, "_");
+}
+
+function parse(pem: string): X509Certificate | undefined {
+  try {
+    return new X509Certificate(pem);
+  } catch {
+    return undefined; // a damaged leaf is issued again
+  }
 }
 
 function usable(cert: X509Certificate, caPem: string, names: readonly string[]): boolean {
@@ -106,15 +125,20 @@ async function readPair(
     return { cert: await readFile(certFile, "utf8"), key: await readFile(keyFile, "utf8") };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw err;
+    throw new CliError(`cannot read ${certFile}: ${(err as Error).message}`);
   }
 }
 
 /** Write via a temporary file and rename, so a reader never sees half a PEM. */
-async function writeAtomic(path: string, text: string, mode: number): Promise<void> {
+async function writeAtomic(path: string, text: string, mode: number, fix: string): Promise<void> {
   const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, text, { mode });
-  await rename(tmp, path);
+  try {
+    await writeFile(tmp, text, { mode });
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw fsError(e, `write ${path}`, fix);
+  }
 }
 
 /**
@@ -122,7 +146,7 @@ async function writeAtomic(path: string, text: string, mode: number): Promise<vo
  * tlsnet processes starting at once do not make two CAs. A lock older than
  * 30 s is taken to be left over from a crash.
  */
-async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
+async function withLock<T>(dir: string, fix: string, fn: () => Promise<T>): Promise<T> {
   const lock = join(dir, ".lock");
   const until = Date.now() + 15_000;
   for (;;) {
@@ -130,14 +154,17 @@ async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T> {
       await mkdir(lock);
       break;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST")
+        throw fsError(err, `create ${lock}`, fix);
       const age = await stat(lock).then(
         (s) => Date.now() - s.mtimeMs,
         () => 0,
       );
       if (age > 30_000) await rm(lock, { recursive: true, force: true });
       else if (Date.now() > until) {
-        throw new Error(`${dir} is locked by another tlsnet process; if none runs, remove ${lock}`);
+        throw new CliError(
+          `${dir} is locked by another tlsnet process; if none runs, remove ${lock}`,
+        );
       } else await new Promise((r) => setTimeout(r, 50));
     }
   }

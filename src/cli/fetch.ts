@@ -4,11 +4,23 @@
  * not stop the others; the exit status is 1 if any failed.
  * @module
  */
-import { type FileHandle, mkdir, open, rm } from "node:fs/promises";
+import { type FileHandle, open, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { Presets, SingleBar } from "cli-progress";
-import { TlsnetError, tls } from "../index.ts";
-import { bytes, type Command, err, intFlag, out, paint, parseFlags, UsageError } from "./common.ts";
+import { type TLSConfig, TlsnetError, tls } from "../index.ts";
+import {
+  bytes,
+  CliError,
+  type Command,
+  ensureDir,
+  err,
+  intFlag,
+  out,
+  paint,
+  parseFlags,
+  UsageError,
+} from "./common.ts";
+import { debugLines, explain } from "./explain.ts";
 import { get } from "./http-client.ts";
 
 const usage =
@@ -48,6 +60,8 @@ export interface Result {
   file?: string;
   error?: string;
   code?: string;
+  /** The error itself, for TLSNET_DEBUG (not in --json). */
+  cause?: unknown;
 }
 
 async function run(argv: string[]): Promise<number> {
@@ -78,14 +92,22 @@ async function run(argv: string[]): Promise<number> {
   });
   const concurrency = intFlag(values.concurrency, "concurrency", 8, 1, 1000);
   const timeout = intFlag(values.timeout, "timeout", 30_000, 1);
-  if (values.out) await mkdir(values.out, { recursive: true });
+  if (values.insecure && values.ca !== undefined) {
+    throw new UsageError("--insecure turns verification off; --ca would have no effect");
+  }
+  if (values.out) await ensureDir(values.out, "pass --out a directory you can write to");
   const files = values.out ? fileNames(urls, values.out) : undefined;
   // One validated config for every URL: the CA file is read once.
-  const config = tls.config({
-    alpnProtocols: ["http/1.1"],
-    ...(values.ca ? { caFile: values.ca } : {}),
-    ...(values.insecure ? { verifyPeer: false } : {}),
-  });
+  let config: TLSConfig;
+  try {
+    config = tls.config({
+      alpnProtocols: ["http/1.1"],
+      ...(values.ca ? { caFile: values.ca } : {}),
+      ...(values.insecure ? { verifyPeer: false } : {}),
+    });
+  } catch (e) {
+    throw new CliError(explain(e, { role: "client", fields: { caFile: "--ca" } }).message);
+  }
 
   const bar =
     process.stderr.isTTY && !values.json
@@ -119,10 +141,25 @@ async function run(argv: string[]): Promise<number> {
 
   const okCount = results.length - failedCount;
   if (values.json) {
-    out(JSON.stringify({ ok: okCount, failed: failedCount, timeMs: Math.round(total), results }));
+    const plain = results.map(({ cause: _, ...r }) => r);
+    out(
+      JSON.stringify({
+        ok: okCount,
+        failed: failedCount,
+        timeMs: Math.round(total),
+        results: plain,
+      }),
+    );
   } else {
     printTable(results);
     out(`${okCount} ok, ${failedCount} failed (${(total / 1000).toFixed(2)} s)`);
+  }
+  if (process.env.TLSNET_DEBUG) {
+    for (const r of results) {
+      if (r.ok) continue;
+      err(`debug: ${r.url}`);
+      for (const line of debugLines(r.cause)) err(`  ${line}`);
+    }
   }
   if (failedCount > 0) {
     err(`tlsnet fetch: ${failedCount} of ${urls.length} URL(s) failed`);
@@ -133,7 +170,7 @@ async function run(argv: string[]): Promise<number> {
 
 async function fetchOne(
   url: URL,
-  config: ReturnType<typeof tls.config>,
+  config: TLSConfig,
   timeout: number,
   file: string | undefined,
 ): Promise<Result> {
@@ -159,7 +196,14 @@ async function fetchOne(
       await conn.close();
     }
   } catch (e) {
-    result.error = e instanceof Error ? e.message : String(e);
+    const target = `${url.hostname}:${port}`;
+    result.error = explain(e, {
+      role: "client",
+      target,
+      timeout,
+      fields: { caFile: "--ca" },
+    }).message;
+    result.cause = e;
     if (e instanceof TlsnetError) result.code = e.code;
   } finally {
     await fh?.close();

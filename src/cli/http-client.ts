@@ -4,7 +4,8 @@
  * transfer-encoding, or until EOF. Redirects are not followed.
  * @module
  */
-import { type TLSConn, UnexpectedEOFError } from "../index.ts";
+import { LimitExceededError, type TLSConn, UnexpectedEOFError } from "../index.ts";
+import { CliError } from "./common.ts";
 
 const MAX_LINE = 16 * 1024;
 const MAX_HEADERS = 200;
@@ -62,13 +63,13 @@ export async function get(
 }
 
 async function readHead(conn: TLSConn, o: { timeout: number }) {
-  const statusLine = await conn.readLine({ ...o, maxBytes: MAX_LINE });
+  const statusLine = await lineOf(conn, o, MAX_LINE, "status line");
   if (statusLine === null) throw new Error("the server closed the connection without a response");
   const m = /^HTTP\/1\.[01] (\d{3})(?: (.*))?$/.exec(statusLine);
   if (!m) throw new Error(`not an HTTP/1.x response: ${JSON.stringify(statusLine.slice(0, 60))}`);
   const headers = new Map<string, string>();
   for (let i = 0; ; i++) {
-    const line = await conn.readLine({ ...o, maxBytes: MAX_LINE });
+    const line = await lineOf(conn, o, MAX_LINE, "header line");
     if (line === null) throw new Error("the response ended inside its headers");
     if (line === "") break;
     if (i >= MAX_HEADERS) throw new Error(`more than ${MAX_HEADERS} response headers`);
@@ -109,7 +110,7 @@ async function readChunked(
   o: { timeout: number },
 ): Promise<void> {
   for (;;) {
-    const line = await conn.readLine({ ...o, maxBytes: 4096 });
+    const line = await lineOf(conn, o, 4096, "chunk size line");
     if (line === null) throw new Error("chunked body ended before its last chunk");
     const hex = line.split(";")[0]!.trim();
     if (!/^[0-9a-fA-F]{1,8}$/.test(hex)) {
@@ -127,8 +128,27 @@ async function readChunked(
   }
   // Trailers, up to the blank line.
   for (let i = 0; i <= MAX_HEADERS; i++) {
-    const line = await conn.readLine({ ...o, maxBytes: MAX_LINE });
+    const line = await lineOf(conn, o, MAX_LINE, "trailer line");
     if (line === null || line === "") return;
   }
   throw new Error(`more than ${MAX_HEADERS} trailer lines`);
+}
+
+/** One line of the response, capped: a longer one is the server's fault, said so. */
+async function lineOf(
+  conn: TLSConn,
+  o: { timeout: number },
+  max: number,
+  what: string,
+): Promise<string | null> {
+  try {
+    return await conn.readLine({ ...o, maxBytes: max });
+  } catch (e) {
+    if (e instanceof LimitExceededError) {
+      throw new CliError(
+        `the response's ${what} is longer than ${max} bytes; is this an HTTP server?`,
+      );
+    }
+    throw e;
+  }
 }

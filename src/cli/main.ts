@@ -5,7 +5,8 @@
  * on stderr), 2 usage (the reason and the usage line).
  * @module
  */
-import { type Command, err, flagNames, flushStdout, out, UsageError, version } from "./common.ts";
+import { type Command, err, flushStdout, out, UsageError, version } from "./common.ts";
+import { debugLines, explain } from "./explain.ts";
 
 // Loaded on demand: `tlsnet info` need not load the certificate library.
 const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
@@ -31,7 +32,9 @@ Run 'tlsnet <command> --help' for a command's options and an example.
 
 Example:
   tlsnet serve --addr 127.0.0.1:8443 &
-  echo hello | tlsnet connect 127.0.0.1:8443 --ca ~/.local/share/tlsnet/ca.pem`;
+  echo hello | tlsnet connect 127.0.0.1:8443 --ca ~/.local/share/tlsnet/ca.pem
+
+From a checkout, run it as 'npm run -s tlsnet -- <command>'.`;
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
@@ -64,10 +67,11 @@ async function main(argv: string[]): Promise<number> {
       err(`run 'tlsnet ${name} --help' for more`);
       return 2;
     }
-    const message = e instanceof Error ? e.message : String(e);
-    const isConfig = (e as { code?: unknown })?.code === "ERR_TLSNET_CONFIG";
-    err(`tlsnet ${name}: ${isConfig ? flagNames(message) : message}`);
-    if (process.env.TLSNET_DEBUG && e instanceof Error) err(e.stack);
+    // Commands word their own failures (CliError); anything else is worded here, without a stack.
+    const x = explain(e, { role: name === "serve" ? "server" : "client" });
+    err(`tlsnet ${name}: ${x.message}`);
+    if (x.hint) err(x.hint);
+    if (process.env.TLSNET_DEBUG) for (const line of debugLines(e)) err(line);
     return 1;
   }
 }
