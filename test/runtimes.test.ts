@@ -34,6 +34,7 @@ const CHECKS = [
   "mtls",
   "deadline",
   "resumption",
+  "shared-ticket-keys",
   "certs",
 ];
 
@@ -120,6 +121,7 @@ function backendOf(results: Map<string, Result>): Record<string, string> {
 test("the smoke script passes under this Node (baseline)", { timeout: 120_000 }, async () => {
   const results = assertAllPassed("node", await runSmoke(process.execPath, ["--import", "tsx"]));
   assert.equal(results.get("resumption")!.detail, "resumed: false, true");
+  assert.equal(results.get("shared-ticket-keys")!.detail, "resumed on a, a, b: false, true, true");
   const b = backendOf(results);
   assert.equal(b.name, "openssl");
   assert.equal(b.version, process.versions.openssl);
@@ -140,7 +142,7 @@ describe("Bun and Deno from npm", { timeout: 900_000 }, () => {
   const skipReason = (name: "bun" | "deno") =>
     `${name} could not be installed from npm into ${defaultCacheDir()}: ${rt.notes.join("; ") || "not found after install"}`;
 
-  test("Bun: every check passes; backend is BoringSSL; sessions resume", async (t) => {
+  test("Bun: every check passes; backend is BoringSSL; sessions resume, ticketKeys ignored", async (t) => {
     if (!rt.bun) return t.skip(skipReason("bun"));
     const results = assertAllPassed("bun", await runSmoke(rt.bun, []));
     const b = backendOf(results);
@@ -148,9 +150,14 @@ describe("Bun and Deno from npm", { timeout: 900_000 }, () => {
     assert.equal(b.runtime, "bun");
     assert.match(b.version!, /^[0-9a-f]{40}$/, "Bun reports BoringSSL's commit");
     assert.equal(results.get("resumption")!.detail, "resumed: false, true");
+    // Bun ignores ticketKeys: each listener has its own (docs/runtimes.md).
+    assert.equal(
+      results.get("shared-ticket-keys")!.detail,
+      "resumed on a, a, b: false, true, false",
+    );
   });
 
-  test("Deno: every check passes; backend is rustls; no resumption (docs/runtimes.md)", async (t) => {
+  test("Deno: every check passes; backend is rustls; its client never resumes (docs/runtimes.md)", async (t) => {
     if (!rt.deno) return t.skip(skipReason("deno"));
     const results = assertAllPassed("deno", await runSmoke(rt.deno, ["run", "-A"]));
     const b = backendOf(results);
@@ -159,5 +166,9 @@ describe("Bun and Deno from npm", { timeout: 900_000 }, () => {
     assert.equal(b.runtime, "deno");
     // If a Deno release starts resuming, update docs/runtimes.md and this expectation.
     assert.equal(results.get("resumption")!.detail, "resumed: false, false");
+    assert.equal(
+      results.get("shared-ticket-keys")!.detail,
+      "resumed on a, a, b: false, false, false",
+    );
   });
 });
