@@ -381,7 +381,7 @@ function version(cmd: string, args: string[]): string | undefined {
   return r.status === 0 ? r.stdout.trim() : undefined;
 }
 
-interface Runtimes {
+export interface Runtimes {
   node24?: string;
   bun?: string;
   deno?: string;
@@ -389,7 +389,7 @@ interface Runtimes {
 }
 
 /** Node 24, Bun and Deno from npm, installed into the cache (pinned versions). */
-function ensureRuntimes(
+export function ensureRuntimes(
   cache: string,
   install: boolean,
   wanted: ReadonlyArray<keyof typeof RUNTIME_PINS>,

@@ -36,6 +36,7 @@ export { Listener, type ListenerStats, type ListenOptions } from "./listener.ts"
 export type { TCPListenOptions } from "./tcp.ts";
 export * as tcp from "./tcp.ts";
 export type {
+  Backend,
   CertEntry,
   ClientAuth,
   ConnectionState,

@@ -11,7 +11,6 @@ import { createServer as createHTTPSServer } from "node:https";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { createCA } from "../src/certs/index.ts";
-import { poll } from "./helpers/util.ts";
 import {
   certFiles,
   deadPort,
@@ -24,6 +23,7 @@ import {
   WORK,
   which,
 } from "./helpers/cli.ts";
+import { poll } from "./helpers/util.ts";
 
 /** Run `tlsnet ...args` with `input` on stdin. */
 const run = (args: string[], input = "") => runCli(args, { input });

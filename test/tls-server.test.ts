@@ -286,6 +286,32 @@ describe("session resumption", () => {
       assert.equal(await resumed(a, noCache), false);
       await Promise.all([a.close(), b.close(), c.close()]);
     });
+
+    // OpenSSL resumes a verified client's session only under a session id context, which the
+    // server sets through createSecureContext's documented `sessionIdContext` option.
+    test(`${maxVersion}: a verified client certificate's session resumes too`, async (t) => {
+      const { ca, leaf } = await pki();
+      const client = await ca.issue({ names: ["client.test"], client: true });
+      const ln = await echoServer({
+        certs: [leaf],
+        clientAuth: "require-and-verify",
+        clientCa: ca.cert,
+        maxVersion,
+      });
+      t.after(() => ln.close());
+      const cfg = tls.config({ ca: ca.cert, certs: [client], maxVersion });
+      const resumed: boolean[] = [];
+      for (let i = 0; i < 2; i++) {
+        const conn: TLSConn = await tls.connect(hostPort(ln), cfg);
+        t.after(() => conn.close());
+        await conn.write("x");
+        await conn.readExactly(1); // TLS 1.3 tickets arrive after the handshake
+        resumed.push(conn.state().resumed);
+        await conn.close();
+      }
+      assert.deepEqual(resumed, [false, true]);
+      await ln.close();
+    });
   }
 
   test("close() right after connect (nothing read) still keeps the TLS 1.3 ticket", async (t) => {

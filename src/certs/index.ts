@@ -16,24 +16,17 @@
  * @module
  */
 
-// @peculiar/x509's dependency injection (tsyringe) needs the Reflect metadata polyfill
-// loaded before it; side-effect imports keep their place.
-import "reflect-metadata";
-
-import { createPrivateKey, randomBytes, X509Certificate } from "node:crypto";
+import { createPrivateKey, type KeyObject, randomBytes, X509Certificate } from "node:crypto";
 import { isIP } from "node:net";
-import * as x509 from "@peculiar/x509";
 import {
-  type CryptoKey,
-  type CryptoKeyPair,
-  exportPkcs8,
+  exportPkcs8Pem,
   generateKeyPair,
   importKeyPair,
+  type KeyPair,
   type KeyType,
   parseKeyType,
-  signingAlgorithm,
-  webCrypto,
 } from "./keys.ts";
+import * as x509 from "./x509.ts";
 
 export type { KeyType } from "./keys.ts";
 
@@ -125,10 +118,6 @@ const DAY_MS = 24 * HOUR_MS;
 /** The last instant X.509 validity (GeneralizedTime) can express. */
 const MAX_TIME_MS = Date.UTC(9999, 11, 31, 23, 59, 59);
 
-// Pass the provider explicitly everywhere, and make it the library default only if the
-// application has not chosen one, so we do not override another user of @peculiar/x509.
-if (!x509.cryptoProvider.has(x509.CryptoProvider.DEFAULT)) x509.cryptoProvider.set(webCrypto);
-
 /**
  * Creates a self-signed root CA: CA:true, keyCertSign + cRLSign, subject "O=tlsnet, CN=<name>".
  *
@@ -146,21 +135,18 @@ export async function createCA(opts: CAOptions = {}): Promise<CA> {
   const notAfter = validityEnd(notBefore, opts.validDays, 3650, "createCA: opts.validDays");
 
   const keys = await generateKeyPair(keyType);
-  const ski = await x509.SubjectKeyIdentifierExtension.create(keys.publicKey, false, webCrypto);
-  const cert = await x509.X509CertificateGenerator.create(
-    {
-      serialNumber: randomSerial(),
-      subject: subjectName(name),
-      issuer: subjectName(name),
-      notBefore,
-      notAfter,
-      publicKey: keys.publicKey,
-      signingKey: keys.privateKey,
-      signingAlgorithm: signingAlgorithm(keyType),
-      extensions: [...caExtensions(undefined), ski],
-    },
-    webCrypto,
-  );
+  const ski = x509.subjectKeyIdentifier(keys.publicKey);
+  const cert = await x509.createCertificate({
+    serialNumber: randomSerial(),
+    subject: x509.subjectName(name),
+    issuer: x509.subjectName(name),
+    notBefore,
+    notAfter,
+    publicKey: keys.publicKey,
+    signingKey: keys.privateKey,
+    signingKeyType: keyType,
+    extensions: [...caExtensions(undefined), ski],
+  });
   return DevCA.create({
     cert,
     keys,
@@ -186,32 +172,32 @@ export async function loadCA(opts: { cert: string; key: string }): Promise<CA> {
   if (typeof opts.cert !== "string" || typeof opts.key !== "string") {
     throw new TypeError("loadCA: opts.cert and opts.key must be PEM strings");
   }
-  const cert = new x509.X509Certificate(opts.cert);
-  const constraints = cert.getExtension(x509.BasicConstraintsExtension);
-  if (!constraints?.ca) throw new RangeError("loadCA: opts.cert is not a CA certificate");
-  const publicKey = await cert.publicKey.export(webCrypto);
-  const { keys, keyType } = await importKeyPair(opts.key, publicKey);
-  if (!new X509Certificate(opts.cert).checkPrivateKey(createPrivateKey(opts.key))) {
+  let parsed: X509Certificate;
+  try {
+    parsed = new X509Certificate(opts.cert);
+  } catch {
+    throw new RangeError("loadCA: opts.cert is not a PEM certificate");
+  }
+  const cert = x509.parseCertificate(parsed.raw);
+  if (!cert.ca) throw new RangeError("loadCA: opts.cert is not a CA certificate");
+  const { keys, keyType } = importKeyPair(opts.key, parsed.publicKey);
+  if (!parsed.checkPrivateKey(createPrivateKey(opts.key))) {
     throw new RangeError("loadCA: opts.key does not belong to opts.cert");
   }
-  const ski = cert.getExtension(x509.SubjectKeyIdentifierExtension);
-  const skiHex =
-    ski?.keyId ??
-    (await x509.SubjectKeyIdentifierExtension.create(publicKey, false, webCrypto)).keyId;
   return DevCA.create({
     cert,
     keys,
     keyType,
-    skiHex,
+    skiHex: cert.keyId,
     chainAbove: [],
-    pathLen: constraints.pathLength,
+    pathLen: cert.pathLen,
   });
 }
 
 /** What a CA needs to sign: its certificate, keys, and where it sits in the hierarchy. */
 interface Signer {
-  readonly cert: x509.X509Certificate;
-  readonly keys: CryptoKeyPair;
+  readonly cert: x509.Certificate;
+  readonly keys: KeyPair;
   readonly keyType: KeyType;
   /** Hex subject key identifier, reused as the authority key identifier of what it signs. */
   readonly skiHex: string;
@@ -259,26 +245,23 @@ class DevCA implements CA {
     }
     const signer = this.#signer;
     const keys = await generateKeyPair(plan.keyType);
-    const ski = await x509.SubjectKeyIdentifierExtension.create(keys.publicKey, false, webCrypto);
-    const cert = await x509.X509CertificateGenerator.create(
-      {
-        serialNumber: randomSerial(),
-        subject: subjectName(plan.commonName),
-        issuer: signer.cert.subjectName,
-        notBefore: plan.notBefore,
-        notAfter: plan.notAfter,
-        publicKey: keys.publicKey,
-        signingKey: signer.keys.privateKey,
-        signingAlgorithm: signingAlgorithm(signer.keyType),
-        extensions: [
-          ...(plan.intermediate ? caExtensions(0) : leafExtensions(plan)),
-          ...sanExtension(plan.names),
-          ski,
-          new x509.AuthorityKeyIdentifierExtension(signer.skiHex),
-        ],
-      },
-      webCrypto,
-    );
+    const ski = x509.subjectKeyIdentifier(keys.publicKey);
+    const cert = await x509.createCertificate({
+      serialNumber: randomSerial(),
+      subject: x509.subjectName(plan.commonName),
+      issuer: signer.cert.subjectName,
+      notBefore: plan.notBefore,
+      notAfter: plan.notAfter,
+      publicKey: keys.publicKey,
+      signingKey: signer.keys.privateKey,
+      signingKeyType: signer.keyType,
+      extensions: [
+        ...(plan.intermediate ? caExtensions(0) : leafExtensions(plan)),
+        ...sanExtension(plan.names),
+        ski,
+        x509.authorityKeyIdentifier(signer.skiHex),
+      ],
+    });
 
     const pem = certPem(cert);
     const chainPems = [pem, ...signer.chainAbove];
@@ -341,9 +324,8 @@ function parseNames(names: unknown, intermediate: boolean): string[] {
 }
 
 /**
- * The encoder in @peculiar/asn1-x509 parses only plain hex groups, so rewrite forms such as
- * "::ffff:127.0.0.1" to pure hex. The URL parser does exactly that and rejects zone ids ("%eth0"),
- * which have no meaning in a certificate.
+ * Rewrites forms such as "::ffff:127.0.0.1" to the canonical hex form. The URL parser does
+ * exactly that and rejects zone ids ("%eth0"), which have no meaning in a certificate.
  */
 function canonicalIPv6(ip: string, arg: string): string {
   try {
@@ -355,8 +337,8 @@ function canonicalIPv6(ip: string, arg: string): string {
 
 function caExtensions(pathLen: number | undefined): x509.Extension[] {
   return [
-    new x509.BasicConstraintsExtension(true, pathLen, true),
-    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+    x509.basicConstraints(true, pathLen),
+    x509.keyUsage([x509.KeyUsage.keyCertSign, x509.KeyUsage.cRLSign]),
   ];
 }
 
@@ -364,27 +346,19 @@ function leafExtensions(plan: IssuePlan): x509.Extension[] {
   // RSA key exchange (TLS 1.2 RSA kx) needs keyEncipherment; EC and Ed25519 keys only sign.
   const usages =
     plan.keyType === "rsa-2048"
-      ? x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment
-      : x509.KeyUsageFlags.digitalSignature;
-  const eku = plan.client
-    ? [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]
-    : [x509.ExtendedKeyUsage.serverAuth];
+      ? [x509.KeyUsage.digitalSignature, x509.KeyUsage.keyEncipherment]
+      : [x509.KeyUsage.digitalSignature];
   return [
-    new x509.BasicConstraintsExtension(false, undefined, true),
-    new x509.KeyUsagesExtension(usages, true),
-    new x509.ExtendedKeyUsageExtension(eku, false),
+    x509.basicConstraints(false, undefined),
+    x509.keyUsage(usages),
+    x509.extKeyUsage(plan.client),
   ];
 }
 
 /** The SAN extension, or none for an intermediate without names (an empty SAN is invalid). */
 function sanExtension(names: readonly string[]): x509.Extension[] {
   if (names.length === 0) return [];
-  const sans = names.map((value) => ({ type: isIP(value) ? "ip" : "dns", value }) as const);
-  return [new x509.SubjectAlternativeNameExtension(sans, false)];
-}
-
-function subjectName(commonName: string): x509.JsonName {
-  return [{ O: ["tlsnet"] }, { CN: [commonName] }];
+  return [x509.subjectAltName(names)];
 }
 
 /** notBefore + validDays, checked to be a positive duration that X.509 can express. */
@@ -411,12 +385,12 @@ function randomHex(): string {
 }
 
 // PEM blocks end with a newline so they can be written to files or concatenated as-is.
-function certPem(cert: x509.X509Certificate): string {
-  return `${cert.toString("pem").trimEnd()}\n`;
+function certPem(cert: x509.Certificate): string {
+  return x509.pem(cert.der, "CERTIFICATE");
 }
 
-async function privateKeyPem(key: CryptoKey): Promise<string> {
-  return `${x509.PemConverter.encode(await exportPkcs8(key), "PRIVATE KEY").trimEnd()}\n`;
+async function privateKeyPem(key: KeyObject): Promise<string> {
+  return exportPkcs8Pem(key);
 }
 
 function checkObject(value: unknown, arg: string): void {

@@ -1,8 +1,9 @@
 /**
- * Key generation for the dev certificates, on Node's WebCrypto.
+ * Key generation for the dev certificates, with node:crypto.
  */
 
-import { webcrypto } from "node:crypto";
+import { createPrivateKey, generateKeyPair as generate, type KeyObject } from "node:crypto";
+import { promisify } from "node:util";
 
 /** The key algorithms `tlsnet/certs` can generate. */
 export type KeyType = "ec-p256" | "rsa-2048" | "ed25519";
@@ -10,37 +11,13 @@ export type KeyType = "ec-p256" | "rsa-2048" | "ed25519";
 /** Every valid {@link KeyType}, in the order error messages list them. */
 export const KEY_TYPES: readonly KeyType[] = ["ec-p256", "rsa-2048", "ed25519"];
 
-/** Node's WebCrypto, the provider `@peculiar/x509` signs and hashes with. */
-export const webCrypto: webcrypto.Crypto = webcrypto;
-
-// The project compiles without the DOM lib, so WebCrypto types come from node:crypto.
-export type CryptoKey = webcrypto.CryptoKey;
-export type CryptoKeyPair = webcrypto.CryptoKeyPair;
-type Algorithm = webcrypto.Algorithm;
-
-interface KeySpec {
-  /** Parameters for `subtle.generateKey`. */
-  readonly generate: webcrypto.RsaHashedKeyGenParams | webcrypto.EcKeyGenParams | Algorithm;
-  /** Parameters for signing certificates with a key of this type. */
-  readonly sign: webcrypto.RsaHashedImportParams | webcrypto.EcdsaParams | Algorithm;
+/** A private key and its public half. */
+export interface KeyPair {
+  readonly privateKey: KeyObject;
+  readonly publicKey: KeyObject;
 }
 
-const SPECS: Record<KeyType, KeySpec> = {
-  "ec-p256": {
-    generate: { name: "ECDSA", namedCurve: "P-256" },
-    sign: { name: "ECDSA", hash: "SHA-256" },
-  },
-  "rsa-2048": {
-    generate: {
-      name: "RSASSA-PKCS1-v1_5",
-      modulusLength: 2048,
-      publicExponent: new Uint8Array([1, 0, 1]),
-      hash: "SHA-256",
-    },
-    sign: { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
-  },
-  ed25519: { generate: { name: "Ed25519" }, sign: { name: "Ed25519" } },
-};
+const generateAsync = promisify(generate);
 
 /** Checks an optional `keyType` argument; `undefined` means the default, "ec-p256". */
 export function parseKeyType(value: unknown, argName: string): KeyType {
@@ -53,38 +30,34 @@ export function parseKeyType(value: unknown, argName: string): KeyType {
   );
 }
 
-/** Generates an extractable key pair (extractable so the private key can be exported as PEM). */
-export async function generateKeyPair(type: KeyType): Promise<CryptoKeyPair> {
-  const keys = await webCrypto.subtle.generateKey(SPECS[type].generate, true, ["sign", "verify"]);
-  return keys as CryptoKeyPair;
+/** Generates a key pair of the given type. */
+export async function generateKeyPair(type: KeyType): Promise<KeyPair> {
+  switch (type) {
+    case "ec-p256":
+      return generateAsync("ec", { namedCurve: "P-256" });
+    case "rsa-2048":
+      return generateAsync("rsa", { modulusLength: 2048, publicExponent: 0x10001 });
+    case "ed25519":
+      return generateAsync("ed25519");
+  }
 }
 
-/** The signature algorithm a CA with a key of this type signs with. */
-export function signingAlgorithm(type: KeyType): Algorithm {
-  return SPECS[type].sign;
-}
-
-/** Exports a private key as PKCS#8 DER ("-----BEGIN PRIVATE KEY-----" once PEM-wrapped). */
-export function exportPkcs8(key: CryptoKey): Promise<ArrayBuffer> {
-  return webCrypto.subtle.exportKey("pkcs8", key);
+/** A private key as PKCS#8 PEM ("-----BEGIN PRIVATE KEY-----"), ending with a newline. */
+export function exportPkcs8Pem(key: KeyObject): string {
+  const pem = key.export({ type: "pkcs8", format: "pem" }).toString();
+  return pem.endsWith("\n") ? pem : `${pem}\n`;
 }
 
 /**
- * Imports a PEM private key (PKCS#8 or traditional) as a WebCrypto key pair for signing,
- * with its key type. The public half comes from the certificate it belongs to.
+ * Imports a PEM private key (PKCS#8 or traditional) for signing, with its key type. The public
+ * half comes from the certificate it belongs to.
  */
-export async function importKeyPair(
+export function importKeyPair(
   keyPem: string,
-  publicKey: CryptoKey,
-): Promise<{ keys: CryptoKeyPair; keyType: KeyType }> {
-  const { createPrivateKey } = await import("node:crypto");
-  const key = createPrivateKey(keyPem);
-  const keyType = keyTypeOf(key.asymmetricKeyType, key.asymmetricKeyDetails);
-  const der = key.export({ format: "der", type: "pkcs8" });
-  // The generate parameters carry what import needs (the curve, the hash); extra members are ignored.
-  const privateKey = await webCrypto.subtle.importKey("pkcs8", der, SPECS[keyType].generate, true, [
-    "sign",
-  ]);
+  publicKey: KeyObject,
+): { keys: KeyPair; keyType: KeyType } {
+  const privateKey = createPrivateKey(keyPem);
+  const keyType = keyTypeOf(privateKey.asymmetricKeyType, privateKey.asymmetricKeyDetails);
   return { keys: { privateKey, publicKey }, keyType };
 }
 

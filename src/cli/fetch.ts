@@ -6,7 +6,6 @@
  */
 import { type FileHandle, open, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { Presets, SingleBar } from "cli-progress";
 import { type TLSConfig, TlsnetError, tls } from "../index.ts";
 import {
   bytes,
@@ -22,6 +21,7 @@ import {
 } from "./common.ts";
 import { debugLines, explain } from "./explain.ts";
 import { get } from "./http-client.ts";
+import { ProgressBar } from "./progress.ts";
 
 const usage =
   "tlsnet fetch URL... [--concurrency N] [--out DIR] [--ca F] [--insecure] [--json] [--timeout MS]";
@@ -110,19 +110,9 @@ async function run(argv: string[]): Promise<number> {
   }
 
   const bar =
-    process.stderr.isTTY && !values.json
-      ? new SingleBar(
-          {
-            format: "{bar} {value}/{total} URLs | {failed} failed | {eta_formatted} left",
-            stream: process.stderr,
-            hideCursor: true,
-            clearOnComplete: true,
-          },
-          Presets.shades_classic,
-        )
-      : undefined;
+    process.stderr.isTTY && !values.json ? new ProgressBar(process.stderr, "URLs") : undefined;
   let failedCount = 0;
-  bar?.start(urls.length, 0, { failed: 0 });
+  bar?.start(urls.length);
 
   const started = performance.now();
   const results: Result[] = new Array(urls.length);
@@ -132,7 +122,7 @@ async function run(argv: string[]): Promise<number> {
       const r = await fetchOne(urls[i]!, config, timeout, files?.[i]);
       results[i] = r;
       if (!r.ok) failedCount++;
-      bar?.increment(1, { failed: failedCount });
+      bar?.increment(failedCount);
     }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, urls.length) }, worker));

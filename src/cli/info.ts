@@ -43,6 +43,8 @@ async function run(argv: string[]): Promise<number> {
     backend: backend.name,
     engine: backend.engine,
     openssl: backend.version,
+    runtime: backend.runtime,
+    runtimeVersion: backend.runtimeVersion,
     node: process.version,
     platform: `${process.platform}-${process.arch}`,
     protocols: {
@@ -64,7 +66,8 @@ async function run(argv: string[]): Promise<number> {
   const row = (k: string, v: string) => out(`${c.dim(k.padEnd(11))} ${v}`);
   row("tlsnet", info.tlsnet);
   row("backend", `${info.backend} ${info.openssl} (engine: ${info.engine}, node:tls)`);
-  row("node", `${info.node} (${info.platform})`);
+  if (info.runtime === "node") row("node", `${info.node} (${info.platform})`);
+  else row("runtime", `${info.runtime} ${info.runtimeVersion} (${info.platform})`);
   row(
     "protocols",
     `tlsnet ${d.minVersion}–${d.maxVersion} · node default ${d.nodeMin}–${d.nodeMax}`,

@@ -235,10 +235,12 @@ export class TLSConfig {
           secureOptions: (base.secureOptions ?? 0) | constants.SSL_OP_CIPHER_SERVER_PREFERENCE,
           ...identityOptions(id),
           ...(this.clientCa ? { ca: [...this.clientCa] } : {}),
+          // Documented createSecureContext options, not SecureContext internals: Bun and Deno
+          // implement the options but not `ctx.context`.
+          ...(this.ticketKeys ? { ticketKeys: this.ticketKeys } : {}),
+          // OpenSSL refuses to resume sessions of verified clients without a session id context.
+          sessionIdContext: this.sessionScope.slice(0, 32),
         });
-        if (this.ticketKeys) ctx.context.setTicketKeys(this.ticketKeys);
-        // OpenSSL refuses to resume sessions of verified clients without a session id context.
-        ctx.context.setSessionIdContext(this.sessionScope.slice(0, 32));
         return ctx;
       });
     }

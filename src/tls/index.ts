@@ -129,9 +129,71 @@ export function server(conn: Conn | Socket, opts: TLSOptions | TLSConfig): TLSCo
   return upgrade(conn, "server", undefined, { role: "server", config: cfg });
 }
 
-/** The TLS implementation behind tlsnet. */
-export function backend(): { name: "openssl"; version: string; engine: "node" } {
-  return { name: "openssl", version: process.versions.openssl ?? "unknown", engine: "node" };
+/** The TLS library and the JavaScript runtime behind tlsnet, as {@link backend} reports them. */
+export interface Backend {
+  /**
+   * The TLS library that runs the handshakes: "openssl" on Node, "boringssl" on Bun, "rustls" on
+   * Deno, "unknown" on a runtime tlsnet does not recognise.
+   */
+  name: "openssl" | "boringssl" | "rustls" | "unknown";
+  /**
+   * Its version where the runtime says: OpenSSL's version on Node ("3.0.15"), the BoringSSL
+   * commit on Bun; "unknown" otherwise (Deno does not report its rustls version, and the
+   * "openssl" entry of Bun's and Deno's `process.versions` describes no library they run).
+   */
+  version: string;
+  /** tlsnet's engine: "node", the node:tls API (which Bun and Deno implement too). */
+  engine: "node";
+  /** The JavaScript runtime: "node", "bun", "deno" or "unknown". */
+  runtime: "node" | "bun" | "deno" | "unknown";
+  /** The runtime's version, without a leading "v" ("20.19.0", "1.2.3"), or "unknown". */
+  runtimeVersion: string;
+}
+
+/**
+ * The TLS library and the JavaScript runtime behind tlsnet.
+ *
+ * @example
+ * ```ts
+ * tls.backend(); // { name: "openssl", version: "3.0.15", engine: "node", runtime: "node", runtimeVersion: "20.19.0" }
+ * ```
+ */
+export function backend(): Backend {
+  const v = process.versions as Record<string, string | undefined>;
+  if (v.bun !== undefined) {
+    return {
+      name: "boringssl",
+      version: v.boringssl ?? "unknown",
+      engine: "node",
+      runtime: "bun",
+      runtimeVersion: v.bun,
+    };
+  }
+  if (v.deno !== undefined) {
+    return {
+      name: "rustls",
+      version: "unknown",
+      engine: "node",
+      runtime: "deno",
+      runtimeVersion: v.deno,
+    };
+  }
+  if (process.release?.name === "node" && v.node !== undefined) {
+    return {
+      name: "openssl",
+      version: v.openssl ?? "unknown",
+      engine: "node",
+      runtime: "node",
+      runtimeVersion: v.node,
+    };
+  }
+  return {
+    name: "unknown",
+    version: "unknown",
+    engine: "node",
+    runtime: "unknown",
+    runtimeVersion: "unknown",
+  };
 }
 
 /** tlsnet's default protocol range and cipher list, beside Node's. */
