@@ -77,7 +77,7 @@ const USAGE = `usage: npm run bench -- [workload...] [--quick] [--json] [--conns
   --src DIR   benchmark the library in DIR (a modified copy of src/) instead of ./src
   --cpu-prof  profile every child (node --cpu-prof, into bench/out/prof) and summarise
   servers     a separate benchmark: tlsnet, raw node:tls (Node 20, 24), Bun, Deno and Go servers
-              under a Go load generator; \`npm run bench -- servers --help\` for its options`;
+              under a Go load generator; add --help after servers for its options`;
 
 class UsageError extends Error {}
 
