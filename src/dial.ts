@@ -220,13 +220,14 @@ function race(
         errors.push(e);
         if (done) return;
         if (live.size === 0 && next >= ips.length) {
-          // One attempt at the literal address asked for: its reason alone, not the address twice.
-          const list =
-            ips.length === 1 && ips[0] === host
-              ? (describeSystemError(err) ?? err.message)
-              : errors.map((x) => x.message).join("; ");
+          // One attempt: its reason alone, the address once (and the IP beside a name).
+          const one = ips.length === 1;
+          const list = one
+            ? (describeSystemError(err) ?? err.message)
+            : errors.map((x) => x.message).join("; ");
+          const ip = one && ips[0] !== host ? ` (${ips[0]})` : "";
           finish(
-            new DialError(`could not connect to ${formatHostPort(host, port)}: ${list}`, {
+            new DialError(`could not connect to ${formatHostPort(host, port)}${ip}: ${list}`, {
               host,
               port,
               errors,

@@ -383,10 +383,11 @@ function readOptionFile(path: unknown, field: string): string {
   }
 }
 
-function pemText(v: unknown, field: string): string {
+/** `name` is what the message shows ("caFile (/etc/ca.pem)"); `field` the option ("caFile"). */
+function pemText(v: unknown, name: string, field = name): string {
   const text = Buffer.isBuffer(v) ? v.toString("utf8") : v;
   if (typeof text !== "string" || !/-----BEGIN [A-Z0-9 ]+-----/.test(text)) {
-    throw new ConfigError(`${field} is not PEM (expected "-----BEGIN ...-----")`, { field });
+    throw new ConfigError(`${name} is not PEM (expected "-----BEGIN ...-----")`, { field });
   }
   return text;
 }
@@ -410,7 +411,9 @@ function readPemList(
     });
   }
   if (file !== undefined) {
-    if (typeof file !== "string") throw new ConfigError(`${fileField} must be a path`);
+    if (typeof file !== "string") {
+      throw new ConfigError(`${fileField} must be a path`, { field: fileField });
+    }
     let isDir = false;
     try {
       isDir = statSync(file).isDirectory();
@@ -424,8 +427,8 @@ function readPemList(
           .map((n) => join(file, n))
       : [file];
     for (const p of paths) {
-      const pem = pemText(readOptionFile(p, fileField), `${fileField} (${p})`);
-      checkCertificates(pem, `${fileField} (${p})`);
+      const pem = pemText(readOptionFile(p, fileField), `${fileField} (${p})`, fileField);
+      checkCertificates(pem, `${fileField} (${p})`, fileField);
       out.push(pem);
     }
     if (out.length === 0) {
@@ -435,14 +438,14 @@ function readPemList(
   return Object.freeze(out);
 }
 
-function checkCertificates(pem: string, field: string): X509Certificate[] {
+function checkCertificates(pem: string, name: string, field = name): X509Certificate[] {
   const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
-  if (!blocks) throw new ConfigError(`${field} holds no certificate`, { field });
+  if (!blocks) throw new ConfigError(`${name} holds no certificate`, { field });
   return blocks.map((b, i) => {
     try {
       return new X509Certificate(b);
     } catch (err) {
-      throw new ConfigError(`${field}: certificate #${i + 1} cannot be parsed`, {
+      throw new ConfigError(`${name}: certificate #${i + 1} cannot be parsed`, {
         field,
         cause: err,
       });
