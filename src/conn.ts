@@ -17,6 +17,7 @@
 import { Socket } from "node:net";
 import type { SocketAddr } from "./addr.ts";
 import { ChunkList } from "./chunks.ts";
+import { closeChannel, errorChannel, publish } from "./diagnostics.ts";
 import {
   Alarm,
   abortReason,
@@ -174,6 +175,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   /** Why the transport can never become ready (a failed handshake). */
   private readyError: TlsnetError | undefined;
   private closeListeners: Array<() => void> | undefined;
+  private closeNotified = false;
 
   private readonly readers = new TurnQueue();
   private readonly writers = new TurnQueue();
@@ -207,6 +209,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       this.readWait.resolve();
     },
     onError: (err: unknown) => {
+      publish(errorChannel, () => ({ error: err, remoteAddr: this.remoteAddr }));
       // An error after the peer's EOF (a write into a closed peer) does not rewrite
       // the read side's history: EOF stays EOF.
       if (!this.eof) this.readError ??= this.transport.mapError(err, "read");
@@ -317,6 +320,9 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   }
 
   private notifyClosed(): void {
+    if (this.closeNotified) return;
+    this.closeNotified = true;
+    publish(closeChannel, () => ({ conn: this }));
     const listeners = this.closeListeners;
     this.closeListeners = undefined;
     if (listeners) for (const fn of listeners) fn();

@@ -7,6 +7,7 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { type Address, formatHostPort, parseAddress, SocketAddr } from "./addr.ts";
 import { type Conn, kOnClose } from "./conn.ts";
+import { acceptChannel, errorChannel, publish, traced } from "./diagnostics.ts";
 import {
   Alarm,
   abortReason,
@@ -265,6 +266,10 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
       void run.finally(() => this.handled.delete(conn));
       return;
     }
+    if (acceptChannel.hasSubscribers) {
+      // No handshake to wait for here: the accept span is the hand-over itself.
+      void acceptChannel.tracePromise(async () => conn, this.acceptContext(conn));
+    }
     const w = this.waiters.shift();
     if (w) this.settle(w, undefined, true, conn);
     else this.queue.push(conn);
@@ -275,12 +280,15 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     try {
       if (this.factory.prepare) {
         try {
-          await this.factory.prepare(conn);
+          const prepare = this.factory.prepare;
+          await traced(acceptChannel, () => this.acceptContext(conn), () => prepare(conn));
         } catch (err) {
           // Our own shutdown cutting a handshake short is not the client's failure.
           if (!(this.closing && err instanceof ClosedError)) this.report(asError(err), remoteAddr);
           return;
         }
+      } else if (acceptChannel.hasSubscribers) {
+        void acceptChannel.tracePromise(async () => conn, this.acceptContext(conn));
       }
       const handler = this.factory.pick?.(conn) ?? this.opts.handler!;
       await handler(conn);
@@ -293,8 +301,13 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     }
   }
 
+  private acceptContext(conn: C): object {
+    return { localAddr: this.addr, remoteAddr: conn.remoteAddr };
+  }
+
   /** Tell onError, never letting it throw into the listener. */
   protected report(err: Error, remoteAddr: SocketAddr | undefined): void {
+    publish(errorChannel, () => ({ error: err, remoteAddr }));
     const onError = this.opts.onError;
     if (!onError) return;
     try {

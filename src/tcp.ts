@@ -15,6 +15,7 @@
 import type { Address } from "./addr.ts";
 import { Conn } from "./conn.ts";
 import { type DialOptions, dial } from "./dial.ts";
+import { dialChannel, traced } from "./diagnostics.ts";
 import { rememberDialHost } from "./dialed.ts";
 import { Listener, type ListenOptions } from "./listener.ts";
 
@@ -24,11 +25,17 @@ export type TCPListenOptions = ListenOptions<Conn>;
 const plain = { wrap: (socket: import("node:net").Socket) => new Conn(socket) };
 
 /** Connect over TCP (Happy Eyeballs across the host's addresses). */
-export async function connect(address: Address, opts: DialOptions = {}): Promise<Conn> {
-  const { socket, host } = await dial(address, opts);
-  const conn = new Conn(socket);
-  rememberDialHost(conn, host);
-  return conn;
+export function connect(address: Address, opts: DialOptions = {}): Promise<Conn> {
+  return traced(
+    dialChannel,
+    () => ({ address, transport: "tcp" }),
+    async () => {
+      const { socket, host } = await dial(address, opts);
+      const conn = new Conn(socket);
+      rememberDialHost(conn, host);
+      return conn;
+    },
+  );
 }
 
 /** Listen for TCP connections. */

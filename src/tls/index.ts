@@ -18,6 +18,7 @@ import type { Address } from "../addr.ts";
 import { Conn, kHandOver, kRelease } from "../conn.ts";
 import { checkDialOptions, type DialOptions, dial } from "../dial.ts";
 import { dialHostOf } from "../dialed.ts";
+import { dialChannel, traced } from "../diagnostics.ts";
 import { ConfigError, StartTLSInjectionError } from "../errors.ts";
 import { cipherList, TLSConfig, type TLSOptions, tlsOptionsOf } from "./config.ts";
 import { NodeTLSTransport, sniFor, TLSConn, type TLSInit } from "./conn.ts";
@@ -44,10 +45,22 @@ export function config(opts: TLSOptions | TLSConfig): TLSConfig {
  * TLSConfig; with a TLSConfig, dial options go in the third argument.
  * Rejects with DialError, DeadlineExceededError, TLSError or CertificateError.
  */
-export async function connect(
+export function connect(
   address: Address,
   opts: (TLSOptions & DialOptions) | TLSConfig = {},
   dialOptions?: DialOptions,
+): Promise<TLSConn> {
+  return traced(
+    dialChannel,
+    () => ({ address, transport: "tls" }),
+    () => dialTLS(address, opts, dialOptions),
+  );
+}
+
+async function dialTLS(
+  address: Address,
+  opts: (TLSOptions & DialOptions) | TLSConfig,
+  dialOptions: DialOptions | undefined,
 ): Promise<TLSConn> {
   const cfg = config(opts instanceof TLSConfig ? opts : tlsOnly(opts));
   const dialOpts: DialOptions = { ...(opts instanceof TLSConfig ? {} : opts), ...dialOptions };

@@ -24,6 +24,7 @@ import {
   NEVER,
   type OpOptions,
 } from "../../deadline.ts";
+import { handshakeChannel, traced } from "../../diagnostics.ts";
 import {
   ClosedError,
   certificateError,
@@ -158,7 +159,12 @@ export class NodeTLSTransport implements Transport {
       );
     }
     this.phase = "running";
-    this.running = this.run(opts).then(
+    const context = () => ({
+      role: this.init.role,
+      remoteAddr: this.remoteAddr,
+      serverName: this.init.role === "client" ? (this.init.serverName ?? null) : undefined,
+    });
+    this.running = traced(handshakeChannel, context, () => this.run(opts)).then(
       (state) => {
         this.phase = "done";
         this.result = state;
