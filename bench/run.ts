@@ -45,7 +45,7 @@ import {
   type Transport,
 } from "./common.ts";
 import { formatSummary, summarise } from "./profile.ts";
-import { compileTlsnet } from "./servers.ts";
+import { compileTlsnet, onPath } from "./servers.ts";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const IMPLS: readonly Impl[] = ["tlsnet", "node"];
@@ -734,20 +734,6 @@ function mainThreadProfiles(dir: string): string[] {
 }
 
 // ---------------------------------------------------------------- peers and machine
-
-function onPath(cmd: string): string | undefined {
-  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
-    if (!dir) continue;
-    const p = join(dir, cmd);
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 function peers(): Report["peers"] {
   return ["go", "bun", "deno"].map((name) => {

@@ -298,7 +298,8 @@ export interface ServersReport {
 
 // ---------------------------------------------------------------- tools
 
-function onPath(cmd: string): string | undefined {
+/** The executable `cmd` on PATH, or undefined. */
+export function onPath(cmd: string): string | undefined {
   for (const dir of (process.env.PATH ?? "").split(delimiter)) {
     if (!dir) continue;
     const p = join(dir, cmd);

@@ -17,7 +17,6 @@
 import { Socket } from "node:net";
 import type { SocketAddr } from "./addr.ts";
 import { ChunkList } from "./chunks.ts";
-import { closeChannel, errorChannel, publish } from "./diagnostics.ts";
 import {
   Alarm,
   abortReason,
@@ -28,6 +27,7 @@ import {
   type OpOptions,
   toMonotonic,
 } from "./deadline.ts";
+import { closeChannel, errorChannel, publish } from "./diagnostics.ts";
 import {
   ClosedError,
   DeadlineExceededError,
@@ -714,13 +714,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       [Symbol.asyncIterator]: () => it,
       next: (): Promise<IteratorResult<T>> => {
         if (finished) return Promise.resolve({ done: true, value: undefined });
-        if (
-          this.buf.length > 0 &&
-          this.readers.idle &&
-          this.transport.ready &&
-          !this.closed &&
-          !this.readWait.expired(NEVER)
-        ) {
+        if (this.canTakeNow()) {
           let value: T | undefined;
           try {
             value = quick();
@@ -816,14 +810,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     // Fast path, the common case of a busy reader: no options, no other reader, a
     // ready transport, no deadline passed, the answer already buffered. No async
     // frame, no turn, no timer. Every check is a plain read.
-    if (
-      opts === undefined &&
-      this.buf.length > 0 &&
-      this.readers.idle &&
-      this.transport.ready &&
-      !this.closed &&
-      !this.readWait.expired(NEVER)
-    ) {
+    if (opts === undefined && this.canTakeNow()) {
       let result: T | undefined;
       try {
         result = attempt();
@@ -836,6 +823,17 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       }
     }
     return this.readOpInTurn(opts, attempt);
+  }
+
+  /** Can a read be answered from the buffer right now, outside the turn queue? Plain reads only. */
+  private canTakeNow(): boolean {
+    return (
+      this.buf.length > 0 &&
+      this.readers.idle &&
+      this.transport.ready &&
+      !this.closed &&
+      !this.readWait.expired(NEVER)
+    );
   }
 
   private async readOpInTurn<T>(

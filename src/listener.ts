@@ -7,7 +7,6 @@
 import { createServer, type Server, type Socket } from "node:net";
 import { type Address, formatHostPort, parseAddress, SocketAddr } from "./addr.ts";
 import { type Conn, kOnClose } from "./conn.ts";
-import { acceptChannel, errorChannel, publish, traced } from "./diagnostics.ts";
 import {
   Alarm,
   abortReason,
@@ -17,6 +16,7 @@ import {
   type OpOptions,
   toMonotonic,
 } from "./deadline.ts";
+import { acceptChannel, errorChannel, publish, traced } from "./diagnostics.ts";
 import {
   asError,
   ClosedError,
@@ -281,7 +281,11 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
       if (this.factory.prepare) {
         try {
           const prepare = this.factory.prepare;
-          await traced(acceptChannel, () => this.acceptContext(conn), () => prepare(conn));
+          await traced(
+            acceptChannel,
+            () => this.acceptContext(conn),
+            () => prepare(conn),
+          );
         } catch (err) {
           // Our own shutdown cutting a handshake short is not the client's failure.
           if (!(this.closing && err instanceof ClosedError)) this.report(asError(err), remoteAddr);

@@ -14,8 +14,8 @@
  */
 import type { Address } from "./addr.ts";
 import { Conn } from "./conn.ts";
-import { type DialOptions, dial } from "./dial.ts";
 import { dialChannel, traced } from "./diagnostics.ts";
+import { type DialOptions, dial } from "./dial.ts";
 import { rememberDialHost } from "./dialed.ts";
 import { Listener, type ListenOptions } from "./listener.ts";
 

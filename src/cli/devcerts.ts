@@ -9,6 +9,7 @@ import { mkdir, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join } from "node:path";
 import { type CA, createCA, type IssueOptions, loadCA } from "../certs/index.ts";
+import { splitSANs } from "../tls/state.ts";
 import { CliError, ensureDir, fsError } from "./common.ts";
 
 export { dataDir } from "./common.ts";
@@ -113,7 +114,7 @@ function usable(cert: X509Certificate, caPem: string, names: readonly string[]):
   if (!cert.checkIssued(ca) || !cert.verify(ca.publicKey)) return false;
   if (new Date(cert.validTo).getTime() < Date.now() + 86_400_000) return false;
   if (new Date(cert.validFrom).getTime() > Date.now()) return false;
-  const sans = (cert.subjectAltName ?? "").split(/,\s*/);
+  const sans = splitSANs(cert.subjectAltName);
   return names.every((n) => (isIP(n) ? cert.checkIP(n) !== undefined : sans.includes(`DNS:${n}`)));
 }
 

@@ -23,6 +23,8 @@ import {
   tls,
   UnexpectedEOFError,
 } from "../index.ts";
+import { CLIENT_AUTH_MODES } from "../tls/config.ts";
+import { dn, splitSANs } from "../tls/state.ts";
 import {
   CliError,
   type Command,
@@ -72,13 +74,6 @@ Example:
   curl --cacert ${dataDir()}/ca.pem https://127.0.0.1:8443/hello`;
 
 const MODES = ["echo", "http"] as const;
-const CLIENT_AUTH: readonly ClientAuth[] = [
-  "none",
-  "request",
-  "require-any",
-  "verify-if-given",
-  "require-and-verify",
-];
 const GRACE_MS = 2000;
 /** How long a new connection may take to send its first bytes (TLS's own timeout is 10 s). */
 const FIRST_BYTES_MS = 10_000;
@@ -119,8 +114,8 @@ async function run(argv: string[]): Promise<number> {
     throw new UsageError("--watch follows one --cert/--key pair; use SIGHUP to reload several");
   }
   const clientAuth = values["client-auth"] as ClientAuth | undefined;
-  if (clientAuth !== undefined && !CLIENT_AUTH.includes(clientAuth)) {
-    throw new UsageError(`--client-auth must be one of ${CLIENT_AUTH.join(", ")}`);
+  if (clientAuth !== undefined && !CLIENT_AUTH_MODES.includes(clientAuth)) {
+    throw new UsageError(`--client-auth must be one of ${CLIENT_AUTH_MODES.join(", ")}`);
   }
   if (values["client-ca"] !== undefined && clientAuth === undefined) {
     throw new UsageError("--client-ca needs --client-auth (e.g. --client-auth require-and-verify)");
@@ -454,7 +449,7 @@ function describeCert(file: string, c: ReturnType<typeof paint>): string {
   try {
     const cert = new X509Certificate(readFileSync(file));
     const names = cert.subjectAltName ?? "no SAN";
-    let line = `certificate: ${cert.subject.split("\n").reverse().join(", ")} [${names}] until ${day(new Date(cert.validTo))}`;
+    let line = `certificate: ${dn(cert.subject)} [${names}] until ${day(new Date(cert.validTo))}`;
     if (new Date(cert.validTo) < new Date()) line += c.red(" (EXPIRED: clients will refuse it)");
     if (new Date(cert.validFrom) > new Date()) line += c.red(" (NOT YET VALID)");
     return line;
@@ -468,7 +463,7 @@ function pickName(file: string, address: string): string | undefined {
   try {
     const cert = new X509Certificate(readFileSync(file));
     if (address !== "0.0.0.0" && address !== "::" && cert.checkIP(address)) return undefined;
-    const dns = (cert.subjectAltName ?? "").split(/,\s*/).find((n) => n.startsWith("DNS:"));
+    const dns = splitSANs(cert.subjectAltName).find((n) => n.startsWith("DNS:"));
     return dns ? dns.slice(4).replace(/^\*\./, "www.") : "NAME";
   } catch {
     return "NAME";

@@ -69,7 +69,8 @@ export interface Identity {
   readonly names: readonly string[];
 }
 
-const CLIENT_AUTH_MODES: readonly ClientAuth[] = [
+/** The five client-auth modes (Go's), in order of strictness. */
+export const CLIENT_AUTH_MODES: readonly ClientAuth[] = [
   "none",
   "request",
   "require-any",
