@@ -822,8 +822,44 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
         return Promise.resolve(result);
       }
     }
+    // Next most common: nobody else reading, nothing in the way, more data needed.
+    // Wait in the reader's turn with the data event settling the read itself.
+    if (
+      opts === undefined &&
+      this.readers.idle &&
+      this.transport.ready &&
+      !this.closed &&
+      this.readError === undefined &&
+      this.readWait.deadline === NEVER
+    ) {
+      let result: T | undefined;
+      try {
+        result = attempt();
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      if (result !== undefined) return Promise.resolve(result);
+      this.readers.tryAcquire();
+      const settled = this.readWait.waitFor(
+        NEVER,
+        undefined,
+        () => {
+          const value = attempt();
+          if (value === undefined && this.readError) throw this.readError; // never coming
+          return value;
+        },
+        this.releaseReader,
+      );
+      this.updateFlow(); // a waiting reader lifts the limit
+      return settled;
+    }
     return this.readOpInTurn(opts, attempt);
   }
+
+  private readonly releaseReader = () => {
+    this.readers.release();
+    this.updateFlow();
+  };
 
   /** Can a read be answered from the buffer right now, outside the turn queue? Plain reads only. */
   private canTakeNow(): boolean {

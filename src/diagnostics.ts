@@ -24,7 +24,12 @@
  * ```
  * @module
  */
-import { channel, type TracingChannel, tracingChannel } from "node:diagnostics_channel";
+import {
+  type Channel,
+  channel,
+  type TracingChannel,
+  tracingChannel,
+} from "node:diagnostics_channel";
 
 // biome-ignore lint/suspicious/noExplicitAny: the channels carry plain context objects
 type Ctx = any;
@@ -32,8 +37,8 @@ type Ctx = any;
 export const dialChannel: TracingChannel<unknown, Ctx> = tracingChannel("tlsnet:dial");
 export const handshakeChannel: TracingChannel<unknown, Ctx> = tracingChannel("tlsnet:handshake");
 export const acceptChannel: TracingChannel<unknown, Ctx> = tracingChannel("tlsnet:accept");
-export const closeChannel = channel("tlsnet:close");
-export const errorChannel = channel("tlsnet:error");
+export const closeChannel: Channel = channel("tlsnet:close");
+export const errorChannel: Channel = channel("tlsnet:error");
 
 /** Run `fn` traced on `ch` when anyone listens; else just run it. `context` is built lazily. */
 export function traced<T>(
@@ -46,6 +51,6 @@ export function traced<T>(
 }
 
 /** Publish on a plain channel when anyone listens; `message` is built lazily. */
-export function publish(ch: ReturnType<typeof channel>, message: () => object): void {
+export function publish(ch: Channel, message: () => object): void {
   if (ch.hasSubscribers) ch.publish(message());
 }

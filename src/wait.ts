@@ -14,6 +14,10 @@ export class DeadlineWait {
   private rejectFn: ((err: unknown) => void) | undefined;
   private callExpiry = NEVER;
   private signal: AbortSignal | undefined;
+  /** waitFor(): asked for the result on every resolve(); undefined keeps waiting. */
+  private producer: (() => unknown) | undefined;
+  /** waitFor(): runs once the wait settles, either way, before the caller hears of it. */
+  private onSettle: (() => void) | undefined;
   private readonly alarm = new Alarm(() => this.reject(this.timeoutError()));
 
   /** `timeoutError` makes the error a timed-out wait rejects with. */
@@ -46,15 +50,49 @@ export class DeadlineWait {
     });
   }
 
+  /**
+   * Like wait(), but the wait settles with `produce()`'s value, asked on every
+   * resolve(): the event that brings the data also hands it to the caller, with
+   * no async frame in between. `produce` returning undefined keeps waiting; its
+   * throw rejects. `onSettle` runs when the wait ends, however it ends.
+   */
+  waitFor<T>(
+    callExpiry: number,
+    signal: AbortSignal | undefined,
+    produce: () => T | undefined,
+    onSettle: () => void,
+  ): Promise<T> {
+    const waiting = this.wait(callExpiry, signal);
+    if (!this.pending) {
+      onSettle(); // rejected at once (aborted, expired)
+      return waiting as Promise<never>;
+    }
+    this.producer = produce;
+    this.onSettle = onSettle;
+    return waiting as unknown as Promise<T>;
+  }
+
   /** Move the deadline; a pending wait follows it. */
   setDeadline(monotonic: number): void {
     this.deadline = monotonic;
     if (this.pending) this.alarm.set(Math.min(this.deadline, this.callExpiry));
   }
 
-  /** Wake the pending wait, if any. */
+  /** Wake the pending wait, if any (with a producer: settle if it has the result). */
   resolve(): void {
-    this.settle()?.[0]();
+    const produce = this.producer;
+    if (produce === undefined) {
+      this.settle()?.[0]();
+      return;
+    }
+    let value: unknown;
+    try {
+      value = produce();
+    } catch (err) {
+      this.reject(err);
+      return;
+    }
+    if (value !== undefined) (this.settle()?.[0] as ((v: unknown) => void) | undefined)?.(value);
   }
 
   /** Fail the pending wait, if any. */
@@ -72,6 +110,12 @@ export class DeadlineWait {
     this.callExpiry = NEVER;
     this.signal?.removeEventListener("abort", this.onAbort);
     this.signal = undefined;
+    this.producer = undefined;
+    const onSettle = this.onSettle;
+    if (onSettle !== undefined) {
+      this.onSettle = undefined;
+      onSettle();
+    }
     return [resolve, reject];
   }
 
