@@ -740,13 +740,28 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     return it;
   }
 
-  /** Chunks until EOF. A plain iterator, not a generator: one promise per chunk. */
+  /**
+   * Chunks until EOF. A plain iterator, not a generator: one promise per chunk,
+   * the iterator result made by the read itself (no extra promise hop).
+   */
   [Symbol.asyncIterator](): AsyncIterator<Buffer> {
     return {
-      next: () => this.read().then(iteratorResult),
+      next: () => this.readOp(undefined, this.nextChunk),
       return: () => Promise.resolve({ done: true, value: undefined }),
     };
   }
+
+  /** read()'s attempt, as an iterator result; bound once. */
+  private readonly nextChunk = (): IteratorResult<Buffer> | undefined => {
+    if (this.buf.length > 0) {
+      return {
+        done: false,
+        value: this.buf.take(Math.min(DEFAULT_READ_SIZE, this.buf.headLength())),
+      };
+    }
+    if (this.eof) return this.endOrThrow(DONE);
+    return undefined;
+  };
 
   /** The bytes through `delim` if they are buffered within maxBytes, consumed; else undefined. */
   private takeThrough(delim: Uint8Array, maxBytes: number): Buffer | undefined {
@@ -1188,9 +1203,7 @@ function endOfStream(err: unknown): null {
   throw err;
 }
 
-function iteratorResult(chunk: Buffer | null): IteratorResult<Buffer> {
-  return chunk === null ? { done: true, value: undefined } : { done: false, value: chunk };
-}
+const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
 
 let lastDelim = "\n";
 let lastDelimBytes: Buffer = Buffer.from(lastDelim);
