@@ -36,6 +36,7 @@ import {
   type TlsnetError,
   UnexpectedEOFError,
 } from "./errors.ts";
+import type { ProxyHeader } from "./proxy.ts";
 import { SocketTransport } from "./socket-transport.ts";
 import type { Transport, TransportSink } from "./transport.ts";
 import { DeadlineWait } from "./wait.ts";
@@ -331,6 +332,11 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   /** Printable peer address for messages. */
   protected get peerName(): string {
     return this.remoteAddr.toString();
+  }
+
+  /** The PROXY protocol header read before this conn (listeners with `proxyProtocol`), or null. */
+  get proxy(): ProxyHeader | null {
+    return this.transport.proxy ?? null;
   }
 
   /** The node socket that carries the bytes (TLS: the TLS socket), for inspection only. */

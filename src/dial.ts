@@ -16,6 +16,7 @@ import {
   DialError,
   describeSystemError,
 } from "./errors.ts";
+import { encodeProxyHeader, type ProxyHeaderInit } from "./proxy.ts";
 
 /** Options shared by tcp.connect and tls.connect. */
 export interface DialOptions {
@@ -37,6 +38,11 @@ export interface DialOptions {
   noDelay?: boolean | undefined;
   /** TCP keep-alive initial delay in ms, or false (default). */
   keepAlive?: number | false | undefined;
+  /**
+   * Send a PROXY protocol header (v1 or v2) right after connecting, before any
+   * other byte (before the TLS ClientHello): tell the server who the client is.
+   */
+  proxyHeader?: ProxyHeaderInit | undefined;
 }
 
 /** A connected socket and what the dial learned on the way. */
@@ -88,6 +94,7 @@ export function checkDialOptions(opts: DialOptions): void {
     throw new ConfigError("signal must be an AbortSignal", { field: "signal" });
   }
   if (opts.localAddress !== undefined) parseLocal(opts.localAddress);
+  if (opts.proxyHeader !== undefined) encodeProxyHeader(opts.proxyHeader);
 }
 
 /** The monotonic expiry of a dial: the earlier of `timeout` and `deadline`. */
@@ -109,11 +116,15 @@ export async function dial(address: Address, opts: DialOptions = {}): Promise<Di
   const signal = opts.signal;
   if (signal?.aborted) throw abortReason(signal);
   const local = opts.localAddress === undefined ? undefined : parseLocal(opts.localAddress);
+  const header = opts.proxyHeader === undefined ? undefined : encodeProxyHeader(opts.proxyHeader);
 
   const ips = await bounded(resolve(target, port, opts, local?.host), expiry, signal, () =>
     timeoutError(target, port, "resolving the name", []),
   );
   const socket = await race(ips, target, port, opts, local, expiry);
+  // First on the wire. Waiting for it to reach the kernel keeps it ahead of a TLS
+  // layer that writes to the socket's handle directly.
+  if (header) await new Promise<void>((resolve) => socket.write(header, () => resolve()));
   return { socket, host: target, port, expiry };
 }
 

@@ -237,6 +237,31 @@ export class StateError extends TlsnetError {
 }
 branded(StateError, "StateError");
 
+/** What was wrong with a PROXY protocol header; see {@link ProxyProtocolError}. */
+export type ProxyProtocolReason =
+  | "malformed"
+  | "oversized"
+  | "truncated"
+  | "timeout"
+  | "untrusted"
+  | "missing";
+
+/**
+ * A PROXY protocol header (HAProxy's v1 text or v2 binary) was malformed,
+ * oversized, truncated, too slow, missing, or sent by a peer outside
+ * `proxyProtocol.trusted`. The connection is closed; `reason` says which.
+ */
+export class ProxyProtocolError extends TlsnetError {
+  override readonly code = "ERR_TLSNET_PROXY_PROTOCOL";
+  override readonly name = "ProxyProtocolError";
+  readonly reason: ProxyProtocolReason;
+  constructor(message: string, options: { reason: ProxyProtocolReason; cause?: unknown }) {
+    super(message, options);
+    this.reason = options.reason;
+  }
+}
+branded(ProxyProtocolError, "ProxyProtocolError");
+
 /** Where an error happened, for messages: "connect to 127.0.0.1:8443", "read from [::1]:443". */
 export interface ErrorContext {
   op: DeadlineOp | "close" | "handshake";

@@ -26,6 +26,8 @@ export {
   HandshakeTimeoutError,
   LimitExceededError,
   ListenError,
+  ProxyProtocolError,
+  type ProxyProtocolReason,
   StartTLSInjectionError,
   StateError,
   TLSError,
@@ -33,6 +35,12 @@ export {
   UnexpectedEOFError,
 } from "./errors.ts";
 export { Listener, type ListenerStats, type ListenOptions } from "./listener.ts";
+export type {
+  ProxyHeader,
+  ProxyHeaderInit,
+  ProxyProtocolOptions,
+  ProxyTLV,
+} from "./proxy.ts";
 export type { TCPListenOptions } from "./tcp.ts";
 export * as tcp from "./tcp.ts";
 export type {

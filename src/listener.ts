@@ -25,6 +25,15 @@ import {
   describeSystemError,
   ListenError,
 } from "./errors.ts";
+import {
+  type HeaderRead,
+  type ProxyHeader,
+  type ProxyProtocolOptions,
+  type ProxyProtocolPolicy,
+  proxyProtocolPolicy,
+  readProxyHeader,
+} from "./proxy.ts";
+import { remoteAddrOf } from "./socket-transport.ts";
 
 /** Options of tcp.listen and tls.listen. */
 export interface ListenOptions<C> {
@@ -43,6 +52,12 @@ export interface ListenOptions<C> {
   onError?: ((err: Error, info: { remoteAddr?: SocketAddr }) => void) | undefined;
   /** Connections beyond this many active ones are closed at once and counted as rejected. */
   maxConnections?: number | undefined;
+  /**
+   * Read a PROXY protocol header (v1 or v2) from each conn before anything else
+   * (before TLS): `conn.remoteAddr` becomes the client's address and `conn.proxy`
+   * holds the header. `true` = `{ mode: "required", timeout: 5000 }`, any peer trusted.
+   */
+  proxyProtocol?: boolean | ProxyProtocolOptions | undefined;
 }
 
 /** Counters of a listener; `active` counts conns not yet closed (by the app or the peer). */
@@ -55,7 +70,8 @@ export interface ListenerStats {
 
 /** How a kind of listener turns sockets into conns (TCP: plain; TLS: lazy TLS). */
 export interface ConnFactory<C extends Conn> {
-  wrap(socket: Socket): C;
+  /** `proxy`: the PROXY header read from the socket first, or null. */
+  wrap(socket: Socket, proxy: ProxyHeader | null): C;
   /** Runs before a handler gets the conn (TLS: the handshake); a failure counts as a handshake failure. */
   prepare?: ((conn: C) => Promise<void>) | undefined;
   /** The handler for this conn (TLS: by ALPN protocol); default: options.handler. */
@@ -92,6 +108,10 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
   private readonly handled = new Map<C, Promise<void>>();
   private closing: Promise<void> | undefined;
   private deadline = NEVER;
+  /** Resolved `proxyProtocol` option, if on. */
+  private readonly proxyPolicy: ProxyProtocolPolicy | undefined;
+  /** Sockets whose PROXY header is being read (not conns yet). */
+  private readonly headerReads = new Set<HeaderRead>();
   private readonly counters: ListenerStats = {
     accepted: 0,
     active: 0,
@@ -105,6 +125,7 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     this.opts = opts;
     this.factory = factory;
     this.backlog = opts.backlog ?? 511;
+    this.proxyPolicy = proxyProtocolPolicy(opts.proxyProtocol);
     const a = server.address();
     if (a === null || typeof a === "string") throw new Error("listener has no TCP address");
     this.addr = new SocketAddr(a.address, a.port, a.family === "IPv6" ? "IPv6" : "IPv4");
@@ -214,6 +235,7 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     // conns handed out by accept(), which belong to the caller, so it is not awaited.
     this.server.close();
     for (const w of this.waiters.splice(0)) this.settle(w, this.closedError(), false);
+    for (const r of this.headerReads) r.cancel();
     for (const c of this.queue.splice(0)) void c.close();
     const running = [...this.handled.values()];
     if (running.length > 0 && graceful > 0) {
@@ -251,9 +273,37 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
       counted = false;
     };
     socket.once("close", inactive);
+    if (this.proxyPolicy) this.readHeader(socket, this.proxyPolicy, inactive);
+    else this.admit(socket, null, inactive);
+  }
+
+  /** Read the PROXY header first; a failure goes to onError and the socket is gone. */
+  private readHeader(socket: Socket, policy: ProxyProtocolPolicy, inactive: () => void): void {
+    const read = readProxyHeader(socket, {
+      mode: policy.mode,
+      timeout: policy.timeout,
+      trusted: policy.trusted(socket.remoteAddress ?? ""),
+    });
+    this.headerReads.add(read);
+    read.done.then(
+      ({ header, dropped }) => {
+        this.headerReads.delete(read);
+        if (dropped) return; // optional mode: the peer left without a byte
+        if (this.closing) socket.destroy();
+        else this.admit(socket, header, inactive);
+      },
+      (err: unknown) => {
+        this.headerReads.delete(read);
+        if (!this.closing) this.report(asError(err), remoteAddrOf(socket));
+      },
+    );
+  }
+
+  /** Make the conn and hand it to the handler or the accept queue. */
+  private admit(socket: Socket, proxy: ProxyHeader | null, inactive: () => void): void {
     let conn: C;
     try {
-      conn = this.factory.wrap(socket);
+      conn = this.factory.wrap(socket, proxy);
     } catch (err) {
       socket.destroy();
       this.report(asError(err), undefined);
@@ -392,6 +442,7 @@ function checkListenOptions<C>(opts: ListenOptions<C>): void {
   };
   positiveInt("backlog", opts.backlog);
   positiveInt("maxConnections", opts.maxConnections);
+  proxyProtocolPolicy(opts.proxyProtocol); // throws ConfigError for a bad option
   for (const name of ["handler", "onError"] as const) {
     if (opts[name] !== undefined && typeof opts[name] !== "function") {
       throw new ConfigError(`${name} must be a function`, { field: name });

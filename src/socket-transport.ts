@@ -6,6 +6,7 @@
 import type { Socket } from "node:net";
 import { SocketAddr } from "./addr.ts";
 import { mapError, type TlsnetError } from "./errors.ts";
+import type { ProxyHeader } from "./proxy.ts";
 import type { Transport, TransportOp, TransportSink } from "./transport.ts";
 
 const RESOLVED = Promise.resolve();
@@ -21,7 +22,8 @@ export class SocketTransport implements Transport {
 
   /**
    * `socket` carries the bytes; `raw` is the TCP socket under it (the same for
-   * TCP), whose addresses are reported. `map` turns socket errors into tlsnet's.
+   * TCP), whose addresses are reported unless a PROXY header (`proxy`) named
+   * the client. `map` turns socket errors into tlsnet's.
    */
   constructor(
     readonly socket: Socket,
@@ -29,9 +31,11 @@ export class SocketTransport implements Transport {
     private readonly map?: (err: unknown, op: TransportOp) => TlsnetError,
     /** The addresses, when the caller already has them (a TLS stream over a known socket). */
     addrs?: { remoteAddr: SocketAddr; localAddr: SocketAddr },
+    /** The PROXY header a listener read first: its source and destination are the addresses. */
+    readonly proxy: ProxyHeader | null = null,
   ) {
-    this.remoteAddr = addrs?.remoteAddr ?? remoteAddrOf(rawSocket);
-    this.localAddr = addrs?.localAddr ?? localAddrOf(rawSocket);
+    this.remoteAddr = addrs?.remoteAddr ?? proxy?.source ?? remoteAddrOf(rawSocket);
+    this.localAddr = addrs?.localAddr ?? proxy?.destination ?? localAddrOf(rawSocket);
   }
 
   whenReady(): Promise<void> {

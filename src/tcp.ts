@@ -12,17 +12,23 @@
  * ```
  * @module
  */
+import type { Socket } from "node:net";
 import type { Address } from "./addr.ts";
 import { Conn } from "./conn.ts";
 import { dialChannel, traced } from "./diagnostics.ts";
 import { type DialOptions, dial } from "./dial.ts";
 import { rememberDialHost } from "./dialed.ts";
 import { Listener, type ListenOptions } from "./listener.ts";
+import type { ProxyHeader } from "./proxy.ts";
+import { SocketTransport } from "./socket-transport.ts";
 
 /** Options of tcp.listen. */
 export type TCPListenOptions = ListenOptions<Conn>;
 
-const plain = { wrap: (socket: import("node:net").Socket) => new Conn(socket) };
+const plain = {
+  wrap: (socket: Socket, proxy: ProxyHeader | null) =>
+    new Conn(proxy ? new SocketTransport(socket, socket, undefined, undefined, proxy) : socket),
+};
 
 /** Connect over TCP (Happy Eyeballs across the host's addresses). */
 export function connect(address: Address, opts: DialOptions = {}): Promise<Conn> {

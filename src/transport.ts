@@ -22,6 +22,7 @@
 import type { Socket } from "node:net";
 import type { SocketAddr } from "./addr.ts";
 import type { TlsnetError } from "./errors.ts";
+import type { ProxyHeader } from "./proxy.ts";
 
 /** The operations an error can be reported for. */
 export type TransportOp = "read" | "write" | "close";
@@ -42,8 +43,11 @@ export interface TransportSink {
 
 /** The bytes-moving half of a connection; see the module comment. */
 export interface Transport {
+  /** The peer: the client a PROXY header named, else the socket's peer. */
   readonly remoteAddr: SocketAddr;
   readonly localAddr: SocketAddr;
+  /** The PROXY protocol header the listener read before this transport existed, if any. */
+  readonly proxy?: ProxyHeader | null | undefined;
   /** Bytes flow now (plain TCP: always; TLS: once the handshake is done and verified). */
   readonly ready: boolean;
   /** Become ready (TLS: start or join the handshake). One shared, self-handled promise. */

@@ -242,7 +242,7 @@ function upgrade(
   if (conn instanceof Conn) {
     const { socket, buffered } = conn[kRelease](check ?? noop);
     for (let i = buffered.length - 1; i >= 0; i--) socket.unshift(buffered[i]!);
-    const tlsConn = new TLSConn(new NodeTLSTransport(socket, init), conn);
+    const tlsConn = new TLSConn(new NodeTLSTransport(socket, { ...init, proxy: conn.proxy }), conn);
     conn[kHandOver](tlsConn);
     return tlsConn;
   }
@@ -275,6 +275,7 @@ const DIAL_KEYS = new Set([
   "fallbackDelay",
   "noDelay",
   "keepAlive",
+  "proxyHeader",
 ]);
 
 function tlsOnly(opts: TLSOptions & DialOptions): TLSOptions {

@@ -44,6 +44,7 @@ const LISTEN_KEYS = new Set([
   "onError",
   "maxConnections",
   "alpnHandlers",
+  "proxyProtocol",
 ]);
 
 /** A listener of TLSConns with hot reload. */
@@ -61,12 +62,13 @@ export class TLSListener extends Listener<TLSConn> {
     const handlers = opts.alpnHandlers;
     const fallback = handlers ? Object.values(handlers)[0] : undefined;
     super(server, { ...opts, handler: opts.handler ?? fallback }, {
-      wrap: (socket: Socket) =>
+      wrap: (socket: Socket, proxy) =>
         new TLSConn(
           new NodeTLSTransport(socket, {
             role: "server",
             config: () => ref.config,
             onHandshakeFailure: () => onFailure.count?.(),
+            proxy,
           }),
         ),
       prepare: async (conn) => {

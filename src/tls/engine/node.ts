@@ -35,6 +35,7 @@ import {
   TLSError,
   type TlsnetError,
 } from "../../errors.ts";
+import type { ProxyHeader } from "../../proxy.ts";
 import { localAddrOf, remoteAddrOf, SocketTransport } from "../../socket-transport.ts";
 import type { Transport, TransportOp, TransportSink } from "../../transport.ts";
 import type { TLSConfig } from "../config.ts";
@@ -58,6 +59,8 @@ export interface TLSInit {
   dialExpiry?: number | undefined;
   /** Told about every failed handshake but our own close (listener stats). */
   onHandshakeFailure?: ((err: TlsnetError) => void) | undefined;
+  /** Server: the PROXY header read before TLS; its source is the peer reported. */
+  proxy?: ProxyHeader | null | undefined;
 }
 
 type Phase = "idle" | "running" | "done" | "failed";
@@ -100,9 +103,13 @@ export class NodeTLSTransport implements Transport {
     readonly rawSocket: Socket,
     private readonly init: TLSInit,
   ) {
-    this.remoteAddr = remoteAddrOf(rawSocket);
-    this.localAddr = localAddrOf(rawSocket);
+    this.remoteAddr = init.proxy?.source ?? remoteAddrOf(rawSocket);
+    this.localAddr = init.proxy?.destination ?? localAddrOf(rawSocket);
     rawSocket.on("error", noop); // until the TLS socket takes over: never crash on a reset
+  }
+
+  get proxy(): ProxyHeader | null {
+    return this.init.proxy ?? null;
   }
 
   get role(): "client" | "server" {
