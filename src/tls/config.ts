@@ -55,7 +55,11 @@ export interface TLSOptions {
   ciphers?: string | undefined;
   handshakeTimeout?: number | undefined;
   sessionCache?: boolean | number | undefined;
-  ticketKeys?: Buffer | undefined;
+  /**
+   * Server: 48-byte session ticket key(s), shared by a fleet. A list: the first
+   * encrypts new tickets; on node:tls only the first is in force (see docs/fleet.md).
+   */
+  ticketKeys?: Buffer | readonly Buffer[] | undefined;
   keyLog?: ((line: string) => void) | undefined;
 }
 
@@ -107,7 +111,8 @@ export class TLSConfig {
   readonly clientHandshakeTimeout: number;
   /** Client session cache size (0 = off). */
   readonly sessionCacheSize: number;
-  readonly ticketKeys: Buffer | undefined;
+  /** Ticket keys, first = the one that encrypts (node:tls: the only one in force). */
+  readonly ticketKeys: readonly Buffer[] | undefined;
   readonly keyLog: TLSOptions["keyLog"];
 
   /** Contexts built on first use; a holder object because the config itself is frozen. */
@@ -162,21 +167,7 @@ export class TLSConfig {
     this.handshakeTimeout = opts.handshakeTimeout ?? DEFAULT_SERVER_HANDSHAKE_TIMEOUT;
     this.clientHandshakeTimeout = opts.handshakeTimeout ?? DEFAULT_CLIENT_HANDSHAKE_TIMEOUT;
     this.sessionCacheSize = checkSessionCache(opts.sessionCache);
-    if (opts.ticketKeys !== undefined) {
-      if (!Buffer.isBuffer(opts.ticketKeys) || opts.ticketKeys.length !== 48) {
-        throw new ConfigError(
-          `ticketKeys must be a Buffer of exactly 48 bytes (crypto.randomBytes(48)), got ${
-            Buffer.isBuffer(opts.ticketKeys)
-              ? `${opts.ticketKeys.length} bytes`
-              : typeof opts.ticketKeys
-          }`,
-          { field: "ticketKeys" },
-        );
-      }
-      this.ticketKeys = Buffer.from(opts.ticketKeys);
-    } else {
-      this.ticketKeys = undefined;
-    }
+    this.ticketKeys = checkTicketKeys(opts.ticketKeys);
     if (this.ciphers !== undefined) {
       // Let OpenSSL judge the cipher string now, not at the first handshake.
       fieldCheck("ciphers", () => createSecureContext({ ciphers: cipherList(this.ciphers) }));
@@ -237,8 +228,9 @@ export class TLSConfig {
           ...identityOptions(id),
           ...(this.clientCa ? { ca: [...this.clientCa] } : {}),
           // Documented createSecureContext options, not SecureContext internals: Bun and Deno
-          // implement the options but not `ctx.context`.
-          ...(this.ticketKeys ? { ticketKeys: this.ticketKeys } : {}),
+          // implement the options but not `ctx.context`. One key per context: the first,
+          // which encrypts (and decrypts); node:tls has no slot for more.
+          ...(this.ticketKeys ? { ticketKeys: this.ticketKeys[0] } : {}),
           // OpenSSL refuses to resume sessions of verified clients without a session id context.
           sessionIdContext: this.sessionScope.slice(0, 32),
         });
@@ -358,6 +350,28 @@ function checkAlpn(v: unknown): readonly string[] | undefined {
     }
   });
   return Object.freeze([...v]);
+}
+
+/** One 48-byte key or a non-empty list of them; each copied, the list frozen. */
+function checkTicketKeys(v: unknown): readonly Buffer[] | undefined {
+  if (v === undefined) return undefined;
+  const list = Array.isArray(v) ? v : [v];
+  if (list.length === 0) {
+    throw new ConfigError("ticketKeys must hold at least one 48-byte key", { field: "ticketKeys" });
+  }
+  return Object.freeze(
+    list.map((k: unknown, i) => {
+      if (!Buffer.isBuffer(k) || k.length !== 48) {
+        const field = Array.isArray(v) ? `ticketKeys[${i}]` : "ticketKeys";
+        const got = Buffer.isBuffer(k) ? `${k.length} bytes` : typeof k;
+        throw new ConfigError(
+          `${field} must be a Buffer of exactly 48 bytes (crypto.randomBytes(48)), got ${got}`,
+          { field },
+        );
+      }
+      return Buffer.from(k);
+    }),
+  );
 }
 
 function checkSessionCache(v: unknown): number {
