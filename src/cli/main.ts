@@ -11,6 +11,7 @@ import { debugLines, explain } from "./explain.ts";
 // Loaded on demand: `tlsnet info` need not load the certificate library.
 const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   serve: () => import("./serve.ts"),
+  proxy: () => import("./proxy.ts"),
   connect: () => import("./connect.ts"),
   fetch: () => import("./fetch.ts"),
   cert: () => import("./cert.ts"),
@@ -22,6 +23,7 @@ const USAGE = `usage: tlsnet <command> [options]
 
 Commands:
   serve     serve TLS (echo or HTTP/1.1) with a generated dev certificate or yours
+  proxy     terminate TLS and forward to a plaintext TCP service (PROXY protocol out)
   connect   handshake with a server, show what was negotiated, pipe stdin/stdout
   fetch     GET many https:// URLs concurrently, with a summary table
   cert      make a dev CA and certificates for names (PEM files)
