@@ -244,7 +244,10 @@ describe("tlsnet proxy", () => {
       });
     await assert.rejects(refused);
     await until(
-      () => /failed: the client sent no certificate \(--client-auth require-and-verify requires one\)/.test(px.stderr()),
+      () =>
+        /failed: the client sent no certificate \(--client-auth require-and-verify requires one\)/.test(
+          px.stderr(),
+        ),
       () => `the refusal is not in the log:\n${px.stderr()}`,
     );
     const ok = await tls.connect(`localhost:${px.port}`, {
