@@ -9,6 +9,20 @@ import { ConfigError } from "./errors.ts";
 /**
  * Where to connect or listen: `"host:port"`, `"[v6]:port"`, `":port"`, `{ host, port }`,
  * or a {@link SocketAddr} that a listener or conn reported (it means the same thing).
+ * A malformed address (no port, a port outside 1..65535 — 0 only for listening —, an IPv6
+ * literal without brackets) is a {@link ConfigError} before any I/O. An empty or missing host
+ * means all interfaces when listening and is an error when connecting.
+ * In the object form, `host` is a host name, an IPv4 literal or an IPv6 literal (brackets
+ * optional), and `port` a number in 1..65535 (0 picks a free port when listening).
+ *
+ * @example
+ * ```ts
+ * await tcp.connect("example.com:80");
+ * await tcp.connect("[::1]:8443");
+ * await tcp.connect({ host: "10.0.0.5", port: 5432 });
+ * await tcp.listen({ addr: ":0" }); // all interfaces, a free port
+ * await tcp.connect(listener.addr); // a SocketAddr a listener reported
+ * ```
  */
 export type Address = string | { host?: string; port: number } | SocketAddr;
 
@@ -18,22 +32,38 @@ export interface HostPort {
   port: number;
 }
 
-/** A concrete socket endpoint. `toString()` gives `"127.0.0.1:8443"` or `"[::1]:8443"`. */
+/**
+ * A concrete socket endpoint, as conns and listeners report it (`conn.remoteAddr`,
+ * `listener.addr`). `toString()` gives `"127.0.0.1:8443"` or `"[::1]:8443"`, and a SocketAddr
+ * is accepted wherever an {@link Address} is.
+ */
 export class SocketAddr {
+  /** The IP family of `address`. */
   readonly family: "IPv4" | "IPv6";
+  /** The IP address, without brackets: "127.0.0.1", "::1". */
   readonly address: string;
+  /** The port number. */
   readonly port: number;
 
+  /**
+   * A socket address. tlsnet makes these; constructing one is for tests and custom transports.
+   *
+   * @param address An IP address, without brackets.
+   * @param port The port number.
+   * @param family Default: "IPv6" when `address` is an IPv6 literal, else "IPv4".
+   */
   constructor(address: string, port: number, family?: "IPv4" | "IPv6") {
     this.address = address;
     this.port = port;
     this.family = family ?? (isIP(address) === 6 ? "IPv6" : "IPv4");
   }
 
+  /** `"127.0.0.1:8443"` or `"[::1]:8443"`: the form {@link Address} strings take. */
   toString(): string {
     return formatHostPort(this.address, this.port);
   }
 
+  /** The same as {@link SocketAddr.toString}, so that JSON.stringify prints `"127.0.0.1:8443"`. */
   toJSON(): string {
     return this.toString();
   }

@@ -57,11 +57,20 @@ const CLOSE_LINGER_MS = 2000;
 const RESOLVED = Promise.resolve();
 /** The successor of a conn given away by toSocket(): the socket's new owner closes it, not us. */
 const HANDED_TO_SOCKET = { close: () => RESOLVED };
-/** Internal: hand a conn's socket to a TLS layer (STARTTLS). Not exported from the package. */
+/**
+ * Internal: hand a conn's socket to a TLS layer (STARTTLS). Not exported from the package.
+ * @internal
+ */
 export const kRelease = Symbol("tlsnet.release");
-/** Internal: run a function once when the conn is closed (by close() or by its transport). */
+/**
+ * Internal: run a function once when the conn is closed (by close() or by its transport).
+ * @internal
+ */
 export const kOnClose = Symbol("tlsnet.onClose");
-/** Internal: mark a conn as handed over to `successor` (closing it closes that one). */
+/**
+ * Internal: mark a conn as handed over to `successor` (closing it closes that one).
+ * @internal
+ */
 export const kHandOver = Symbol("tlsnet.handOver");
 
 const LF = new Uint8Array([0x0a]);
@@ -139,20 +148,50 @@ class TurnQueue {
 /** Options of frames(): the length prefix and the largest frame accepted. */
 export type FrameOptions = OpOptions & { lengthBytes?: 1 | 2 | 4; maxBytes?: number };
 
-/** Options for the readers that look for a delimiter or EOF. */
+/**
+ * Options of the readers that look for a delimiter or EOF ({@link Conn.readUntil},
+ * {@link Conn.readLine}, {@link Conn.readAll}, {@link Conn.readUvarint} and the iterators):
+ * the per-call {@link OpOptions} plus a bound on the bytes one result may span.
+ *
+ * @property maxBytes The most bytes one result may span (delimiter included). Past it the read
+ * rejects with {@link LimitExceededError} and consumes nothing. Default: 1 MiB for readUntil,
+ * readLine, lines and split; unlimited for readAll; 8 (the most allowed) for readUvarint.
+ * Must be a number >= 1 (else RangeError).
+ * @interface
+ */
 export type MaxBytesOptions = OpOptions & { maxBytes?: number | undefined };
 
 /**
- * A connection. Reads are served in call order by one logical reader, writes
- * are written in call order by one logical writer; both sides may be used
- * concurrently. All methods are safe to call after close (they reject with
- * ClosedError).
+ * A connection: one async/await interface for plain TCP and TLS alike ({@link TLSConn}
+ * extends it). Reads are served in call order by one logical reader, writes are written in
+ * call order by one logical writer; both sides may be used concurrently. All methods are safe
+ * to call after close: they reject with {@link ClosedError}.
+ *
+ * Every operation settles: a read waiting for more than the buffer holds rejects with
+ * {@link ConnectionResetError} as soon as the connection breaks; EOF is sticky; a per-call
+ * `timeout` or `signal` cancels that call only, never the conn. Deadlines
+ * ({@link Conn.setReadDeadline}, {@link Conn.setWriteDeadline}) govern pending calls too.
+ *
+ * Get one from {@link tcp.connect}, {@link tcp.listen}, or the `tls` functions; `new Conn(socket)`
+ * wraps a node:net Socket made elsewhere.
+ *
+ * @example
+ * ```ts
+ * import { tcp } from "tlsnet";
+ * await using conn = await tcp.connect("127.0.0.1:7000", { timeout: 5000 });
+ * conn.setDeadline(Date.now() + 30_000); // the whole exchange, reads and writes
+ * await conn.write("PING\r\n");
+ * const reply = await conn.readLine({ maxBytes: 512 }); // "PONG", or null at EOF
+ * const header = await conn.readExactly(4, { timeout: 1000 });
+ * ```
  */
 export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   /** What moves the bytes; Conn only asks it plain questions (is it ready?). */
   protected readonly transport: Transport;
 
+  /** The peer's address, e.g. `127.0.0.1:8443`; it stays readable after close. */
   readonly remoteAddr: SocketAddr;
+  /** Our side's address (the local IP and port); it stays readable after close. */
   readonly localAddr: SocketAddr;
 
   private readonly buf = new ChunkList();
@@ -230,8 +269,21 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   };
 
   /**
-   * Wrap a connected node:net Socket, or any {@link Transport}. tcp.connect,
-   * tcp.listen and tls.* make Conns; this is for sockets made elsewhere.
+   * Wrap a connected node:net Socket, or any {@link Transport} (the engine seam). tcp.connect,
+   * tcp.listen and tls.* make Conns; this is for sockets made elsewhere. From now on the Conn
+   * reads the socket: do not read from it or end it yourself.
+   *
+   * @param transport A connected `net.Socket` (the Conn wraps it in a transport of its own),
+   * or a {@link Transport} implementation.
+   *
+   * @example
+   * ```ts
+   * import { once } from "node:events";
+   * import { connect } from "node:net";
+   * const socket = connect(7000, "127.0.0.1");
+   * await once(socket, "connect");
+   * const conn = new Conn(socket);
+   * ```
    */
   constructor(transport: Transport | Socket) {
     this.transport = transport instanceof Socket ? new SocketTransport(transport) : transport;
@@ -243,6 +295,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   /**
    * Internal (STARTTLS): stop reading and hand over the socket with the bytes
    * this Conn buffered. Closing this conn afterwards closes `successor`.
+   * @internal
    */
   [kRelease](check: (buffered: number) => void): { socket: Socket; buffered: Buffer[] } {
     if (!(this.transport instanceof SocketTransport)) {
@@ -257,6 +310,10 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    * handshake done) with every byte this Conn had buffered put back in front.
    * From then on the socket is the caller's to end or destroy: this Conn's ops
    * reject with ClosedError and its close() does nothing.
+   *
+   * Throws {@link StateError} while a read, write or closeWrite is pending, or before a TLS
+   * conn's handshake is done (await `handshake()` first); {@link ClosedError} once closed or
+   * handed over.
    *
    * @example
    * ```ts
@@ -309,13 +366,19 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     return { socket, buffered: this.buf.drain() };
   }
 
-  /** Internal: after {@link kRelease}, who owns the connection now. */
+  /**
+   * Internal: after `kRelease`, who owns the connection now.
+   * @internal
+   */
   [kHandOver](successor: { close(): Promise<void> }): void {
     this.closed = true;
     this.successor = successor;
   }
 
-  /** Internal: `fn` runs once when this conn is closed, by close() or by its transport. */
+  /**
+   * Internal: `fn` runs once when this conn is closed, by close() or by its transport.
+   * @internal
+   */
   [kOnClose](fn: () => void): void {
     (this.closeListeners ??= []).push(fn);
   }
@@ -339,12 +402,19 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     return this.transport.proxy ?? null;
   }
 
-  /** The node socket that carries the bytes (TLS: the TLS socket), for inspection only. */
+  /**
+   * The node socket that carries the bytes (TLS: the TLSSocket once created), for inspection
+   * only: tlsnet keeps reading from it, so do not read, write or pause it. To give the
+   * connection to code that wants a socket, use {@link Conn.toSocket}.
+   */
   get socket(): Socket {
     return this.transport.socket;
   }
 
-  /** False once closed locally, reset, or both directions ended. */
+  /**
+   * True while the conn can still move bytes; false once closed locally, reset, or once both
+   * directions ended (the peer's EOF and our closeWrite()).
+   */
   get isOpen(): boolean {
     if (this.closed) return false;
     if (this.readError && this.readError.code === "ERR_TLSNET_RESET") return false;
@@ -352,7 +422,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     return !this.transport.destroyed || this.buf.length > 0;
   }
 
-  /** Bytes received and buffered, not yet returned to the caller. */
+  /** Bytes received and buffered, not yet returned to the caller by a read. */
   get unreadBytes(): number {
     return this.buf.length;
   }
@@ -369,6 +439,15 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   /**
    * Stop reading from the socket while `bytes` unread bytes are buffered and no
    * read is waiting for more; 0 removes the limit. Default 4 MiB.
+   *
+   * The limit protects against a fast peer and a reader that stopped reading; it never fails a
+   * read: a read waiting for more (a `readAll` with a larger `maxBytes`) lifts it while it waits.
+   * Throws RangeError unless `bytes` is an integer >= 0.
+   *
+   * @example
+   * ```ts
+   * conn.limit(256 * 1024); // apply backpressure at 256 KiB of unread input
+   * ```
    */
   limit(bytes: number): void {
     if (typeof bytes !== "number" || !Number.isInteger(bytes) || bytes < 0) {
@@ -380,18 +459,41 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
 
   // ---------------------------------------------------------------- deadlines
 
-  /** Set both the read and the write deadline. */
+  /**
+   * Set both the read and the write deadline: an absolute time (Date or epoch ms) after which
+   * reads and writes, pending ones included, reject with {@link DeadlineExceededError}.
+   * `null` or 0 clears it; a time in the past expires at once. Throws TypeError for anything
+   * else than a Date, a number or null.
+   *
+   * @example
+   * ```ts
+   * conn.setDeadline(Date.now() + 5000); // this exchange must finish within 5 s
+   * await conn.write(request);
+   * const reply = await conn.readLine();
+   * conn.setDeadline(null);
+   * ```
+   */
   setDeadline(t: Date | number | null): void {
     this.setReadDeadline(t);
     this.setWriteDeadline(t);
   }
 
-  /** Absolute deadline for reads, pending ones included (the handshake wait too); null or 0 clears it. */
+  /**
+   * Absolute deadline for reads, pending ones included (the handshake wait too); null or 0
+   * clears it. When it fires, the waiting read rejects with {@link DeadlineExceededError}
+   * (op "read"); buffered data stays buffered and the conn stays readable, so a later read
+   * with a new deadline gets it all.
+   */
   setReadDeadline(t: Date | number | null): void {
     this.readWait.setDeadline(toMonotonic(t as DeadlineInput, "read deadline"));
   }
 
-  /** Absolute deadline for writes, pending ones included; once it fires mid-write, writing is over. */
+  /**
+   * Absolute deadline for writes, pending ones included; null or 0 clears it. A write that
+   * had not handed anything over rejects with {@link DeadlineExceededError} (op "write") and
+   * writing goes on; one that fires while a write waits for drain is permanent: that write and
+   * every later write reject with the same error, since a partly written record cannot resume.
+   */
   setWriteDeadline(t: Date | number | null): void {
     this.writeWait.setDeadline(toMonotonic(t as DeadlineInput, "write deadline"));
   }
@@ -400,7 +502,20 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
 
   /**
    * Read what is available: 1..max bytes (default 64 KiB, at most 16 MiB), or
-   * null at EOF (and every time after).
+   * null at EOF (and every time after). Waits only when nothing is buffered.
+   *
+   * Rejects with {@link DeadlineExceededError} (deadline or `opts.timeout`; nothing is lost),
+   * {@link ConnectionResetError} or {@link TLSError} when the connection broke,
+   * {@link ClosedError} after close(), or `signal.reason`. Throws TypeError/RangeError for a
+   * `max` that is not an integer in 1..16 MiB.
+   *
+   * @param max The most bytes to return. Default 64 KiB.
+   * @param opts Per-call timeout and signal.
+   *
+   * @example
+   * ```ts
+   * for (let chunk; (chunk = await conn.read()) !== null; ) process(chunk);
+   * ```
    */
   read(max: number = DEFAULT_READ_SIZE, opts?: OpOptions): Promise<Buffer | null> {
     checkSize(max, "read(max)", 1, MAX_READ_SIZE);
@@ -411,7 +526,10 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     });
   }
 
-  /** Fill up to `buf.length` bytes from what is available; the count, or null at EOF. */
+  /**
+   * Fill up to `buf.length` bytes from what is available; resolves to the count, or null at
+   * EOF. Deno's read shape, without an allocation per call. Same errors as {@link Conn.read}.
+   */
   readInto(buf: Uint8Array, opts?: OpOptions): Promise<number | null> {
     if (!(buf instanceof Uint8Array)) throw new TypeError("readInto(buf) takes a Uint8Array");
     if (buf.length === 0) throw new RangeError("readInto(buf): buf must not be empty");
@@ -427,8 +545,16 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   }
 
   /**
-   * Exactly `n` bytes. At EOF first: UnexpectedEOFError, and the buffered bytes
-   * stay unconsumed (a shorter readExactly or read() still gets them).
+   * Exactly `n` bytes. At EOF first: {@link UnexpectedEOFError} (its `partial` is the count
+   * buffered), and the buffered bytes stay unconsumed (a shorter readExactly or read() still
+   * gets them). A timeout or deadline consumes nothing either. Otherwise the errors of
+   * {@link Conn.read}; TypeError/RangeError unless `n` is a safe integer >= 0.
+   *
+   * @example
+   * ```ts
+   * const len = (await conn.readExactly(4)).readUInt32BE(0);
+   * const body = await conn.readExactly(len, { timeout: 10_000 });
+   * ```
    */
   readExactly(n: number, opts?: OpOptions): Promise<Buffer> {
     checkSize(n, "readExactly(n)", 0, Number.MAX_SAFE_INTEGER);
@@ -438,33 +564,39 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   /**
    * Exactly `n` bytes without consuming them (Go's bufio.Reader.Peek): the next
    * read returns them again. Same EOF rule as readExactly; n is at most 16 MiB.
+   *
+   * @example
+   * ```ts
+   * const first = await conn.peek(1); // sniff the protocol, leave the byte for the parser
+   * if (first[0] === 0x16) tlsConn = tls.server(conn, config);
+   * ```
    */
   peek(n: number, opts?: OpOptions): Promise<Buffer> {
     checkSize(n, "peek(n)", 0, MAX_READ_SIZE);
     return this.readOp(opts, () => (this.buf.length >= n ? this.buf.peek(n) : this.short(n)));
   }
 
-  /** One unsigned byte. */
+  /** One unsigned byte. EOF before it: {@link UnexpectedEOFError}. */
   readUint8(opts?: OpOptions): Promise<number> {
     return this.readOp(opts, () => (this.buf.length >= 1 ? this.buf.take(1)[0]! : this.short(1)));
   }
 
-  /** A big-endian (network order) unsigned 16-bit integer. */
+  /** A big-endian (network order) unsigned 16-bit integer; errors as {@link Conn.readExactly}. */
   readUint16BE(opts?: OpOptions): Promise<number> {
     return this.readFixed(2, opts, (b) => b.readUInt16BE(0));
   }
 
-  /** A little-endian unsigned 16-bit integer. */
+  /** A little-endian unsigned 16-bit integer; errors as {@link Conn.readExactly}. */
   readUint16LE(opts?: OpOptions): Promise<number> {
     return this.readFixed(2, opts, (b) => b.readUInt16LE(0));
   }
 
-  /** A big-endian (network order) unsigned 32-bit integer. */
+  /** A big-endian (network order) unsigned 32-bit integer; errors as {@link Conn.readExactly}. */
   readUint32BE(opts?: OpOptions): Promise<number> {
     return this.readFixed(4, opts, (b) => b.readUInt32BE(0));
   }
 
-  /** A little-endian unsigned 32-bit integer. */
+  /** A little-endian unsigned 32-bit integer; errors as {@link Conn.readExactly}. */
   readUint32LE(opts?: OpOptions): Promise<number> {
     return this.readFixed(4, opts, (b) => b.readUInt32LE(0));
   }
@@ -475,7 +607,12 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    * but the last. More than `maxBytes` bytes (default 8, at most 8):
    * LimitExceededError, nothing consumed. EOF inside it: UnexpectedEOFError.
    *
-   * @example MQTT: `const remaining = await conn.readUvarint({ maxBytes: 4 })`
+   * @example
+   * ```ts
+   * // MQTT: the fixed header's remaining length is a varint of at most 4 bytes.
+   * const type = await conn.readUint8();
+   * const remaining = await conn.readUvarint({ maxBytes: 4 });
+   * ```
    */
   readUvarint(opts?: MaxBytesOptions): Promise<number> {
     const maxBytes = maxBytesOf(opts, 8, "readUvarint");
@@ -520,7 +657,13 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   /**
    * Bytes through `delim` (included). At EOF before it: UnexpectedEOFError with
    * the partial bytes left buffered. Past `maxBytes` (default 1 MiB):
-   * LimitExceededError, nothing consumed.
+   * LimitExceededError, nothing consumed. A string delimiter is matched as UTF-8; an empty
+   * one is a RangeError.
+   *
+   * @example
+   * ```ts
+   * const headers = await conn.readUntil("\r\n\r\n", { maxBytes: 16 * 1024, timeout: 10_000 });
+   * ```
    */
   readUntil(delim: string | Uint8Array, opts?: MaxBytesOptions): Promise<Buffer> {
     const d = typeof delim === "string" ? delimBytes(delim) : delim;
@@ -535,7 +678,12 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   /**
    * One UTF-8 line without its "\n" or "\r\n". At EOF the last unterminated line
    * is returned (as it is: a lone trailing "\r" stays), then null. Past
-   * `maxBytes` (default 1 MiB): LimitExceededError.
+   * `maxBytes` (default 1 MiB): LimitExceededError, nothing consumed.
+   *
+   * @example
+   * ```ts
+   * const greeting = await conn.readLine({ timeout: 5000 }); // "220 smtp.example ESMTP"
+   * ```
    */
   readLine(opts?: MaxBytesOptions): Promise<string | null> {
     const maxBytes = maxBytesOf(opts, DEFAULT_MAX_LINE, "readLine");
@@ -545,7 +693,16 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     });
   }
 
-  /** Everything until EOF, copied once. Past `maxBytes` (default unlimited): LimitExceededError. */
+  /**
+   * Everything until EOF, copied once. Past `maxBytes` (default unlimited):
+   * LimitExceededError, nothing consumed. A connection that broke before EOF rejects with
+   * the error that broke it.
+   *
+   * @example
+   * ```ts
+   * const body = await conn.readAll({ maxBytes: 10 << 20, timeout: 30_000 });
+   * ```
+   */
   readAll(opts?: MaxBytesOptions): Promise<Buffer> {
     const maxBytes = maxBytesOf(opts, Number.POSITIVE_INFINITY, "readAll");
     return this.readOp(opts, () => {
@@ -747,8 +904,14 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   }
 
   /**
-   * Chunks until EOF. A plain iterator, not a generator: one promise per chunk,
-   * the iterator result made by the read itself (no extra promise hop).
+   * Chunks until EOF, as {@link Conn.read} returns them. A plain iterator, not a generator:
+   * one promise per chunk, the iterator result made by the read itself (no extra promise
+   * hop). Breaking out of the loop leaves the conn open.
+   *
+   * @example
+   * ```ts
+   * for await (const chunk of conn) await conn.write(chunk); // echo
+   * ```
    */
   [Symbol.asyncIterator](): AsyncIterator<Buffer> {
     return {
@@ -1009,7 +1172,18 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   /**
    * Write bytes or strings (UTF-8), or an array of them (written together).
    * Resolves once the data is accepted: at once while the socket keeps up,
-   * after "drain" under backpressure. Writes go out in call order.
+   * after "drain" under backpressure. Writes go out in call order. On a lazy TLS conn the
+   * first write waits for the handshake.
+   *
+   * Rejects with {@link DeadlineExceededError} (op "write"; permanent once bytes were handed
+   * over), {@link ConnectionResetError} or {@link TLSError} when the connection broke,
+   * {@link ClosedError} after close() or closeWrite(), `signal.reason`, or TypeError for data
+   * that is not a string, a Uint8Array or an array of them.
+   *
+   * @example
+   * ```ts
+   * await conn.write(["HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", "ok"]);
+   * ```
    */
   write(
     data: string | Uint8Array | ReadonlyArray<string | Uint8Array>,
@@ -1135,11 +1309,20 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   // ---------------------------------------------------------------- closing
 
   /**
-   * Close both directions. Idempotent. Pending reads and writes reject with
+   * Close both directions. Idempotent: every call returns the same promise, which never
+   * rejects. Pending reads and writes reject with
    * ClosedError (a pending closeWrite() finishes its flush); data already
    * accepted by write() is flushed (TLS: with a close_notify), then the conn
    * reads and discards until the peer's EOF, for up to 2 s in all, before the
    * socket is released: a lingering close, so nothing sent is lost to a reset.
+   * The promise resolves once our FIN is out; the discarding goes on in the background.
+   * After a STARTTLS upgrade, closing the plain conn closes the upgraded one.
+   *
+   * @example
+   * ```ts
+   * await conn.write(lastResponse);
+   * await conn.close(); // the response is not lost, even if the peer is still sending
+   * ```
    */
   close(): Promise<void> {
     if (this.closing) return this.closing;
@@ -1158,13 +1341,17 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     return this.closing;
   }
 
+  /** Calls {@link Conn.close}, for `await using conn = ...`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
 
   // ---------------------------------------------------------------- web streams
 
-  /** A ReadableStream over this conn's reads (created on first use). */
+  /**
+   * A ReadableStream over this conn's reads (created on first use; the same stream after).
+   * Cancelling it closes the conn. Do not mix it with direct reads.
+   */
   get readable(): ReadableStream<Uint8Array> {
     this.readableStream ??= new ReadableStream<Uint8Array>(
       {
@@ -1180,7 +1367,10 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     return this.readableStream;
   }
 
-  /** A WritableStream over write(); closing it half-closes the conn. */
+  /**
+   * A WritableStream over write() (created on first use); closing it half-closes the conn
+   * (closeWrite), aborting it closes the conn.
+   */
   get writable(): WritableStream<Uint8Array> {
     this.writableStream ??= new WritableStream<Uint8Array>({
       write: (chunk) => this.write(chunk),

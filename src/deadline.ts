@@ -5,15 +5,38 @@
  * @module
  */
 
-/** Per-call options of every potentially blocking operation. */
+/**
+ * Per-call options of every potentially blocking operation (reads, writes, closeWrite,
+ * handshake, accept). They are armed when the call is made — also while it waits its turn
+ * behind another read or write, or for a lazy TLS handshake — and cancel that call only: never
+ * the conn, never a handshake another call started. A conn's deadlines apply as well; the
+ * earlier bound wins.
+ *
+ * @example
+ * ```ts
+ * const ac = new AbortController();
+ * const line = await conn.readLine({ timeout: 5000, signal: ac.signal });
+ * ```
+ */
 export interface OpOptions {
-  /** Abort the operation; it rejects with `signal.reason`. */
+  /**
+   * Abort the operation; it rejects with `signal.reason`. An already-aborted signal rejects
+   * at once, even when the data is buffered. Anything but an AbortSignal is a TypeError.
+   */
   signal?: AbortSignal | undefined;
-  /** Milliseconds for this call, in addition to any deadline set on the conn. */
+  /**
+   * Milliseconds for this call, in addition to any deadline set on the conn; when it elapses
+   * the call rejects with {@link DeadlineExceededError}. Default: none. Must be a finite
+   * number >= 0 (else TypeError/RangeError); 0 expires at once.
+   */
   timeout?: number | undefined;
 }
 
-/** An absolute deadline: a Date, epoch milliseconds, or null/0 for none. */
+/**
+ * An absolute deadline: a Date, epoch milliseconds, or null/0 for none (undefined: none too).
+ * Inside, tlsnet converts it to the monotonic clock once, so a wall-clock step after the call
+ * neither fires nor stalls it.
+ */
 export type DeadlineInput = Date | number | null | undefined;
 
 /** Monotonic "never". */

@@ -18,25 +18,68 @@ import {
 } from "./errors.ts";
 import { encodeProxyHeader, type ProxyHeaderInit } from "./proxy.ts";
 
-/** Options shared by tcp.connect and tls.connect. */
+/**
+ * Options shared by tcp.connect and tls.connect. They are validated before any I/O: an
+ * invalid value is a {@link ConfigError} naming the field.
+ *
+ * @example
+ * ```ts
+ * const ac = new AbortController();
+ * const conn = await tcp.connect("db.internal:5432", {
+ *   timeout: 5000,        // the whole connect
+ *   signal: ac.signal,
+ *   family: "ipv4",
+ *   keepAlive: 30_000,
+ * });
+ * ```
+ */
 export interface DialOptions {
-  /** Milliseconds for the whole connect, TLS handshake included. */
+  /**
+   * Milliseconds for the whole connect, TLS handshake included: resolution, every attempt,
+   * and (tls.connect) the handshake. When it elapses the connect rejects with
+   * {@link DeadlineExceededError}, op "connect". Default: none (a TLS handshake still has its
+   * own `handshakeTimeout`).
+   */
   timeout?: number | undefined;
-  /** Absolute deadline (Date or epoch ms); the earlier of timeout/deadline wins. */
+  /**
+   * Absolute deadline (Date or epoch ms); the earlier of timeout/deadline wins. Default: none.
+   */
   deadline?: Date | number | undefined;
-  /** Abort the dial; it rejects with `signal.reason`. */
+  /** Abort the dial; it rejects with `signal.reason` (at once if already aborted). */
   signal?: AbortSignal | undefined;
-  /** Local address to bind: `"10.0.0.5"` or `"10.0.0.5:0"`. */
+  /**
+   * Local address to bind: `"10.0.0.5"` or `"10.0.0.5:0"` (`"[::1]:0"` for IPv6). With
+   * `family: "any"`, only addresses of its family are tried. Default: the kernel picks.
+   * Anything but an IP (and port) is a ConfigError with `field: "localAddress"`.
+   */
   localAddress?: string | undefined;
-  /** Custom name resolution; default node:dns lookup with all addresses. */
+  /**
+   * Custom name resolution; default node:dns lookup with all addresses.
+   * It must resolve to IP address strings; a rejection or anything else is a
+   * {@link DialError}. Not called for IP literals.
+   *
+   * @example
+   * ```ts
+   * await tcp.connect("svc:80", { resolver: async () => ["10.0.0.7", "10.0.0.8"] });
+   * ```
+   */
   resolver?: ((host: string) => Promise<string[]>) | undefined;
-  /** Address family policy, default "any". */
+  /**
+   * Address family policy, default "any": "ipv4" or "ipv6" try only the addresses of that
+   * family (a DialError when there are none).
+   */
   family?: "any" | "ipv4" | "ipv6" | undefined;
-  /** Happy Eyeballs attempt delay in ms, default 250; 0 tries addresses one after another. */
+  /**
+   * Happy Eyeballs attempt delay in ms, default 250; 0 tries addresses one after another.
+   * A failed attempt starts the next one at once either way.
+   */
   fallbackDelay?: number | undefined;
   /** TCP_NODELAY, default true. */
   noDelay?: boolean | undefined;
-  /** TCP keep-alive initial delay in ms, or false (default). */
+  /**
+   * TCP keep-alive initial delay in ms, or false (default). A conn lost to keep-alive
+   * fails with {@link ConnectionResetError} (syscallCode ETIMEDOUT).
+   */
   keepAlive?: number | false | undefined;
   /**
    * Send a PROXY protocol header (v1 or v2) right after connecting, before any

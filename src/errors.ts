@@ -24,14 +24,33 @@ function brandOf(name: string): symbol {
  * Base class: `err instanceof TlsnetError` catches everything tlsnet throws.
  * `instanceof` works across two copies of the package: classes are matched by
  * brand (`Symbol.for`), not by identity, as undici does.
+ *
+ * Exceptions to "everything": arguments of the wrong type or range throw `TypeError` /
+ * `RangeError`, and an aborted signal rejects with `signal.reason`.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await tls.connect("example.com:443", { timeout: 5000 });
+ * } catch (err) {
+ *   if (!(err instanceof TlsnetError)) throw err;
+ *   console.error(err.code, err.message, err.syscallCode); // ERR_TLSNET_DIAL, ..., ECONNREFUSED
+ * }
+ * ```
  */
 export class TlsnetError extends Error {
   /** Stable machine-readable code, always `ERR_TLSNET_*`. Match on it, not on the message. */
   readonly code: string = "ERR_TLSNET";
+  /** The class name, a fixed literal per class ("TlsnetError", "ConfigError"...). */
   override readonly name: string = "TlsnetError";
   /** The Node/OS error code behind this error (`ECONNRESET`, `ETIMEDOUT`...), when there was one. */
   readonly syscallCode: string | undefined;
 
+  /**
+   * tlsnet creates its errors; the constructors are public so that code wrapping tlsnet
+   * (a proxy, a test double) can create the same errors. `options.cause` is kept as `cause`
+   * and its Node/OS code becomes {@link TlsnetError.syscallCode}.
+   */
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     const cause = options?.cause;
@@ -39,6 +58,10 @@ export class TlsnetError extends Error {
     this.syscallCode = code?.startsWith("ERR_TLSNET") ? undefined : code;
   }
 
+  /**
+   * Brand check behind `instanceof`: true for an error of this class or a subclass, also
+   * when it comes from another copy of the package in the same process.
+   */
   static override [Symbol.hasInstance](value: unknown): boolean {
     if (typeof value !== "object" || value === null) return false;
     // biome-ignore lint/complexity/noThisInStatic: `this` is the class asked about, a subclass too
@@ -54,12 +77,28 @@ function branded(cls: { prototype: object }, name: string): void {
 }
 branded(TlsnetError, "TlsnetError");
 
-/** Invalid options, reported before any I/O. The message names the field. */
+/**
+ * Invalid options, reported before any I/O. The message names the field. Code
+ * `ERR_TLSNET_CONFIG`.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   tls.config({ certFile: "server.pem" });
+ * } catch (err) {
+ *   // err.field: "keyFile"; err.message: "certFile is set but keyFile is missing"
+ *   if (err instanceof ConfigError) console.error(err.field, err.message);
+ * }
+ * ```
+ */
 export class ConfigError extends TlsnetError {
+  /** `"ERR_TLSNET_CONFIG"`. */
   override readonly code = "ERR_TLSNET_CONFIG";
+  /** `"ConfigError"`. */
   override readonly name = "ConfigError";
   /** The option at fault, e.g. `"certs[0].key"`, when one can be named. */
   readonly field: string | undefined;
+  /** See {@link TlsnetError}'s constructor; `options.field` becomes {@link ConfigError.field}. */
   constructor(message: string, options?: { field?: string; cause?: unknown }) {
     super(message, options);
     this.field = options?.field;
@@ -67,14 +106,23 @@ export class ConfigError extends TlsnetError {
 }
 branded(ConfigError, "ConfigError");
 
-/** Name resolution or every connect attempt failed. `errors` holds each attempt's error. */
+/**
+ * Name resolution or every connect attempt failed. `errors` holds each attempt's error
+ * (`AggregateError` style), `cause` the first of them. Code `ERR_TLSNET_DIAL`; the OS code
+ * (`ECONNREFUSED`, `ENOTFOUND`...) is in {@link TlsnetError.syscallCode}.
+ */
 export class DialError extends TlsnetError {
+  /** `"ERR_TLSNET_DIAL"`. */
   override readonly code = "ERR_TLSNET_DIAL";
+  /** `"DialError"`. */
   override readonly name = "DialError";
+  /** The host that was dialed, as given (a name or an IP literal, without brackets). */
   readonly host: string;
+  /** The port that was dialed. */
   readonly port: number;
   /** One error per attempt (address tried), in the order they failed. */
   readonly errors: readonly Error[];
+  /** See {@link TlsnetError}'s constructor; `cause` defaults to the first of `errors`. */
   constructor(
     message: string,
     options: { host: string; port: number; errors?: readonly Error[]; cause?: unknown },
@@ -87,11 +135,19 @@ export class DialError extends TlsnetError {
 }
 branded(DialError, "DialError");
 
-/** Binding a listener failed (address in use, permission denied...). */
+/**
+ * Binding a listener failed (address in use, permission denied...): `tcp.listen` and
+ * `tls.listen` reject with it. Code `ERR_TLSNET_LISTEN`; the OS code (`EADDRINUSE`,
+ * `EACCES`...) is in {@link TlsnetError.syscallCode}.
+ */
 export class ListenError extends TlsnetError {
+  /** `"ERR_TLSNET_LISTEN"`. */
   override readonly code = "ERR_TLSNET_LISTEN";
+  /** `"ListenError"`. */
   override readonly name = "ListenError";
+  /** The address that could not be bound, e.g. `"127.0.0.1:8443"` or `":443"`. */
   readonly address: string;
+  /** See {@link TlsnetError}'s constructor. */
   constructor(message: string, options: { address: string; cause?: unknown }) {
     super(message, options);
     this.address = options.address;
@@ -103,12 +159,23 @@ branded(ListenError, "ListenError");
  * A TLS handshake, read, write or close failed. `reason` is OpenSSL's code
  * (`ERR_SSL_...`), or one of tlsnet's own: `ECONNRESET` (the peer closed or reset
  * during the handshake), `VERIFY_CONNECTION` (the verifyConnection hook threw),
- * `PEER_DID_NOT_RETURN_A_CERTIFICATE`, `STARTTLS_INJECTION`.
+ * `PEER_DID_NOT_RETURN_A_CERTIFICATE`, `STARTTLS_INJECTION`. Code `ERR_TLSNET_TLS`; the
+ * subclasses {@link CertificateError} and {@link StartTLSInjectionError} have codes of their own.
  */
 export class TLSError extends TlsnetError {
+  /** `"ERR_TLSNET_TLS"` (subclasses: their own code). */
   override readonly code: string = "ERR_TLSNET_TLS";
+  /** `"TLSError"` (subclasses: their own name). */
   override readonly name: string = "TLSError";
+  /**
+   * Why, as a closed set of codes: OpenSSL's code as Node reports it (`ERR_SSL_*`, with
+   * OpenSSL 3.2+'s `ERR_SSL_SSL/TLS_ALERT_*` spelled as the stable `ERR_SSL_SSLV3_ALERT_*`),
+   * a Node TLS code (`ERR_TLS_*`), `EPROTO`, or one of tlsnet's own: `ECONNRESET`,
+   * `VERIFY_CONNECTION`, `PEER_DID_NOT_RETURN_A_CERTIFICATE`, `STARTTLS_INJECTION`.
+   * Undefined when there is no code.
+   */
   readonly reason: string | undefined;
+  /** See {@link TlsnetError}'s constructor; `options.reason` becomes {@link TLSError.reason}. */
   constructor(message: string, options?: { reason?: string | undefined; cause?: unknown }) {
     super(message, options);
     this.reason = options?.reason;
@@ -116,12 +183,34 @@ export class TLSError extends TlsnetError {
 }
 branded(TLSError, "TLSError");
 
-/** The peer's certificate failed verification: `reason` says why, `host` and `subject` say whose. */
+/**
+ * The peer's certificate failed verification: `reason` says why, `host` and `subject` say
+ * whose. Code `ERR_TLSNET_CERT`. The message says what to do, and depends on the side that
+ * verified (a server names `clientCa`/`clientCaFile`).
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await tls.connect("localhost:8443", { ca: caPem });
+ * } catch (err) {
+ *   if (err instanceof CertificateError && err.reason === "CERT_HAS_EXPIRED") alert(err.subject);
+ *   throw err;
+ * }
+ * ```
+ */
 export class CertificateError extends TLSError {
+  /** `"ERR_TLSNET_CERT"`. */
   override readonly code = "ERR_TLSNET_CERT";
+  /** `"CertificateError"`. */
   override readonly name = "CertificateError";
+  /**
+   * Whose certificate: on a client, the name that was verified (serverName or the dial host);
+   * on a server verifying a client certificate, the client's address.
+   */
   readonly host: string | undefined;
+  /** The subject of the peer's leaf certificate, RFC 4514 order ("CN=example.com, O=..."). */
   readonly subject: string | undefined;
+  /** See {@link TlsnetError}'s constructor. */
   constructor(
     message: string,
     options: {
@@ -143,10 +232,13 @@ branded(CertificateError, "CertificateError");
  * and before our ClientHello. They cannot be trusted, so the upgrade is refused.
  */
 export class StartTLSInjectionError extends TLSError {
+  /** `"ERR_TLSNET_STARTTLS_INJECTION"`. */
   override readonly code = "ERR_TLSNET_STARTTLS_INJECTION";
+  /** `"StartTLSInjectionError"`. */
   override readonly name = "StartTLSInjectionError";
   /** How many plaintext bytes were waiting. */
   readonly bytes: number;
+  /** See {@link TlsnetError}'s constructor; the reason is always `STARTTLS_INJECTION`. */
   constructor(message: string, options: { bytes: number }) {
     super(message, { reason: "STARTTLS_INJECTION" });
     this.bytes = options.bytes;
@@ -154,11 +246,18 @@ export class StartTLSInjectionError extends TLSError {
 }
 branded(StartTLSInjectionError, "StartTLSInjectionError");
 
-/** A TLS handshake did not finish within `handshakeTimeout` (or the handshake call's timeout). */
+/**
+ * A TLS handshake did not finish within `handshakeTimeout` (or the handshake call's timeout);
+ * the socket is destroyed. Code `ERR_TLSNET_HANDSHAKE_TIMEOUT`.
+ */
 export class HandshakeTimeoutError extends TlsnetError {
+  /** `"ERR_TLSNET_HANDSHAKE_TIMEOUT"`. */
   override readonly code = "ERR_TLSNET_HANDSHAKE_TIMEOUT";
+  /** `"HandshakeTimeoutError"`. */
   override readonly name = "HandshakeTimeoutError";
+  /** The bound that elapsed, in milliseconds. */
   readonly timeout: number;
+  /** See {@link TlsnetError}'s constructor. */
   constructor(message: string, options: { timeout: number; cause?: unknown }) {
     super(message, options);
     this.timeout = options.timeout;
@@ -169,11 +268,27 @@ branded(HandshakeTimeoutError, "HandshakeTimeoutError");
 /** Which operation a deadline or per-call timeout cut short. */
 export type DeadlineOp = "read" | "write" | "accept" | "connect";
 
-/** A deadline or per-call timeout elapsed; `op` names the operation. */
+/**
+ * A deadline or per-call timeout elapsed; `op` names the operation. Code
+ * `ERR_TLSNET_DEADLINE`. A read that timed out consumed nothing and the conn stays readable;
+ * a write that timed out after handing bytes over leaves writing broken for good.
+ *
+ * @example
+ * ```ts
+ * const line = await conn.readLine({ timeout: 1000 }).catch((err) => {
+ *   if (err instanceof DeadlineExceededError) return undefined; // nothing yet; try again later
+ *   throw err;
+ * });
+ * ```
+ */
 export class DeadlineExceededError extends TlsnetError {
+  /** `"ERR_TLSNET_DEADLINE"`. */
   override readonly code = "ERR_TLSNET_DEADLINE";
+  /** `"DeadlineExceededError"`. */
   override readonly name = "DeadlineExceededError";
+  /** The operation cut short: "read", "write", "accept" or "connect" (a dial and its handshake). */
   readonly op: DeadlineOp;
+  /** See {@link TlsnetError}'s constructor; the message defaults to "`op` deadline exceeded". */
   constructor(op: DeadlineOp, message?: string, options?: { cause?: unknown }) {
     super(message ?? `${op} deadline exceeded`, options);
     this.op = op;
@@ -181,12 +296,26 @@ export class DeadlineExceededError extends TlsnetError {
 }
 branded(DeadlineExceededError, "DeadlineExceededError");
 
-/** The peer ended the stream before the bytes asked for arrived. */
+/**
+ * The peer ended the stream before the bytes asked for arrived. Code
+ * `ERR_TLSNET_UNEXPECTED_EOF`. The bytes that did arrive stay buffered: `partial` says how many.
+ *
+ * @example
+ * ```ts
+ * const len = await conn.readUint32BE().catch((err) => {
+ *   if (err instanceof UnexpectedEOFError && err.partial === 0) return null; // EOF between frames
+ *   throw err;
+ * });
+ * ```
+ */
 export class UnexpectedEOFError extends TlsnetError {
+  /** `"ERR_TLSNET_UNEXPECTED_EOF"`. */
   override readonly code = "ERR_TLSNET_UNEXPECTED_EOF";
+  /** `"UnexpectedEOFError"`. */
   override readonly name = "UnexpectedEOFError";
   /** How many bytes were buffered (and left unconsumed) when EOF came. */
   readonly partial: number;
+  /** See {@link TlsnetError}'s constructor. */
   constructor(message: string, options: { partial: number }) {
     super(message);
     this.partial = options.partial;
@@ -194,11 +323,18 @@ export class UnexpectedEOFError extends TlsnetError {
 }
 branded(UnexpectedEOFError, "UnexpectedEOFError");
 
-/** A read would have buffered more than its `maxBytes`; nothing was consumed. */
+/**
+ * A read would have buffered more than its `maxBytes`; nothing was consumed. Code
+ * `ERR_TLSNET_LIMIT`.
+ */
 export class LimitExceededError extends TlsnetError {
+  /** `"ERR_TLSNET_LIMIT"`. */
   override readonly code = "ERR_TLSNET_LIMIT";
+  /** `"LimitExceededError"`. */
   override readonly name = "LimitExceededError";
+  /** The `maxBytes` that was exceeded. */
   readonly limit: number;
+  /** See {@link TlsnetError}'s constructor. */
   constructor(message: string, options: { limit: number }) {
     super(message);
     this.limit = options.limit;
@@ -206,10 +342,16 @@ export class LimitExceededError extends TlsnetError {
 }
 branded(LimitExceededError, "LimitExceededError");
 
-/** The conn or listener is closed, or was closed while this operation was pending. */
+/**
+ * The conn or listener is closed, or was closed while this operation was pending (also: a
+ * conn upgraded with STARTTLS or handed over with `toSocket()`). Code `ERR_TLSNET_CLOSED`.
+ */
 export class ClosedError extends TlsnetError {
+  /** `"ERR_TLSNET_CLOSED"`. */
   override readonly code = "ERR_TLSNET_CLOSED";
+  /** `"ClosedError"`. */
   override readonly name = "ClosedError";
+  /** See {@link TlsnetError}'s constructor; the message defaults to "connection is closed". */
   constructor(message = "connection is closed", options?: { cause?: unknown }) {
     super(message, options);
   }
@@ -219,20 +361,30 @@ branded(ClosedError, "ClosedError");
 /**
  * The connection broke under us: the peer reset it (ECONNRESET), it broke under
  * a write (EPIPE), or the network dropped it (ETIMEDOUT from keep-alive,
- * EHOSTUNREACH, ENETDOWN...). `syscallCode` holds the OS code.
+ * EHOSTUNREACH, ENETDOWN...). `syscallCode` holds the OS code. Code `ERR_TLSNET_RESET`.
+ * Bytes that arrived before the break stay readable by reads they satisfy.
  */
 export class ConnectionResetError extends TlsnetError {
+  /** `"ERR_TLSNET_RESET"`. */
   override readonly code = "ERR_TLSNET_RESET";
+  /** `"ConnectionResetError"`. */
   override readonly name = "ConnectionResetError";
+  /** See {@link TlsnetError}'s constructor. */
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
   }
 }
 branded(ConnectionResetError, "ConnectionResetError");
 
-/** An operation that the conn's current state does not allow (e.g. upgrading with a read pending). */
+/**
+ * An operation that the conn's current state does not allow: upgrading (STARTTLS) or
+ * `toSocket()` with a read, write or closeWrite pending, or `toSocket()` before a TLS
+ * handshake. Code `ERR_TLSNET_STATE`.
+ */
 export class StateError extends TlsnetError {
+  /** `"ERR_TLSNET_STATE"`. */
   override readonly code = "ERR_TLSNET_STATE";
+  /** `"StateError"`. */
   override readonly name = "StateError";
 }
 branded(StateError, "StateError");
@@ -254,7 +406,9 @@ export type ProxyProtocolReason =
 export class ProxyProtocolError extends TlsnetError {
   override readonly code = "ERR_TLSNET_PROXY_PROTOCOL";
   override readonly name = "ProxyProtocolError";
+  /** What was wrong with the header: malformed, oversized, truncated, timeout, missing or untrusted. */
   readonly reason: ProxyProtocolReason;
+  /** Built by the listener and the parser; `reason` is one of the closed set above. */
   constructor(message: string, options: { reason: ProxyProtocolReason; cause?: unknown }) {
     super(message, options);
     this.reason = options.reason;

@@ -9,7 +9,7 @@
  * console.log(await conn.readLine());
  * await conn.close();
  * ```
- * @module
+ * @module tlsnet
  */
 export { type Address, SocketAddr } from "./addr.ts";
 export { Conn, type MaxBytesOptions, type Transport } from "./conn.ts";

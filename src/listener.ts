@@ -35,7 +35,20 @@ import {
 } from "./proxy.ts";
 import { remoteAddrOf } from "./socket-transport.ts";
 
-/** Options of tcp.listen and tls.listen. */
+/**
+ * Options of tcp.listen and tls.listen. Invalid values are a {@link ConfigError} before the
+ * bind.
+ *
+ * @example
+ * ```ts
+ * await tcp.listen({
+ *   addr: ":7000",
+ *   maxConnections: 1000,
+ *   handler: async (conn) => { for await (const chunk of conn) await conn.write(chunk) },
+ *   onError: (err, { remoteAddr }) => console.error(`${remoteAddr ?? "listener"}: ${err.message}`),
+ * });
+ * ```
+ */
 export interface ListenOptions<C> {
   /** Where to listen: `"127.0.0.1:8443"`, `"[::1]:0"`, `":8443"` (all interfaces); port 0 picks one. */
   addr: Address;
@@ -50,7 +63,10 @@ export interface ListenOptions<C> {
   handler?: ((conn: C) => void | Promise<void>) | undefined;
   /** Failures that never reach a handler or accept(): handshakes, handler errors. */
   onError?: ((err: Error, info: { remoteAddr?: SocketAddr }) => void) | undefined;
-  /** Connections beyond this many active ones are closed at once and counted as rejected. */
+  /**
+   * Connections beyond this many active ones are closed at once and counted as rejected.
+   * Default: no limit.
+   */
   maxConnections?: number | undefined;
   /**
    * Read a PROXY protocol header (v1 or v2) from each conn before anything else
@@ -62,13 +78,20 @@ export interface ListenOptions<C> {
 
 /** Counters of a listener; `active` counts conns not yet closed (by the app or the peer). */
 export interface ListenerStats {
+  /** Connections taken from the kernel and made into conns (rejected ones not included). */
   accepted: number;
+  /** Accepted conns not yet closed, by the app or the peer. */
   active: number;
+  /** Connections closed at once: over `maxConnections`, or over `backlog` waiting for accept(). */
   rejected: number;
+  /** TLS handshakes that failed (handler mode, and lazy conns from accept()); 0 for TCP. */
   handshakeFailures: number;
 }
 
-/** How a kind of listener turns sockets into conns (TCP: plain; TLS: lazy TLS). */
+/**
+ * How a kind of listener turns sockets into conns (TCP: plain; TLS: lazy TLS).
+ * @internal
+ */
 export interface ConnFactory<C extends Conn> {
   /** `proxy`: the PROXY header read from the socket first, or null. */
   wrap(socket: Socket, proxy: ProxyHeader | null): C;
@@ -98,6 +121,7 @@ type AcceptWaiter<C> = {
  * ```
  */
 export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposable {
+  /** The address the listener is bound to, with the port the kernel picked for port 0. */
   readonly addr: SocketAddr;
   private readonly server: Server;
   private readonly factory: ConnFactory<C>;
@@ -133,7 +157,10 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     server.on("error", (err) => this.report(err, undefined));
   }
 
-  /** Bind and listen; rejects with ListenError (address in use...) or ConfigError. */
+  /**
+   * Bind and listen; rejects with ListenError (address in use...) or ConfigError.
+   * @internal
+   */
   static async open<C extends Conn>(
     opts: ListenOptions<C>,
     factory: ConnFactory<C>,
@@ -141,6 +168,7 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     return new Listener(await bindServer(opts), opts, factory);
   }
 
+  /** True until close() is called. */
   get isOpen(): boolean {
     return this.closing === undefined;
   }
@@ -150,12 +178,20 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     return { ...this.counters };
   }
 
-  /** Count a failed handshake (TLS listeners call this for lazy conns too). */
+  /**
+   * Count a failed handshake (TLS listeners call this for lazy conns too).
+   * @internal
+   */
   countHandshakeFailure(): void {
     this.counters.handshakeFailures++;
   }
 
-  /** The next connection. Rejects with ClosedError once closed, DeadlineExceededError on deadline. */
+  /**
+   * The next connection. Rejects with ClosedError once closed, DeadlineExceededError on deadline.
+   * Also DeadlineExceededError (op "accept") for `opts.timeout`, and `signal.reason`; a
+   * TypeError on a listener that runs a `handler`. The conn belongs to the caller:
+   * closing the listener does not close it.
+   */
   accept(opts?: OpOptions): Promise<C> {
     if (this.opts.handler) {
       return Promise.reject(
@@ -200,6 +236,10 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     for (const w of this.waiters) this.arm(w); // pending accepts follow the new deadline
   }
 
+  /**
+   * The conns, one by one, as accept() gives them; the iteration ends when the listener is
+   * closed. Not available on a listener that runs a `handler`.
+   */
   async *[Symbol.asyncIterator](): AsyncIterator<C> {
     for (;;) {
       try {
@@ -215,6 +255,7 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
    * Stop accepting. Pending accept() calls reject with ClosedError, conns not
    * yet accepted are closed. Handler conns get `graceful` ms (default 0) to
    * finish, then are closed. Conns returned by accept() belong to the caller.
+   * Idempotent: later calls return the same promise. A negative `graceful` is a RangeError.
    */
   close(opts?: { graceful?: number }): Promise<void> {
     if (this.closing) return this.closing;
@@ -226,6 +267,7 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     return this.closing;
   }
 
+  /** Calls {@link Listener.close} without a grace period, for `await using ln = ...`. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
@@ -396,7 +438,10 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
   }
 }
 
-/** Validate listen options and bind a paused-on-connect, half-open-capable server. */
+/**
+ * Validate listen options and bind a paused-on-connect, half-open-capable server.
+ * @internal
+ */
 export async function bindServer<C>(opts: ListenOptions<C>): Promise<Server> {
   checkListenOptions(opts);
   const { host, port } = parseAddress(opts.addr, true);

@@ -22,12 +22,15 @@ import { remoteAddrOf } from "./socket-transport.ts";
 
 /** One v2 TLV: type byte and value (ALPN 0x01, authority 0x02, CRC32C 0x03, unique id 0x05...). */
 export interface ProxyTLV {
+  /** The TLV type byte (PP2_TYPE_ALPN = 0x01, PP2_TYPE_AUTHORITY = 0x02, PP2_TYPE_SSL = 0x20...). */
   readonly type: number;
+  /** The value bytes, as sent. */
   readonly value: Buffer;
 }
 
 /** A parsed PROXY protocol header, as `conn.proxy` shows it. */
 export interface ProxyHeader {
+  /** 1: the text header ("PROXY TCP4 ..."), 2: the binary one. */
   readonly version: 1 | 2;
   /**
    * "PROXY": relayed for a client, `source` is the client. "LOCAL": the balancer's
@@ -48,6 +51,7 @@ export interface ProxyHeader {
 
 /** What to write: `tcp.connect(addr, { proxyHeader })` and `tls.connect` send it first. */
 export interface ProxyHeaderInit {
+  /** 1: the text header, 2: the binary one (with TLVs). */
   version: 1 | 2;
   /** Default "PROXY"; "LOCAL" sends no addresses (v1: `PROXY UNKNOWN`). */
   command?: "PROXY" | "LOCAL" | undefined;
@@ -56,7 +60,14 @@ export interface ProxyHeaderInit {
   /** The address the client connected to. Same family as `source` (IPv4-mapped addresses adapt). */
   destination?: Address | undefined;
   /** v2 only: TLVs to append. */
-  tlvs?: ReadonlyArray<{ type: number; value: Uint8Array }> | undefined;
+  tlvs?:
+    | ReadonlyArray<{
+        /** The TLV type byte. */
+        type: number;
+        /** The value bytes. */
+        value: Uint8Array;
+      }>
+    | undefined;
 }
 
 /** How a listener reads headers: `proxyProtocol: true | { mode, trusted, timeout }`. */

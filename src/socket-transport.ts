@@ -11,7 +11,10 @@ import type { Transport, TransportOp, TransportSink } from "./transport.ts";
 
 const RESOLVED = Promise.resolve();
 
-/** A stream socket as a Transport; always ready. */
+/**
+ * A stream socket as a Transport; always ready.
+ * @internal
+ */
 export class SocketTransport implements Transport {
   readonly remoteAddr: SocketAddr;
   readonly localAddr: SocketAddr;
@@ -173,6 +176,10 @@ export class SocketTransport implements Transport {
 
 function noop(): void {}
 
+/**
+ * The peer's address of a socket (0.0.0.0:0 when the socket no longer knows it).
+ * @internal
+ */
 export function remoteAddrOf(socket: Socket): SocketAddr {
   return new SocketAddr(
     socket.remoteAddress ?? "0.0.0.0",
@@ -181,6 +188,10 @@ export function remoteAddrOf(socket: Socket): SocketAddr {
   );
 }
 
+/**
+ * Our side's address of a socket (0.0.0.0:0 when the socket no longer knows it).
+ * @internal
+ */
 export function localAddrOf(socket: Socket): SocketAddr {
   return new SocketAddr(
     socket.localAddress ?? "0.0.0.0",

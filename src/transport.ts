@@ -24,10 +24,23 @@ import type { SocketAddr } from "./addr.ts";
 import type { TlsnetError } from "./errors.ts";
 import type { ProxyHeader } from "./proxy.ts";
 
-/** The operations an error can be reported for. */
+/**
+ * The operations an error can be reported for: what {@link Transport.mapError} is told the
+ * error interrupted.
+ *
+ * @inline
+ */
 export type TransportOp = "read" | "write" | "close";
 
-/** Where a transport delivers what happens to it: the Conn. */
+/**
+ * Where a {@link Transport} delivers what happens to it: the {@link Conn} that owns it passes
+ * one sink to {@link Transport.start}. Events arrive in stream order; the methods are bound
+ * once, so a transport may register them directly as event listeners.
+ *
+ * Part of the engine seam, with {@link Transport}; applications never call it.
+ *
+ * @inline
+ */
 export interface TransportSink {
   /** Bytes from the peer, in order; the sink owns the chunk from now on. */
   onData(chunk: Buffer): void;
@@ -41,10 +54,27 @@ export interface TransportSink {
   onDrain(): void;
 }
 
-/** The bytes-moving half of a connection; see the module comment. */
+/**
+ * The engine seam: the bytes-moving half of a connection, written down. A {@link Conn} is
+ * the buffered reader/writer (chunk list, turns, deadlines, limit) over one Transport and asks
+ * it only what is listed here; plain TCP is a transport over a node:net Socket, TLS a
+ * transport that owns the handshake and then moves bytes over the TLS socket. A faster engine
+ * (a native TLS library) plugs in by implementing this interface; `new Conn(transport)` wraps
+ * one.
+ *
+ * Rules a transport keeps:
+ * - `ready` is a plain field read, without side effects (Conn's fast paths read it often).
+ * - `whenReady()` returns one shared promise and handles its rejection itself, so a caller may
+ *   drop it; a failure is also delivered to the sink's `onError` before the transport closes.
+ * - Events go to the one sink given to `start()`, in stream order; `onData` hands the chunk
+ *   over (the Conn keeps it, the transport must not reuse it).
+ *
+ * Applications do not implement or call this; it is exported as a type for engine authors.
+ */
 export interface Transport {
-  /** The peer: the client a PROXY header named, else the socket's peer. */
+  /** The peer's address: the client a PROXY header named, else the socket's peer. It never changes. */
   readonly remoteAddr: SocketAddr;
+  /** Our side's address. Known when the transport is made; it never changes. */
   readonly localAddr: SocketAddr;
   /** The PROXY protocol header the listener read before this transport existed, if any. */
   readonly proxy?: ProxyHeader | null | undefined;
@@ -62,8 +92,9 @@ export interface Transport {
   readonly queuedBytes: number;
   /** Half-close after what is queued (TLS: close_notify, then FIN); resolves once handed to the kernel. */
   end(): Promise<void>;
-  /** Stop / restart delivering data (flow control). */
+  /** Stop delivering data (flow control: the Conn's buffer is at its limit); idempotent. */
   pause(): void;
+  /** Deliver data again after {@link Transport.pause}; idempotent. */
   resume(): void;
   /**
    * Close for good. With `flush`, a lingering close: end our direction after
@@ -72,6 +103,7 @@ export interface Transport {
    * FIN into a reset that discards our tail. Without, at once.
    */
   close(lingerMs: number, flush: boolean): Promise<void>;
+  /** True once the socket is destroyed (closed, reset, failed): no more bytes will move. */
   readonly destroyed: boolean;
   /**
    * Stop delivering events and give up the socket that carries the bytes (only

@@ -34,7 +34,12 @@ function record(): { events: Event[]; stop: () => void } {
     diagnostics.subscribe(name, fn);
     stops.push(() => diagnostics.unsubscribe(name, fn));
   }
-  return { events, stop: () => stops.forEach((s) => s()) };
+  return {
+    events,
+    stop: () => {
+      for (const s of stops) s();
+    },
+  };
 }
 
 const of = (events: Event[], channel: string, kind: string) =>

@@ -13,7 +13,7 @@
  *
  * Never use these for production: keys live in memory and in whatever files you write them to.
  *
- * @module
+ * @module tlsnet/certs
  */
 
 import { createPrivateKey, type KeyObject, randomBytes, X509Certificate } from "node:crypto";
@@ -110,6 +110,14 @@ export interface CA {
    * ```
    */
   issue(opts: IssueOptions & { intermediate: true }): Promise<IssuedIntermediate>;
+  /**
+   * Issues a certificate signed by this CA: a leaf, or with `intermediate: true` an
+   * intermediate CA (then the result has `ca`, see the overload above).
+   *
+   * Throws TypeError for options of the wrong type and RangeError for invalid values: empty
+   * `names` for a leaf, a name that is neither an IP address nor a DNS name, a non-positive
+   * `validDays` or one past the year 9999, `intermediate: true` on an intermediate (pathLen 0).
+   */
   issue(opts: IssueOptions): Promise<IssuedCert>;
 }
 
@@ -120,6 +128,11 @@ const MAX_TIME_MS = Date.UTC(9999, 11, 31, 23, 59, 59);
 
 /**
  * Creates a self-signed root CA: CA:true, keyCertSign + cRLSign, subject "O=tlsnet, CN=<name>".
+ * Generated in memory in milliseconds (RSA: longer); nothing is written to disk. Throws
+ * TypeError/RangeError for invalid options (an empty `name`, a non-positive `validDays`, an
+ * unknown `keyType`).
+ *
+ * @param opts Default: `{}`, an EC P-256 CA valid for 3650 days with a unique name.
  *
  * @example
  * ```ts
@@ -160,6 +173,8 @@ export async function createCA(opts: CAOptions = {}): Promise<CA> {
 /**
  * Loads a CA saved earlier (its `cert` and `key` PEM, e.g. from files), to issue more
  * certificates with it. A CA certificate whose key does not match it is a RangeError.
+ * Throws TypeError when `cert` or `key` is not a string, RangeError when `cert` is not a PEM
+ * certificate or not a CA certificate, or the key is of a type tlsnet/certs does not use.
  *
  * @example
  * ```ts

@@ -18,10 +18,20 @@ import { checkTimeout } from "../deadline.ts";
 import { asError, ConfigError, errorCode } from "../errors.ts";
 import { type ConnectionState, splitSANs } from "./state.ts";
 
-/** TLS protocol versions tlsnet speaks. Older ones are refused. */
+/** TLS protocol versions tlsnet speaks. Older ones are refused (a {@link ConfigError}). */
 export type TLSVersion = "TLSv1.2" | "TLSv1.3";
 
-/** Client-certificate policy of a server, with Go's semantics. */
+/**
+ * Client-certificate policy of a server, with Go's semantics:
+ * - "none": no certificate requested (the default);
+ * - "request": requested, not required, not verified;
+ * - "require-any": required, not verified;
+ * - "verify-if-given": verified when sent;
+ * - "require-and-verify": required and verified.
+ *
+ * The verifying modes need `clientCa` or `clientCaFile`. A failure names the reason ("client
+ * did not provide a certificate", "client certificate signed by unknown authority").
+ */
 export type ClientAuth =
   | "none"
   | "request"
@@ -29,45 +39,166 @@ export type ClientAuth =
   | "verify-if-given"
   | "require-and-verify";
 
-/** One certificate (chain) with its private key, PEM. */
+/**
+ * One certificate (chain) with its private key, PEM. What `tlsnet/certs`' `issue()` returns
+ * has this shape.
+ */
 export interface CertEntry {
+  /** The certificate, PEM; it may be followed by its intermediates (what a server sends). */
   cert: string | Buffer;
+  /** Its private key, PEM (PKCS#8, PKCS#1 or SEC1; encrypted with `passphrase`). */
   key: string | Buffer;
+  /** The passphrase of an encrypted `key`. Default: none (the key is not encrypted). */
   passphrase?: string | undefined;
 }
 
-/** Everything TLS about a client or server. See docs/api.md. */
+/**
+ * Everything TLS about a client or server. Validated once by `tls.config()` (or by the call
+ * that takes them): an invalid value is a {@link ConfigError} naming the field, before any
+ * I/O on the network. Files are read once, then.
+ *
+ * @example
+ * ```ts
+ * // A client that trusts a private CA and presents a client certificate (mTLS):
+ * const client: TLSOptions = {
+ *   ca: readFileSync("ca.pem"),
+ *   certFile: "client.pem", keyFile: "client-key.pem",
+ *   alpnProtocols: ["h2"],
+ * };
+ * // A server with two certificates (SNI picks) that requires verified client certificates:
+ * const server: TLSOptions = {
+ *   certs: [{ cert: a, key: aKey }, { cert: b, key: bKey }],
+ *   clientAuth: "require-and-verify", clientCaFile: "clients-ca.pem",
+ * };
+ * ```
+ */
 export interface TLSOptions {
+  /**
+   * Certificates with their keys. Server: the certificates it serves; SNI picks the entry
+   * whose certificate names the requested host (its SAN DNS names, or its CN when it has no
+   * SAN; an exact name beats a wildcard), and no SNI or an unknown name gets the first entry.
+   * Client: the first entry is presented when the server asks (mTLS). A server needs at
+   * least one certificate (here or in `certFile`/`keyFile`). Default: none.
+   */
   certs?: CertEntry[] | undefined;
+  /**
+   * Path of a PEM certificate (chain) to read: shorthand for one `certs` entry, added after
+   * them. Needs `keyFile`. Read once, at validation; {@link TLSListener.watch} reloads it.
+   */
   certFile?: string | undefined;
+  /** Path of the PEM private key for `certFile`; needs `certFile`. */
   keyFile?: string | undefined;
+  /**
+   * Verify the peer's certificate chain and, on a client, its name. Default: true. false is
+   * insecure: for tests only. (Servers verify client certificates per `clientAuth` instead.)
+   */
   verifyPeer?: boolean | undefined;
+  /**
+   * Client: the name sent as SNI and verified against the certificate. Default: the dial host
+   * (or, for `tls.client`, the host `tcp.connect` dialed). An IP literal verifies against
+   * the certificate's IP SANs and sends no SNI (RFC 6066). A trailing dot is dropped.
+   */
   serverName?: string | undefined;
+  /**
+   * Trusted roots (PEM; a string or Buffer may hold several certificates), replacing the
+   * default: Node's bundled roots. Client: verifies the server.
+   */
   ca?: string | Buffer | Array<string | Buffer> | undefined;
+  /**
+   * Path of a PEM bundle, or of an OpenSSL hashed directory (`*.pem`, `*.crt`, `<hash>.0`),
+   * of trusted roots; added to `ca`.
+   */
   caFile?: string | undefined;
+  /** Server: the client-certificate policy, see {@link ClientAuth}. Default: "none". */
   clientAuth?: ClientAuth | undefined;
+  /**
+   * Server: the roots client certificates are verified against (PEM), for the verifying
+   * `clientAuth` modes, which require it (or `clientCaFile`). Default: none.
+   */
   clientCa?: string | Buffer | Array<string | Buffer> | undefined;
+  /** Server: a PEM bundle or hashed directory of client roots, added to `clientCa`. */
   clientCaFile?: string | undefined;
+  /**
+   * An extra check after the handshake and the built-in verification (pinning, a policy on
+   * the peer's subject...). Throwing or rejecting fails the handshake with a
+   * {@link TLSError} whose reason is `VERIFY_CONNECTION`. Runs on resumed handshakes too (a
+   * resumed client conn reports the identity of the original handshake). Default: none.
+   *
+   * @example
+   * ```ts
+   * const pin = "AB:CD:...";
+   * await tls.connect("api.example:443", {
+   *   verifyConnection: (s) => {
+   *     if (s.peerCertificates[0]?.fingerprint256 !== pin) throw new Error("pin mismatch");
+   *   },
+   * });
+   * ```
+   */
   verifyConnection?: ((state: ConnectionState) => void | Promise<void>) | undefined;
+  /**
+   * ALPN protocols, in preference order; the server's preference wins. A client offering
+   * protocols with no overlap fails the handshake (alert 120, a {@link TLSError} naming both
+   * lists). Each name is 1..255 bytes. Default: no ALPN.
+   */
   alpnProtocols?: string[] | undefined;
+  /**
+   * The lowest version to negotiate. Default: "TLSv1.2"; older versions ("TLSv1.1"...) are
+   * refused by ConfigError.
+   */
   minVersion?: TLSVersion | undefined;
+  /** The highest version to negotiate. Default: "TLSv1.3". Must not be below `minVersion`. */
   maxVersion?: TLSVersion | undefined;
+  /**
+   * OpenSSL cipher list for TLS 1.2. Default: ECDHE key exchange with AEAD ciphers only
+   * (`ECDHE-{ECDSA,RSA}-AES{128,256}-GCM`, `-CHACHA20-POLY1305`), stricter than Node's. A list
+   * naming only TLS 1.2 suites keeps the TLS 1.3 suites on. Servers apply their own order.
+   * Checked by OpenSSL at validation.
+   */
   ciphers?: string | undefined;
+  /**
+   * Milliseconds a handshake may take; past it, {@link HandshakeTimeoutError} and the socket
+   * is destroyed. Default: 10_000 on servers, 30_000 on clients; 0 = none.
+   */
   handshakeTimeout?: number | undefined;
+  /**
+   * Client: resume sessions (TLS 1.3 tickets, TLS 1.2 sessions) per server name. true or a
+   * size (sessions kept, least recently used evicted), false or 0 to turn it off. Default:
+   * on, 100. Connects whose verification settings and client identity are equal share one
+   * cache, so a session is never resumed under other trust settings.
+   */
   sessionCache?: boolean | number | undefined;
   /**
-   * Server: 48-byte session ticket key(s), shared by a fleet. A list: the first
-   * encrypts new tickets; on node:tls only the first is in force (see docs/fleet.md).
+   * Server: 48-byte session ticket key(s) (`crypto.randomBytes(48)`), shared by a fleet for
+   * resumption on any replica. A list: the first encrypts new tickets; on node:tls only the first
+   * is in force (see docs/fleet.md). Default: random keys that OpenSSL picks, so only this
+   * process can resume its tickets.
    */
   ticketKeys?: Buffer | readonly Buffer[] | undefined;
+  /**
+   * Receives NSS key log lines (SSLKEYLOGFILE format) for Wireshark. Debugging only: whoever
+   * reads them can decrypt the traffic. Default: none.
+   *
+   * @example
+   * ```ts
+   * const log = createWriteStream("keys.log", { flags: "a" });
+   * await tls.connect("example.com:443", { keyLog: (line) => log.write(`${line}\n`) });
+   * ```
+   */
   keyLog?: ((line: string) => void) | undefined;
 }
 
-/** A certificate entry after validation: PEM text, the parsed leaf, and the names it serves. */
+/**
+ * A certificate entry after validation: PEM text, the parsed leaf, and the names it serves.
+ * @inline
+ */
 export interface Identity {
+  /** The certificate (chain), PEM. */
   readonly cert: string;
+  /** Its private key, PEM, as given. */
   readonly key: string;
+  /** The key's passphrase, if any. */
   readonly passphrase: string | undefined;
+  /** The first certificate of `cert`, parsed. */
   readonly leaf: X509Certificate;
   /** DNS names from the SAN (or CN without SAN), lower-case; wildcards kept as "*.x". */
   readonly names: readonly string[];
@@ -90,35 +221,61 @@ const DEFAULT_SESSION_CACHE = 100;
 /**
  * A validated, frozen TLS configuration. Build it once with `tls.config()` and
  * pass it to any number of connects or listeners; contexts are built lazily,
- * once, and shared by every connection.
+ * once, and shared by every connection. Its fields are the options with defaults applied.
+ *
+ * @example
+ * ```ts
+ * const config = tls.config({ ca: readFileSync("ca.pem") });
+ * config.minVersion; // "TLSv1.2"
+ * const conn = await tls.connect("db.internal:8443", config, { timeout: 5000 });
+ * ```
  */
 export class TLSConfig {
+  /**
+   * The certificate entries, validated, in order: `certs`, then `certFile`/`keyFile`. On a
+   * server, index 0 is the default for SNI; on a client, index 0 is presented for mTLS. Each
+   * has the PEM `cert`, `key` and `passphrase`, the parsed `leaf` certificate, and the `names`
+   * it serves (its SAN DNS names, or its CN without SAN; lower-case).
+   */
   readonly identities: readonly Identity[];
+  /** Whether the peer is verified (`verifyPeer`, default true). */
   readonly verifyPeer: boolean;
+  /** The client's SNI and name to verify, trailing dot dropped; undefined: the dial host. */
   readonly serverName: string | undefined;
   /** Trusted roots (PEM), or undefined for Node's bundled roots. */
   readonly ca: readonly string[] | undefined;
+  /** The server's client-certificate policy (default "none"). */
   readonly clientAuth: ClientAuth;
+  /** Roots for client certificates (PEM, from `clientCa` and `clientCaFile`), or undefined. */
   readonly clientCa: readonly string[] | undefined;
+  /** The extra post-handshake check, if any. */
   readonly verifyConnection: TLSOptions["verifyConnection"];
+  /** ALPN protocols in preference order (a frozen copy), or undefined for no ALPN. */
   readonly alpnProtocols: readonly string[] | undefined;
+  /** The lowest version negotiated (default "TLSv1.2"). */
   readonly minVersion: TLSVersion;
+  /** The highest version negotiated (default "TLSv1.3"). */
   readonly maxVersion: TLSVersion;
+  /** The `ciphers` option as given, or undefined for tlsnet's default list. */
   readonly ciphers: string | undefined;
   /** Server handshake timeout in ms (0 = none). */
   readonly handshakeTimeout: number;
-  /** Explicit client handshake timeout, if the caller gave one. */
+  /** Client handshake timeout in ms: `handshakeTimeout` when given, else 30_000 (0 = none). */
   readonly clientHandshakeTimeout: number;
   /** Client session cache size (0 = off). */
   readonly sessionCacheSize: number;
-  /** Ticket keys, first = the one that encrypts (node:tls: the only one in force). */
+  /** Ticket keys (copies), first = the one that encrypts (node:tls: the only one in force); undefined for random ones. */
   readonly ticketKeys: readonly Buffer[] | undefined;
+  /** The key log callback, if any. */
   readonly keyLog: TLSOptions["keyLog"];
 
   /** Contexts built on first use; a holder object because the config itself is frozen. */
   private readonly contexts: { client?: SecureContext; server?: SecureContext[] } = {};
 
-  /** Use `tls.config(opts)`. */
+  /**
+   * Use `tls.config(opts)`: the same validation, and it passes a TLSConfig through.
+   * Throws {@link ConfigError} naming the field for any invalid option.
+   */
   constructor(opts: TLSOptions) {
     if (typeof opts !== "object" || opts === null) {
       throw new ConfigError("TLS options must be an object", { field: "options" });
@@ -179,6 +336,7 @@ export class TLSConfig {
   /**
    * Identifies what a resumed session may be trusted under: configs that verify
    * the same way and present the same identity share client sessions.
+   * @internal
    */
   readonly sessionScope: string;
 
@@ -198,7 +356,10 @@ export class TLSConfig {
     return h.digest("hex");
   }
 
-  /** The client's context (trust roots, our certificate for mTLS, versions), built once. */
+  /**
+   * The client's context (trust roots, our certificate for mTLS, versions), built once.
+   * @internal
+   */
   clientContext(): SecureContext {
     if (!this.contexts.client) {
       const id = this.identities[0];
@@ -211,7 +372,10 @@ export class TLSConfig {
     return this.contexts.client;
   }
 
-  /** One server context per identity, in order; index 0 is the default. Built once. */
+  /**
+   * One server context per identity, in order; index 0 is the default. Built once.
+   * @internal
+   */
   serverContexts(): SecureContext[] {
     if (!this.contexts.server) {
       if (this.identities.length === 0) {

@@ -35,15 +35,56 @@ export type { ConnectionState, PeerCertificate } from "./state.ts";
 /** Client session caches by config scope: configs that verify alike share resumption. Bounded. */
 const sessionCaches = new LRU<string, SessionCache>(64);
 
-/** Validate and freeze options into a reusable TLSConfig (throws ConfigError). */
+/**
+ * Validate and freeze options into a reusable {@link TLSConfig}: files are read and
+ * certificates parsed once, here. A TLSConfig passed in is returned as it is. Build one config
+ * and pass it to any number of connects, listeners and upgrades: they share its contexts and
+ * its client session cache.
+ *
+ * Throws {@link ConfigError} naming the field (before any I/O on the network): a cert without
+ * its key or the reverse, a key that does not match, unreadable or non-PEM files, min > max,
+ * a version below TLS 1.2, a verifying clientAuth without clientCa, a negative timeout, a bad
+ * ALPN name, ticketKeys not 48 bytes.
+ *
+ * @example
+ * ```ts
+ * const config = tls.config({ ca: readFileSync("ca.pem"), alpnProtocols: ["h2", "http/1.1"] });
+ * const a = await tls.connect("api.internal:443", config, { timeout: 5000 });
+ * const b = await tls.connect("api.internal:443", config); // resumes a's session
+ * ```
+ */
 export function config(opts: TLSOptions | TLSConfig): TLSConfig {
   return opts instanceof TLSConfig ? opts : new TLSConfig(opts);
 }
 
 /**
- * Dial and handshake. `opts` holds TLS and dial options together, or is a
+ * Dial and handshake: resolves to a {@link TLSConn} whose handshake is done and verified.
+ * `opts` holds TLS and dial options together, or is a
  * TLSConfig; with a TLSConfig, dial options go in the third argument.
- * Rejects with DialError, DeadlineExceededError, TLSError or CertificateError.
+ * The name verified (and sent as SNI) is `serverName`, else the dial host; an IP literal
+ * sends no SNI and is verified against the certificate's IP SANs. The dial `timeout` and
+ * `deadline` cover the handshake too; `handshakeTimeout` (default 30 s on clients) bounds the
+ * handshake alone.
+ *
+ * Rejects with {@link DialError}, {@link DeadlineExceededError} (op "connect"),
+ * {@link HandshakeTimeoutError}, {@link TLSError} or {@link CertificateError}, or
+ * `signal.reason`, or {@link ConfigError} (before any I/O) for invalid options.
+ *
+ * @param address Where to connect: `"example.com:443"`, `"[::1]:8443"`, `{ host, port }`.
+ * @param opts TLS options and dial options in one object, or a {@link TLSConfig}. Default: `{}`
+ * (verify against Node's bundled roots).
+ * @param dialOptions Dial options, for when `opts` is a TLSConfig; they win over those in `opts`.
+ *
+ * @example
+ * ```ts
+ * const conn = await tls.connect("example.com:443", { alpnProtocols: ["http/1.1"] });
+ * console.log(conn.state().version, conn.alpnProtocol); // "TLSv1.3" "http/1.1"
+ * // mTLS against a private CA:
+ * const m = await tls.connect("10.0.0.5:8443", {
+ *   ca: readFileSync("ca.pem"), serverName: "db.internal",
+ *   certs: [{ cert: readFileSync("client.pem"), key: readFileSync("client-key.pem") }],
+ * });
+ * ```
  */
 export function connect(
   address: Address,
@@ -87,14 +128,52 @@ async function dialTLS(
   return conn;
 }
 
-/** Listen for TLS connections. */
+/**
+ * Listen for TLS connections. Conns from `accept()` or the iterator are lazy: their
+ * handshake runs on `handshake()` or the first read or write. With `handler` (or
+ * `alpnHandlers`) the listener handshakes first and hands over only conns whose handshake
+ * succeeded; failures go to `onError` and `stats().handshakeFailures`.
+ *
+ * Rejects with {@link ConfigError} for invalid options (a server needs `certs` or
+ * `certFile`/`keyFile`) and {@link ListenError} when the bind fails.
+ *
+ * @example
+ * ```ts
+ * const ln = await tls.listen({
+ *   addr: ":8443",
+ *   certFile: "server.pem", keyFile: "server-key.pem",
+ *   handler: async (conn) => {
+ *     for await (const line of conn.lines()) await conn.write(`${line}\n`);
+ *   },
+ * });
+ * ln.watch(); // reload the certificate when the files change
+ * ```
+ */
 export function listen(opts: TLSListenOptions): Promise<TLSListener> {
   return TLSListener.listen(opts);
 }
 
 /**
- * Upgrade an existing plain conn or socket to TLS as the client (STARTTLS).
- * The handshake is lazy; bytes the plain conn had buffered are kept.
+ * Upgrade an existing plain conn or socket to TLS as the client (STARTTLS). The handshake is
+ * lazy: it runs on `handshake()` or the first read or write. The name verified is
+ * `serverName`, else the host `tcp.connect` dialed, else the peer's IP address. From now on
+ * use the returned conn; the plain one's ops reject with {@link ClosedError}, and closing it
+ * closes the connection.
+ *
+ * Throws {@link StateError} with a read, write or closeWrite pending on `conn`, and
+ * {@link StartTLSInjectionError} when plaintext bytes are buffered (they arrived after the
+ * server's go-ahead, before our ClientHello): read the server's reply exactly before upgrading.
+ * Throws {@link ConfigError} for invalid options.
+ *
+ * @example
+ * ```ts
+ * const conn = await tcp.connect("mail.example:587");
+ * await conn.readLine(); // 220 greeting
+ * await conn.write("STARTTLS\r\n");
+ * await conn.readLine(); // 220 go ahead: read exactly the reply, nothing more
+ * const secure = tls.client(conn, { serverName: "mail.example" });
+ * await secure.handshake({ timeout: 10_000 });
+ * ```
  */
 export function client(conn: Conn | Socket, opts: TLSOptions | TLSConfig): TLSConn {
   const cfg = config(opts);
@@ -135,7 +214,13 @@ export function client(conn: Conn | Socket, opts: TLSOptions | TLSConfig): TLSCo
   );
 }
 
-/** Upgrade an existing plain conn or socket to TLS as the server. The handshake is lazy. */
+/**
+ * Upgrade an existing plain conn or socket to TLS as the server. The handshake is lazy.
+ * Bytes the plain conn buffered are kept: they are the client's ClientHello.
+ *
+ * Throws {@link ConfigError} for invalid options or a config without a certificate,
+ * {@link StateError} with a read, write or closeWrite pending on `conn`.
+ */
 export function server(conn: Conn | Socket, opts: TLSOptions | TLSConfig): TLSConn {
   const cfg = config(opts);
   cfg.serverContexts(); // a server without certificates fails here, before any I/O
@@ -164,7 +249,8 @@ export interface Backend {
 }
 
 /**
- * The TLS library and the JavaScript runtime behind tlsnet.
+ * The TLS library and the JavaScript runtime behind tlsnet: which library runs the
+ * handshakes differs between Node, Bun and Deno (see docs/runtimes.md).
  *
  * @example
  * ```ts
@@ -209,13 +295,28 @@ export function backend(): Backend {
   };
 }
 
-/** tlsnet's default protocol range and cipher list, beside Node's. */
+/**
+ * tlsnet's default protocol range and cipher list, beside Node's: tlsnet's TLS 1.2 suites are
+ * ECDHE key exchange with AEAD ciphers only, Node's list also admits CBC and static RSA.
+ *
+ * @example
+ * ```ts
+ * const d = tls.defaults();
+ * console.log(d.minVersion, d.nodeMin); // "TLSv1.2" "TLSv1.2"
+ * ```
+ */
 export function defaults(): {
+  /** tlsnet's default `minVersion`: "TLSv1.2". */
   minVersion: string;
+  /** tlsnet's default `maxVersion`: "TLSv1.3". */
   maxVersion: string;
+  /** Node's `tls.DEFAULT_MIN_VERSION` in this process. */
   nodeMin: string;
+  /** Node's `tls.DEFAULT_MAX_VERSION` in this process. */
   nodeMax: string;
+  /** tlsnet's default OpenSSL cipher string: TLS 1.3 suites, then ECDHE + AEAD TLS 1.2 suites. */
   ciphers: string;
+  /** Node's `tls.DEFAULT_CIPHERS` in this process. */
   nodeCiphers: string;
 } {
   return {

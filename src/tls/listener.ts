@@ -13,14 +13,31 @@ import { bindServer, type ConnFactory, Listener, type ListenOptions } from "../l
 import { TLSConfig, type TLSOptions, tlsOptionsOf } from "./config.ts";
 import { NodeTLSTransport, TLSConn } from "./conn.ts";
 
-/** Options of tls.listen. */
+/**
+ * Options of {@link tls.listen}: the server's {@link TLSOptions} (a certificate is required:
+ * `certs`, or `certFile` and `keyFile`), the {@link ListenOptions}, and `alpnHandlers`.
+ */
 export type TLSListenOptions = TLSOptions &
   ListenOptions<TLSConn> & {
-    /** A handler per negotiated ALPN protocol; the first one also takes clients without ALPN. */
+    /**
+     * A handler per negotiated ALPN protocol; the first one also takes clients without ALPN.
+     * Without `alpnProtocols`, the server offers the handlers' names, in order. A negotiated
+     * protocol without an entry also goes to the first handler. Takes the place of `handler`,
+     * which is not called when `alpnHandlers` is given.
+     *
+     * @example
+     * ```ts
+     * await tls.listen({ addr: ":443", certs, alpnHandlers: { h2: onH2, "http/1.1": onH1 } });
+     * ```
+     */
     alpnHandlers?: Record<string, (conn: TLSConn) => void | Promise<void>> | undefined;
   };
 
-/** What reload() may change. */
+/**
+ * What {@link TLSListener.reload} may change: the identity (`certs` or `certFile`/`keyFile`,
+ * which replace the old one), `clientCa`/`clientCaFile` (replacing the old ones), `clientAuth`,
+ * `ciphers`, `alpnProtocols` and `ticketKeys`. Fields left out keep their values.
+ */
 export type ReloadOptions = Partial<
   Pick<
     TLSOptions,
@@ -47,7 +64,11 @@ const LISTEN_KEYS = new Set([
   "proxyProtocol",
 ]);
 
-/** A listener of TLSConns with hot reload. */
+/**
+ * A listener of {@link TLSConn}s with hot reload: {@link TLSListener.reload} swaps the TLS
+ * config for new handshakes, {@link TLSListener.watch} does it when the certificate files
+ * change. Made by {@link tls.listen}.
+ */
 export class TLSListener extends Listener<TLSConn> {
   private readonly ref: { config: TLSConfig; options: TLSOptions };
   private readonly watchers = new Set<() => void>();
@@ -82,7 +103,10 @@ export class TLSListener extends Listener<TLSConn> {
     onFailure.count = () => this.countHandshakeFailure();
   }
 
-  /** Validate the TLS options, bind, and listen. */
+  /**
+   * Validate the TLS options, bind, and listen.
+   * @internal
+   */
   static async listen(opts: TLSListenOptions): Promise<TLSListener> {
     if (typeof opts !== "object" || opts === null) {
       throw new ConfigError("tls.listen needs options: { addr, certs | certFile/keyFile, ... }");
@@ -94,7 +118,7 @@ export class TLSListener extends Listener<TLSConn> {
     return new TLSListener(server, opts, { config, options: tlsOptions }, {});
   }
 
-  /** The TLS config in force for new handshakes. */
+  /** The TLS config in force for new handshakes (the latest one {@link TLSListener.reload} set). */
   get config(): TLSConfig {
     return this.ref.config;
   }
@@ -103,6 +127,13 @@ export class TLSListener extends Listener<TLSConn> {
    * Validate a changed config in full and swap it in for new handshakes.
    * On error it throws ConfigError and the old config stays in force;
    * established conns are never touched.
+   *
+   * @example
+   * ```ts
+   * process.on("SIGHUP", () => {
+   *   ln.reload({ certFile: "server.pem", keyFile: "server-key.pem" }).catch(console.error);
+   * });
+   * ```
    */
   async reload(opts: ReloadOptions): Promise<void> {
     const next: TLSOptions = { ...this.ref.options };
@@ -127,7 +158,12 @@ export class TLSListener extends Listener<TLSConn> {
   /**
    * Reload from certFile/keyFile when they change (atomic renames included),
    * debounced. A bad new file keeps the old certificates and goes to onError.
-   * Returns a function that stops watching.
+   * Returns a function that stops watching; closing the listener stops it too.
+   *
+   * Throws {@link ConfigError} when the listener has no certFile/keyFile or clientCaFile.
+   *
+   * @param opts `debounce`: milliseconds to wait after the last change before reloading
+   * (default 200).
    */
   watch(opts?: { debounce?: number }): () => void {
     const { certFile, keyFile, clientCaFile } = this.ref.options;
@@ -167,6 +203,7 @@ export class TLSListener extends Listener<TLSConn> {
     return stop;
   }
 
+  /** As {@link Listener.close}; also stops every {@link TLSListener.watch}. */
   override close(opts?: { graceful?: number }): Promise<void> {
     for (const stop of [...this.watchers]) stop();
     return super.close(opts);

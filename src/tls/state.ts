@@ -6,35 +6,68 @@
 import { X509Certificate } from "node:crypto";
 import type { PeerCertificate as NodePeerCertificate, TLSSocket } from "node:tls";
 
-/** A certificate the peer presented. */
+/**
+ * A certificate the peer presented, in a plain, serialisable shape (from
+ * {@link TLSConn.peerCertificate} and {@link ConnectionState.peerCertificates}).
+ *
+ * @example
+ * ```ts
+ * const cert = conn.peerCertificate();
+ * const days = cert ? (cert.validTo.getTime() - Date.now()) / 86_400_000 : Infinity;
+ * if (days < 14) console.warn(`${cert?.subject} expires in ${Math.floor(days)} days`);
+ * ```
+ */
 export interface PeerCertificate {
   /** RFC 4514 order, most specific first: "CN=example.com, O=Example". */
   subject: string;
+  /** The issuer's name, RFC 4514 order like `subject`: "CN=Example CA, O=Example". */
   issuer: string;
-  /** ["DNS:example.com", "IP Address:127.0.0.1"] */
+  /** ["DNS:example.com", "IP Address:127.0.0.1"]; [] when the certificate has no SAN. */
   subjectAltNames: string[];
+  /** Start of validity (notBefore). */
   validFrom: Date;
+  /** End of validity (notAfter). */
   validTo: Date;
+  /** Serial number, upper-case hex as Node reports it. */
   serialNumber: string;
-  /** SHA-256 fingerprint, colon-separated hex. */
+  /** SHA-256 fingerprint, colon-separated hex: what to pin in `verifyConnection`. */
   fingerprint256: string;
   /** DER bytes. */
   raw: Buffer;
 }
 
-/** What the handshake negotiated; `state()` returns a snapshot. */
+/**
+ * What the handshake negotiated (Go's ConnectionState); {@link TLSConn.state} returns a
+ * snapshot, {@link TLSConn.handshake} resolves to one, and `verifyConnection` receives one.
+ * A resumed session reports the peer identity of the full handshake it came from.
+ *
+ * @example
+ * ```ts
+ * const s = await conn.handshake();
+ * console.log(s.version, s.cipherSuite, s.alpnProtocol, s.resumed ? "resumed" : "full");
+ * ```
+ */
 export interface ConnectionState {
+  /** True once the handshake finished; a conn that never handshook reports false and nulls. */
   handshakeComplete: boolean;
+  /** The negotiated protocol version, or null before the handshake. */
   version: "TLSv1.2" | "TLSv1.3" | null;
   /** IANA name, e.g. TLS_AES_128_GCM_SHA256. */
   cipherSuite: string | null;
+  /** The negotiated ALPN protocol, or null (no handshake yet, or no ALPN on either side). */
   alpnProtocol: string | null;
   /** SNI sent (client) or received (server). */
   serverName: string | null;
+  /** True when a session was resumed (TLS 1.3 ticket, TLS 1.2 session): no full handshake. */
   resumed: boolean;
-  /** Leaf first. */
+  /** The certificates the peer presented, leaf first; [] when it presented none. */
   peerCertificates: PeerCertificate[];
-  /** Chain and name verified. */
+  /**
+   * Chain and name verified: true when the peer's chain was verified against the trusted
+   * roots (on a client, its name too). False with `verifyPeer: false`, and on a server whose
+   * `clientAuth` does not verify ("none", "request", "require-any", or "verify-if-given"
+   * without a certificate).
+   */
   verified: boolean;
 }
 

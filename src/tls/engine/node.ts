@@ -43,7 +43,10 @@ import type { CachedSession, SessionCache, SessionIdentity } from "../sessions.t
 import { sniSelector } from "../sni.ts";
 import { type ConnectionState, derChain, dn, emptyState, stateOf } from "../state.ts";
 
-/** How a TLS transport is set up; the public API fills this in. */
+/**
+ * How a TLS transport is set up; the public API fills this in.
+ * @internal
+ */
 export interface TLSInit {
   role: "client" | "server";
   /** The config, or (servers) a function giving the config in force at handshake time. */
@@ -69,6 +72,11 @@ const RESOLVED = Promise.resolve();
 /** How long close() waits for a TLS 1.3 session ticket the client has not read yet. */
 const TICKET_WAIT_MS = 250;
 
+/**
+ * The node:tls engine: a {@link Transport} that owns a lazy TLS handshake over a TCP socket,
+ * then moves bytes through a SocketTransport over the verified TLS socket.
+ * @internal
+ */
 export class NodeTLSTransport implements Transport {
   readonly remoteAddr: SocketAddr;
   readonly localAddr: SocketAddr;
