@@ -12,7 +12,7 @@
  * @module tlsnet
  */
 export { type Address, SocketAddr } from "./addr.ts";
-export { Conn, type MaxBytesOptions, type Transport } from "./conn.ts";
+export { Conn, type MaxBytesOptions, type Transport, type TransportSink } from "./conn.ts";
 export type { DeadlineInput, OpOptions } from "./deadline.ts";
 export type { DialOptions } from "./dial.ts";
 export {
