@@ -100,8 +100,6 @@ export class NodeTLSTransport implements Transport {
   private offered: CachedSession | undefined;
   /** Client: the identity this handshake verifies, stored with the session it yields. */
   private readonly identity: SessionIdentity = { chain: [], verified: false };
-  /** Until the loop turns once after "secure" (see end()). */
-  private freshlySecure = false;
   /** Client: a session (ticket) arrived for this conn. */
   private gotTicket = false;
   /** Server: the ALPN list the client offered, for error messages. */
@@ -396,10 +394,6 @@ export class NodeTLSTransport implements Transport {
     // A standalone server TLSSocket (no tls.Server) never clears secureConnecting,
     // and node:http2 waits for that before it reads: clear it, as tls.Server does.
     (socket as TLSSocket & { secureConnecting: boolean }).secureConnecting = false;
-    this.freshlySecure = true;
-    setImmediate(() => {
-      this.freshlySecure = false;
-    });
     const role = this.init.role;
     const peer = this.peerName;
     this.stream = new SocketTransport(
@@ -507,10 +501,9 @@ export class NodeTLSTransport implements Transport {
     if (!stream) return RESOLVED;
     // Node drops application data that arrived with the peer's Finished when
     // TLSSocket.end() runs before the next turn of the loop after "secure"
-    // (TLS 1.3; seen on Node 20 and 24): wait that turn out first.
-    if (this.freshlySecure)
-      return new Promise<void>((r) => setImmediate(r)).then(() => stream.end());
-    return stream.end();
+    // (TLS 1.3; seen on Node 20 and 24). A half-close is rare: always let one
+    // turn pass first, rather than schedule a turn for every handshake.
+    return new Promise<void>((r) => setImmediate(r)).then(() => stream.end());
   }
 
   pause(): void {
