@@ -164,7 +164,9 @@ function proxies(files: Files, dist: string, only: readonly ProxyId[]): Proxy[] 
         label: v ? `${name} ${upstream(v)}` : name,
         detail: `${name} (Debian ${pkg} ${v ?? "?"}), ${sslText}; ${how}`,
         available: path !== undefined,
-        note: `${program} is not installed (Debian: apt-get install -y ${pkg})`,
+        ...(path
+          ? {}
+          : { note: `${program} is not installed (Debian: apt-get install -y ${pkg})` }),
       },
     };
   };
