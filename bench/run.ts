@@ -7,6 +7,8 @@
  *                    [--conns N] [--rounds N] [--svg FILE] [--src DIR] [--cpu-prof]
  *   npm run bench -- servers [...]   (bench/servers.ts: servers of several runtimes
  *                                     under a Go load generator)
+ *   npm run bench -- proxies [...]   (bench/proxies.ts: TLS-terminating proxies,
+ *                                     tlsnet proxy, stunnel, hitch, HAProxy, the same way)
  *
  * `tlsnet bench` calls {@link run}.
  * @module
@@ -69,7 +71,9 @@ const USAGE = `usage: npm run bench -- [workload...] [--quick] [--json] [--conns
   --src DIR   benchmark the library in DIR (a modified copy of src/) instead of ./src
   --cpu-prof  profile every child (node --cpu-prof, into bench/out/prof) and summarise
   servers     a separate benchmark: tlsnet, raw node:tls (Node 20, 24), Bun, Deno and Go servers
-              under a Go load generator; add --help after servers for its options`;
+              under a Go load generator; add --help after servers for its options
+  proxies     a separate benchmark: tlsnet proxy, stunnel, hitch and HAProxy in front of one
+              plaintext backend, the same way; add --help after proxies for its options`;
 
 class UsageError extends Error {}
 
@@ -838,6 +842,10 @@ export async function run(argv: string[]): Promise<number> {
   if (argv[0] === "servers") {
     const { runServers } = await import("./servers.ts");
     return runServers(argv.slice(1));
+  }
+  if (argv[0] === "proxies") {
+    const { runProxies } = await import("./proxies.ts");
+    return runProxies(argv.slice(1));
   }
   let opts: BenchOptions;
   try {

@@ -35,16 +35,19 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   accessSync,
+  closeSync,
   constants,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readdirSync,
   readFileSync,
   renameSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
+import * as net from "node:net";
 import * as os from "node:os";
 import { delimiter, dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -65,8 +68,10 @@ export type ServerId = (typeof SERVER_IDS)[number];
 export const WORKLOAD_IDS = ["bulk", "echo", "full", "resumed"] as const;
 export type WorkloadId = (typeof WORKLOAD_IDS)[number];
 
-export interface ServersOptions {
-  servers: ServerId[];
+/** Options of a load generator benchmark (servers, proxies). */
+export interface LoadBenchOptions<Id extends string> {
+  /** What is measured: servers, or proxies. */
+  ids: Id[];
   workloads: WorkloadId[];
   seconds: number;
   warmupSeconds: number;
@@ -80,21 +85,31 @@ export interface ServersOptions {
   cache: string;
 }
 
+export interface ServersOptions extends Omit<LoadBenchOptions<ServerId>, "ids"> {
+  servers: ServerId[];
+}
+
+/** The help of the options that every load generator benchmark takes. */
+export function runHelp(command: string, each: string, quickTime: string): string {
+  return `  --seconds S   length of each measured run (default 2; --quick 1)
+  --rounds N    measured runs per ${each} and workload (default 3; --quick 1)
+  --quick       1 round of 1 s after a 0.5 s warm-up (${quickTime})
+  --json        the report as JSON on stdout
+  --svg FILE    the rate chart (default bench/out/${command}.svg); the CPU chart goes
+                beside it (${command}-cpu.svg)`;
+}
+
 const USAGE = `usage: npm run bench -- servers [--quick] [--seconds S] [--rounds N] [--servers LIST]
                                 [--workloads LIST] [--json] [--svg FILE] [--no-install] [--no-pin]
   servers:    ${SERVER_IDS.join(" ")} (default: all)
   workloads:  ${WORKLOAD_IDS.join(" ")} (default: all)
-  --seconds S   length of each measured run (default 2; --quick 1)
-  --rounds N    measured runs per server and workload (default 3; --quick 1)
-  --quick       1 round of 1 s after a 0.5 s warm-up (about a minute)
-  --json        the report as JSON on stdout
-  --svg FILE    the rate chart (default bench/out/servers.svg); the CPU chart goes
-                beside it (servers-cpu.svg)
+${runHelp("servers", "server", "about a minute")}
   --no-install  do not install Bun, Deno or Node 24 from npm (use them only if cached)
   --no-pin      do not pin the server to CPU 0 and the load generator to the others
   Cache: $TLSNET_BENCH_CACHE, else $XDG_CACHE_HOME/tlsnet-bench, else ~/.cache/tlsnet-bench`;
 
-class UsageError extends Error {}
+/** A bad command line; an empty message asks for the usage text (--help). */
+export class UsageError extends Error {}
 
 export function defaultCacheDir(): string {
   if (process.env.TLSNET_BENCH_CACHE) return resolve(process.env.TLSNET_BENCH_CACHE);
@@ -102,16 +117,31 @@ export function defaultCacheDir(): string {
   return join(base, "tlsnet-bench");
 }
 
-export function parseServersArgs(argv: readonly string[]): ServersOptions {
-  const o: ServersOptions = {
-    servers: [...SERVER_IDS],
-    workloads: [...WORKLOAD_IDS],
+/** What a load generator benchmark's command line accepts. */
+export interface LoadBenchSpec<Id extends string> {
+  /** The subcommand, skipped where it appears (`npm run bench -- servers …`). */
+  command: string;
+  ids: readonly Id[];
+  /** The flag that picks among `ids`, e.g. --servers. */
+  idsFlag: string;
+  workloads: readonly WorkloadId[];
+  /** Whether --no-install means something. */
+  installs: boolean;
+}
+
+export function parseLoadBenchArgs<Id extends string>(
+  argv: readonly string[],
+  spec: LoadBenchSpec<Id>,
+): LoadBenchOptions<Id> {
+  const o: LoadBenchOptions<Id> = {
+    ids: [...spec.ids],
+    workloads: [...spec.workloads],
     seconds: 0,
     warmupSeconds: 0,
     rounds: 0,
     quick: false,
     json: false,
-    svg: join(here, "out", "servers.svg"),
+    svg: join(here, "out", `${spec.command}.svg`),
     install: true,
     pin: true,
     cache: defaultCacheDir(),
@@ -135,14 +165,14 @@ export function parseServersArgs(argv: readonly string[]): ServersOptions {
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    if (a === "servers") continue; // `npm run bench -- servers …`
+    if (a === spec.command) continue;
     if (a === "--quick") o.quick = true;
     else if (a === "--json") o.json = true;
-    else if (a === "--no-install") o.install = false;
+    else if (a === "--no-install" && spec.installs) o.install = false;
     else if (a === "--no-pin") o.pin = false;
     else if (a === "--seconds") o.seconds = num(a, argv[++i], 0.2, 60);
     else if (a === "--rounds") o.rounds = Math.round(num(a, argv[++i], 1, 20));
-    else if (a === "--servers") o.servers = list(a, argv[++i], SERVER_IDS);
+    else if (a === spec.idsFlag) o.ids = list(a, argv[++i], spec.ids);
     else if (a === "--workloads") o.workloads = list(a, argv[++i], WORKLOAD_IDS);
     else if (a === "--svg") {
       const v = argv[++i];
@@ -157,14 +187,28 @@ export function parseServersArgs(argv: readonly string[]): ServersOptions {
   return o;
 }
 
+export function parseServersArgs(argv: readonly string[]): ServersOptions {
+  const { ids, ...rest } = parseLoadBenchArgs(argv, {
+    command: "servers",
+    ids: SERVER_IDS,
+    idsFlag: "--servers",
+    workloads: WORKLOAD_IDS,
+    installs: true,
+  });
+  return { servers: ids, ...rest };
+}
+
 // ---------------------------------------------------------------- workloads
 
-interface Workload {
+/** What the server does: read and discard, answering the count at EOF; or echo. */
+export type Behaviour = "sink" | "echo";
+
+export interface Workload {
   id: WorkloadId;
   title: string;
   unit: string;
   /** What the server does. */
-  mode: "sink" | "echo";
+  mode: Behaviour;
   /** CPU per operation: its unit and the operations of a loadgen result. */
   cpuUnit: string;
   ops(r: LoadResult): number;
@@ -172,7 +216,7 @@ interface Workload {
   scale: number;
 }
 
-const WORKLOADS: Record<WorkloadId, Workload> = {
+export const WORKLOADS: Record<WorkloadId, Workload> = {
   bulk: {
     id: "bulk",
     title: "bulk receive, 1 conn",
@@ -230,9 +274,8 @@ export interface LoadResult {
 
 // ---------------------------------------------------------------- report
 
-export interface Cell {
-  server: ServerId;
-  workload: WorkloadId;
+/** The figures of one (server, workload) pair, from its measured runs. */
+export interface CellStats {
   /** Rates of the measured runs. */
   rates: number[];
   median: number;
@@ -244,14 +287,12 @@ export interface Cell {
   serverCores: number;
   /** Median load generator CPU time / wall time. */
   loadgenCores: number;
+  /** Median CPU time / wall time of the plaintext backend, when there is one (proxies). */
+  backendCores?: number;
   /** Median CPU time of everything else on the machine / wall time (other jobs, some kernel work). */
   otherCores: number;
   /** What the numbers say held the rate back (see limitOf). */
   limit: string;
-  /** Median rate / node20's median rate. */
-  vsNode: number;
-  /** Median rate / the best peer's median rate (every server but tlsnet is a peer). */
-  vsBest: number;
   resumed: number;
   handshakes: number;
   version: string;
@@ -259,8 +300,17 @@ export interface Cell {
   error?: string;
 }
 
-export interface ServerInfo {
-  id: ServerId;
+export interface Cell extends CellStats {
+  server: ServerId;
+  workload: WorkloadId;
+  /** Median rate / node20's median rate. */
+  vsNode: number;
+  /** Median rate / the best peer's median rate (every server but tlsnet is a peer). */
+  vsBest: number;
+}
+
+export interface ServerInfo<Id extends string = ServerId> {
+  id: Id;
   label: string;
   /** Runtime and TLS library with versions. */
   detail: string;
@@ -268,7 +318,8 @@ export interface ServerInfo {
   note?: string;
 }
 
-export interface ServersReport {
+/** What every load generator benchmark report says besides its cells. */
+export interface LoadBenchReport {
   date: string;
   command: string;
   revision: string;
@@ -287,44 +338,41 @@ export interface ServersReport {
     /** taskset CPU lists, or null when not pinned. */
     pin: { server: string; loadgen: string } | null;
   };
-  servers: ServerInfo[];
   loadgen: string;
   workloads: Array<{ id: WorkloadId; title: string; unit: string; cpuUnit: string }>;
-  cells: Cell[];
   notes: string[];
   chart: string | null;
   elapsedSeconds: number;
+}
+
+export interface ServersReport extends LoadBenchReport {
+  servers: ServerInfo[];
+  cells: Cell[];
 }
 
 // ---------------------------------------------------------------- tools
 
 /** The executable `cmd` on PATH, or undefined. */
 export function onPath(cmd: string): string | undefined {
-  for (const dir of (process.env.PATH ?? "").split(delimiter)) {
-    if (!dir) continue;
-    const p = join(dir, cmd);
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {
-      // not here
-    }
+  return (process.env.PATH ?? "")
+    .split(delimiter)
+    .filter(Boolean)
+    .map((dir) => join(dir, cmd))
+    .find(isExecutable);
+}
+
+/** Whether `p` is a file this process may execute. */
+export function isExecutable(p: string): boolean {
+  try {
+    accessSync(p, constants.X_OK);
+    return true;
+  } catch {
+    return false;
   }
-  return undefined;
 }
 
 function findGo(): string | undefined {
-  return (
-    onPath("go") ??
-    ["/usr/lib/go/bin/go", "/usr/local/go/bin/go"].find((p) => {
-      try {
-        accessSync(p, constants.X_OK);
-        return true;
-      } catch {
-        return false;
-      }
-    })
-  );
+  return onPath("go") ?? ["/usr/lib/go/bin/go", "/usr/local/go/bin/go"].find(isExecutable);
 }
 
 /** Environment for `go build` that never downloads anything. */
@@ -377,7 +425,8 @@ function buildGo(
   return bin;
 }
 
-function version(cmd: string, args: string[]): string | undefined {
+/** What `cmd args` prints on stdout (trimmed) when it exits 0, else undefined. */
+export function versionOf(cmd: string, args: string[]): string | undefined {
   const r = spawnSync(cmd, args, { encoding: "utf8", timeout: 30_000 });
   return r.status === 0 ? r.stdout.trim() : undefined;
 }
@@ -449,7 +498,7 @@ export function ensureRuntimes(
     }
   }
   const firstRunnable = (cands: string[], args: string[]): string | undefined =>
-    cands.find((c) => existsSync(c) && version(c, args) !== undefined);
+    cands.find((c) => existsSync(c) && versionOf(c, args) !== undefined);
   const rt: Runtimes = { notes };
   const node24 = firstRunnable([join(nm, "node", "bin", "node")], ["--version"]);
   const bun = firstRunnable(
@@ -470,8 +519,13 @@ export function ensureRuntimes(
 
 const live = new Set<ChildProcess>();
 
-function killAll(): void {
-  for (const p of live) p.kill("SIGKILL");
+/** SIGKILL every process this benchmark started, with their descendants. */
+export function killAll(): void {
+  for (const p of live) {
+    const tree = p.pid ? processTree(p.pid) : [];
+    p.kill("SIGKILL");
+    killLeftovers(tree);
+  }
 }
 
 let clkTck = 0;
@@ -483,12 +537,66 @@ function ticks(): number {
   return clkTck;
 }
 
-/** CPU time (user + system, all threads) of a process, in seconds, from /proc. */
+/** The fields of /proc/PID/stat after "(comm) ", so that f[0] is field 3 (state); undefined when gone. */
+function statFields(pid: number): string[] | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A process and its descendants, each as [pid, start time] (field 22, so that
+ * a pid the kernel reuses is told apart), from /proc.
+ */
+export function processTree(pid: number): Array<[number, string]> {
+  const children = new Map<number, number[]>();
+  const start = new Map<number, string>();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const f = statFields(Number(name));
+    if (!f) continue;
+    const ppid = Number(f[1]);
+    children.set(ppid, [...(children.get(ppid) ?? []), Number(name)]);
+    start.set(Number(name), f[19]!);
+  }
+  const out: Array<[number, string]> = [];
+  const todo = start.has(pid) ? [pid] : [];
+  while (todo.length > 0) {
+    const p = todo.pop()!;
+    out.push([p, start.get(p)!]);
+    todo.push(...(children.get(p) ?? []));
+  }
+  return out;
+}
+
+/** SIGKILL the processes of a {@link processTree} that are still there (same pid, same start). */
+function killLeftovers(tree: Array<[number, string]>): void {
+  for (const [pid, started] of tree) {
+    if (statFields(pid)?.[19] !== started) continue;
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // gone meanwhile
+    }
+  }
+}
+
+/**
+ * CPU time (user + system, all threads) of a process and its descendants, in
+ * seconds, from /proc; with the time of children they have reaped, so that a
+ * worker that exits between two readings is not lost.
+ */
 export function processCpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  // Fields after "(comm) ": state is field 3, utime 14, stime 15.
-  const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(f[11]) + Number(f[12])) / ticks();
+  let sum = 0;
+  for (const [p] of processTree(pid)) {
+    const f = statFields(p);
+    // utime, stime, cutime, cstime: fields 14 to 17.
+    if (f) sum += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+  }
+  return sum / ticks();
 }
 
 /**
@@ -503,13 +611,21 @@ export function machineBusySeconds(): number {
   );
 }
 
-interface Launch {
+export interface Launch {
   cmd: string;
   args: string[];
   env?: NodeJS.ProcessEnv;
+  /**
+   * A file for the program's stdout and stderr, for programs that log every
+   * conn (a pipe would make this process read it all); else pipes.
+   */
+  log?: string;
+  /** Stop it with SIGTERM: it does not exit when its stdin closes. */
+  sigterm?: boolean;
 }
 
-class Server {
+/** A server process (or a proxy, or a backend) under test. */
+export class Server {
   readonly proc: ChildProcess;
   private stderr = "";
   private exited = false;
@@ -517,15 +633,20 @@ class Server {
 
   constructor(
     readonly name: string,
-    launch: Launch,
+    private readonly launch: Launch,
     cpus: string | undefined,
   ) {
     const [cmd, args] = pinned(cpus, launch.cmd, launch.args);
-    this.proc = spawn(cmd, args, {
-      cwd: root,
-      env: launch.env ?? process.env,
-      stdio: ["pipe", "pipe", "pipe"],
-    });
+    const log = launch.log === undefined ? undefined : openSync(launch.log, "a");
+    try {
+      this.proc = spawn(cmd, args, {
+        cwd: root,
+        env: launch.env ?? process.env,
+        stdio: ["pipe", log ?? "pipe", log ?? "pipe"],
+      });
+    } finally {
+      if (log !== undefined) closeSync(log);
+    }
     live.add(this.proc);
     this.proc.on("exit", () => {
       this.exited = true;
@@ -579,20 +700,80 @@ class Server {
     });
   }
 
-  lastError(): string {
-    return this.stderr.trim().split("\n").slice(-3).join(" | ");
+  /** Wait until 127.0.0.1:`port` accepts conns: for programs that do not print their port. */
+  async listening(port: number, ms: number): Promise<number> {
+    const deadline = performance.now() + ms;
+    for (;;) {
+      if (this.exited) throw new Error(`${this.name}: exited: ${this.lastError()}`);
+      if (await accepts(port)) return (this.port = port);
+      if (performance.now() > deadline) {
+        throw new Error(
+          `${this.name}: not listening on ${port} within ${ms} ms: ${this.lastError()}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
   }
 
-  /** Close stdin (every server exits on that), then TERM, then KILL. */
+  lastError(): string {
+    let text = this.stderr;
+    if (this.launch.log !== undefined) {
+      try {
+        text = readFileSync(this.launch.log, "utf8").slice(-2000);
+      } catch {
+        // no log yet
+      }
+    }
+    return text.trim().split("\n").slice(-3).join(" | ");
+  }
+
+  /**
+   * Close stdin (every server of the servers benchmark exits on that) or send
+   * SIGTERM (Launch.sigterm), then TERM, then KILL; then KILL any descendant
+   * left behind (a worker process).
+   */
   async stop(): Promise<void> {
     if (this.exited) return;
+    const tree = processTree(this.pid);
     const gone = new Promise<void>((r) => this.proc.once("exit", () => r()));
-    this.proc.stdin?.end();
+    if (this.launch.sigterm) this.proc.kill("SIGTERM");
+    else this.proc.stdin?.end();
     const term = setTimeout(() => this.proc.kill("SIGTERM"), 3000);
     const kill = setTimeout(() => this.proc.kill("SIGKILL"), 6000);
     await gone;
     clearTimeout(term);
     clearTimeout(kill);
+    killLeftovers(tree.slice(1));
+  }
+}
+
+/** Whether something accepts a TCP conn on 127.0.0.1:`port` (the conn is closed at once). */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolveTry) => {
+    const c = net.connect({ host: "127.0.0.1", port });
+    c.once("connect", () => {
+      c.destroy();
+      resolveTry(true);
+    });
+    c.once("error", () => resolveTry(false));
+  });
+}
+
+/** Start a server and wait until it is ready: its {"port":N} line, or a known `port` listening. */
+export async function startServer(
+  name: string,
+  launch: Launch,
+  cpus: string | undefined,
+  port?: number,
+): Promise<Server> {
+  const s = new Server(name, launch, cpus);
+  try {
+    if (port === undefined) await s.ready(60_000);
+    else await s.listening(port, 20_000);
+    return s;
+  } catch (err) {
+    await s.stop();
+    throw err;
   }
 }
 
@@ -642,7 +823,7 @@ function runLoadgen(
 interface Setup {
   loadgen: string;
   loadgenVersion: string;
-  launches: Map<ServerId, (mode: "sink" | "echo") => Launch>;
+  launches: Map<ServerId, (mode: Behaviour) => Launch>;
   servers: ServerInfo[];
   notes: string[];
 }
@@ -663,26 +844,44 @@ export function compileTlsnet(dir: string, log: (s: string) => void): string {
   return out;
 }
 
+/**
+ * Build bench/loadgen and, if `withServer`, bench/peers/go (goserver, else
+ * ""), with Debian's Go, into the cache; or say why not (no Go).
+ */
+export function goTools(
+  name: string,
+  cache: string,
+  withServer: boolean,
+  log: (s: string) => void,
+): { goVersion: string; loadgen: string; goserver: string } | string {
+  const go = findGo();
+  if (!go) {
+    return (
+      `the ${name} benchmark needs Go for its load generator, and \`go\` is not installed.\n` +
+      "Install Debian's Go and run it again:  apt-get install -y golang-go\n" +
+      "(skipped; nothing was measured)"
+    );
+  }
+  const goVersion = versionOf(go, ["version"]) ?? "go (unknown version)";
+  log(`building bench/loadgen and bench/peers/go with ${goVersion} (cached) …`);
+  return {
+    goVersion,
+    loadgen: buildGo(go, goVersion, join(here, "loadgen"), "loadgen", cache),
+    goserver: withServer
+      ? buildGo(go, goVersion, join(here, "peers", "go"), "goserver", cache)
+      : "",
+  };
+}
+
 async function setup(
   o: ServersOptions,
   certDir: string,
   certsJson: string,
   log: (s: string) => void,
 ): Promise<Setup | string> {
-  const go = findGo();
-  if (!go) {
-    return (
-      "the servers benchmark needs Go for its load generator, and `go` is not installed.\n" +
-      "Install Debian's Go and run it again:  apt-get install -y golang-go\n" +
-      "(skipped; nothing was measured)"
-    );
-  }
-  const goVersion = version(go, ["version"]) ?? "go (unknown version)";
-  log(`building bench/loadgen and bench/peers/go with ${goVersion} (cached) …`);
-  const loadgen = buildGo(go, goVersion, join(here, "loadgen"), "loadgen", o.cache);
-  const goserver = o.servers.includes("go")
-    ? buildGo(go, goVersion, join(here, "peers", "go"), "goserver", o.cache)
-    : "";
+  const tools = goTools("servers", o.cache, o.servers.includes("go"), log);
+  if (typeof tools === "string") return tools;
+  const { goVersion, loadgen, goserver } = tools;
   const wanted = (["node", "bun", "deno"] as const).filter((r) =>
     o.servers.includes(r === "node" ? "node24" : r),
   );
@@ -697,7 +896,7 @@ async function setup(
   // keepNames helper costs a call per closure created).
   const tlsnetEnv = { ...nodeEnv, [DIST_ENV]: compileTlsnet(certDir, log) };
   const serverTs = join(here, "server.ts");
-  const nodeArgs = (impl: "node" | "tlsnet", mode: "sink" | "echo") => [
+  const nodeArgs = (impl: "node" | "tlsnet", mode: Behaviour) => [
     "--import",
     "tsx",
     serverTs,
@@ -705,10 +904,10 @@ async function setup(
     "tls",
     mode === "sink" ? "discard" : "echo",
   ];
-  const launches = new Map<ServerId, (mode: "sink" | "echo") => Launch>();
+  const launches = new Map<ServerId, (mode: Behaviour) => Launch>();
   const servers: ServerInfo[] = [];
   const ssl = process.versions.openssl;
-  const add = (info: ServerInfo, launch?: (mode: "sink" | "echo") => Launch) => {
+  const add = (info: ServerInfo, launch?: (mode: Behaviour) => Launch) => {
     if (!o.servers.includes(info.id)) return;
     servers.push(info);
     if (info.available && launch) launches.set(info.id, launch);
@@ -725,7 +924,7 @@ async function setup(
   );
   if (o.servers.includes("node24")) {
     const v = rt.node24
-      ? version(rt.node24, ["-p", "process.version + ' ' + process.versions.openssl"])
+      ? versionOf(rt.node24, ["-p", "process.version + ' ' + process.versions.openssl"])
       : undefined;
     const [nv, nssl] = (v ?? "? ?").split(" ");
     add(
@@ -749,7 +948,7 @@ async function setup(
     (m) => ({ cmd: process.execPath, args: nodeArgs("tlsnet", m), env: tlsnetEnv }),
   );
   if (o.servers.includes("bun")) {
-    const v = rt.bun ? version(rt.bun, ["--version"]) : undefined;
+    const v = rt.bun ? versionOf(rt.bun, ["--version"]) : undefined;
     add(
       {
         id: "bun",
@@ -762,7 +961,7 @@ async function setup(
     );
   }
   if (o.servers.includes("deno")) {
-    const v = rt.deno ? version(rt.deno, ["--version"])?.split("\n")[0] : undefined;
+    const v = rt.deno ? versionOf(rt.deno, ["--version"])?.split("\n")[0] : undefined;
     const dv = v?.split(" ")[1] ?? RUNTIME_PINS.deno;
     add(
       {
@@ -805,7 +1004,7 @@ async function setup(
   return { loadgen, loadgenVersion: goVersion, launches, servers, notes };
 }
 
-function revision(): string {
+export function revision(): string {
   const head = spawnSync("git", ["rev-parse", "--short", "HEAD"], { cwd: root, encoding: "utf8" });
   if (head.status !== 0) return "unknown";
   const dirty = spawnSync("git", ["status", "--porcelain", "--", "src"], {
@@ -815,22 +1014,31 @@ function revision(): string {
   return `${head.stdout.trim()}${dirty.stdout.trim() ? "+dirty" : ""}`;
 }
 
-interface Sample {
+/** One measured run. */
+export interface Sample {
   rate: number;
   cpuPerOp: number;
   serverCores: number;
   loadgenCores: number;
+  /** The plaintext backend's cores, when there is one (proxies), else 0. */
+  backendCores: number;
   otherCores: number;
   result: LoadResult;
 }
 
-async function measure(
+/**
+ * One load generator run of `w` against `s`, with the CPU time `s` (and its
+ * descendants), the load generator, `backend` (if any) and the whole machine
+ * spent meanwhile.
+ */
+export async function measure(
   s: Server,
   w: Workload,
   loadgen: string,
   certFile: string,
   cpus: string | undefined,
   seconds: number,
+  backend?: Server,
 ): Promise<Sample> {
   const args = [
     "-addr",
@@ -842,234 +1050,370 @@ async function measure(
     "-duration",
     `${Math.round(seconds * 1000)}ms`,
   ];
-  const c0 = processCpuSeconds(s.pid);
+  const cpu = (x: Server | undefined) =>
+    x === undefined ? 0 : x.alive ? processCpuSeconds(x.pid) : Number.NaN;
+  const c0 = cpu(s);
+  const b0 = cpu(backend);
   const m0 = machineBusySeconds();
   const t0 = performance.now();
   const r = await runLoadgen(loadgen, args, cpus, seconds * 1000 + 60_000);
   const wall = (performance.now() - t0) / 1000;
-  const c1 = s.alive ? processCpuSeconds(s.pid) : Number.NaN;
+  const c1 = cpu(s);
+  const b1 = cpu(backend);
   const m1 = machineBusySeconds();
   if (!r.ok) {
+    const dead = [s, backend].filter((x) => x !== undefined && !x.alive) as Server[];
     throw new Error(
       `${r.first_error ?? "failed"} (${r.errors} errors, ${r.ops} ops)` +
-        (s.alive ? "" : `; server exited: ${s.lastError()}`),
+        dead.map((x) => `; ${x.name} exited: ${x.lastError()}`).join(""),
     );
   }
   const ops = w.ops(r);
   const serverCores = (c1 - c0) / wall;
   const loadgenCores = r.cpu_s / wall;
+  const backendCores = (b1 - b0) / wall;
   return {
     rate: r.rate,
     cpuPerOp: ((c1 - c0) * w.scale) / Math.max(1e-9, ops),
     serverCores,
     loadgenCores,
-    // Everything else: other jobs, and kernel work not charged to either process.
-    otherCores: Math.max(0, (m1 - m0) / wall - serverCores - loadgenCores),
+    backendCores,
+    // Everything else: other jobs, and kernel work not charged to these processes.
+    otherCores: Math.max(0, (m1 - m0) / wall - serverCores - loadgenCores - backendCores),
     result: r,
   };
 }
 
-/** Run the servers benchmark; returns the exit code (0 ok or skipped, 1 failure, 2 usage). */
-export async function runServers(argv: string[]): Promise<number> {
-  let o: ServersOptions;
-  try {
-    o = parseServersArgs(argv);
-  } catch (err) {
-    if (err instanceof UsageError) {
-      if (err.message) console.error(`bench servers: ${err.message}\n${USAGE}`);
-      else console.log(USAGE);
-      return err.message ? 2 : 0;
-    }
-    throw err;
-  }
-  if (process.platform !== "linux") {
-    console.error("bench servers: needs Linux (/proc for the servers' CPU time); skipped");
-    return 0;
-  }
-  const started = performance.now();
-  const log = (s: string) => console.error(s);
-  const tmp = mkdtempSync(join(os.tmpdir(), "tlsnet-bench-servers-"));
-  const onExit = () => killAll();
-  process.once("exit", onExit);
-  try {
-    // One CA and one ECDSA P-256 leaf for every server.
-    const ca = await createCA({ keyType: "ec-p256" });
-    const leaf = await ca.issue({ names: ["localhost", "127.0.0.1"], keyType: "ec-p256" });
-    const certFile = join(tmp, "cert.pem");
-    writeFileSync(join(tmp, "ca.pem"), ca.cert);
-    writeFileSync(certFile, leaf.cert);
-    writeFileSync(join(tmp, "key.pem"), leaf.key, { mode: 0o600 });
-    const certsJson = join(tmp, "certs.json");
-    writeFileSync(certsJson, JSON.stringify({ ca: ca.cert, cert: leaf.cert, key: leaf.key }), {
-      mode: 0o600,
-    });
+/** What {@link measureRounds} runs. */
+export interface RoundsPlan<Id extends string> {
+  ids: readonly Id[];
+  workloads: readonly WorkloadId[];
+  rounds: number;
+  seconds: number;
+  warmupSeconds: number;
+  loadgen: string;
+  certFile: string;
+  /** The load generator's taskset CPU list, or undefined (not pinned). */
+  loadgenCpus: string | undefined;
+  label(id: Id): string;
+  log(s: string): void;
+  /** Start, ready, what every server of one behaviour talks to (the proxies' backend). */
+  backend?(mode: Behaviour): Promise<Server>;
+  /** Start `id`, ready, for `mode`; throws (having stopped what it started) when it cannot. */
+  start(id: Id, mode: Behaviour, backend: Server | undefined): Promise<Server>;
+}
 
-    const st = await setup(o, tmp, certsJson, log);
+/** Samples and errors per {@link cellKey}. */
+export interface Measured {
+  samples: Map<string, Sample[]>;
+  errors: Map<string, string>;
+}
+
+export const cellKey = (id: string, w: WorkloadId): string => `${id}/${w}`;
+
+/**
+ * Per behaviour (sink, then echo): start every server, then per workload a
+ * warm-up run of each and `rounds` measured runs of each, rotating who goes
+ * first; stop them. A server that fails a run is left out of the later ones.
+ */
+export async function measureRounds<Id extends string>(p: RoundsPlan<Id>): Promise<Measured> {
+  const samples = new Map<string, Sample[]>();
+  const errors = new Map<string, string>();
+  const fail = (ids: readonly Id[], ws: readonly Workload[], err: unknown, prefix = "") => {
+    for (const id of ids) {
+      for (const w of ws) errors.set(cellKey(id, w.id), `${prefix}${(err as Error).message}`);
+    }
+  };
+  for (const mode of ["sink", "echo"] as const) {
+    const ws = p.workloads.map((id) => WORKLOADS[id]).filter((w) => w.mode === mode);
+    if (ws.length === 0) continue;
+    const running = new Map<Id, Server>();
+    let backend: Server | undefined;
+    try {
+      if (p.backend) {
+        try {
+          backend = await p.backend(mode);
+        } catch (err) {
+          fail(p.ids, ws, err, "backend: ");
+          continue;
+        }
+      }
+      await Promise.all(
+        p.ids.map(async (id) => {
+          try {
+            running.set(id, await p.start(id, mode, backend));
+          } catch (err) {
+            fail([id], ws, err);
+          }
+        }),
+      );
+      for (const w of ws) {
+        p.log(`${w.title} …`);
+        const ids = p.ids.filter((id) => running.has(id) && !errors.has(cellKey(id, w.id)));
+        const run = (id: Id, seconds: number) =>
+          measure(running.get(id)!, w, p.loadgen, p.certFile, p.loadgenCpus, seconds, backend);
+        for (const id of ids) {
+          try {
+            await run(id, p.warmupSeconds);
+          } catch (err) {
+            fail([id], [w], err, "warm-up: ");
+          }
+        }
+        for (let r = 0; r < p.rounds; r++) {
+          // Rotate who goes first, so that a change in the machine's load
+          // does not always land on the same server.
+          const order = ids.map((_, i) => ids[(i + r) % ids.length]!);
+          for (const id of order) {
+            if (errors.has(cellKey(id, w.id))) continue;
+            try {
+              const smp = await run(id, p.seconds);
+              samples.set(cellKey(id, w.id), [...(samples.get(cellKey(id, w.id)) ?? []), smp]);
+            } catch (err) {
+              fail([id], [w], err);
+            }
+          }
+          p.log(
+            `  round ${r + 1}/${p.rounds}: ` +
+              ids
+                .map((id) => {
+                  const last = samples.get(cellKey(id, w.id))?.[r];
+                  return `${id} ${last ? fmtRate(last.rate, w.unit) : "failed"}`;
+                })
+                .join(", "),
+          );
+        }
+      }
+    } finally {
+      await Promise.all([...running.values()].map((s) => s.stop()));
+      await backend?.stop();
+    }
+  }
+  return { samples, errors };
+}
+
+/** Taskset CPU lists: the server on CPU 0, the load generator on the others; null (with a note) when it cannot. */
+export function pinCpus(
+  wanted: boolean,
+  nproc: number,
+  notes: string[],
+): { server: string; loadgen: string } | null {
+  if (wanted && nproc >= 2 && onPath("taskset")) {
+    return { server: "0", loadgen: nproc === 2 ? "1" : `1-${nproc - 1}` };
+  }
+  if (wanted) {
+    notes.push(
+      nproc < 2
+        ? "one CPU: server and load generator share it"
+        : "taskset not found (Debian util-linux): server and load generator not pinned",
+    );
+  }
+  return null;
+}
+
+/** The files of one CA and one ECDSA P-256 leaf for localhost and 127.0.0.1, in `dir`. */
+export interface CertFiles {
+  ca: string;
+  cert: string;
+  key: string;
+  /** JSON {ca, cert, key} for bench/server.ts (CERTS_ENV). */
+  json: string;
+}
+
+export async function writeCerts(dir: string): Promise<CertFiles> {
+  const ca = await createCA({ keyType: "ec-p256" });
+  const leaf = await ca.issue({ names: ["localhost", "127.0.0.1"], keyType: "ec-p256" });
+  const f: CertFiles = {
+    ca: join(dir, "ca.pem"),
+    cert: join(dir, "cert.pem"),
+    key: join(dir, "key.pem"),
+    json: join(dir, "certs.json"),
+  };
+  writeFileSync(f.ca, ca.cert);
+  writeFileSync(f.cert, leaf.cert);
+  writeFileSync(f.key, leaf.key, { mode: 0o600 });
+  writeFileSync(f.json, JSON.stringify({ ca: ca.cert, cert: leaf.cert, key: leaf.key }), {
+    mode: 0o600,
+  });
+  return f;
+}
+
+/** Run the servers benchmark; returns the exit code (0 ok or skipped, 1 failure, 2 usage). */
+export function runServers(argv: string[]): Promise<number> {
+  return loadBench("servers", argv, parseServersArgs, USAGE, async (o, env) => {
+    const st = await setup(o, env.tmp, env.certs.json, env.log);
     if (typeof st === "string") {
       console.log(`bench servers: ${st}`);
       return 0;
     }
     const notes = [...st.notes];
     const nproc = os.availableParallelism?.() ?? os.cpus().length;
-    let pin: { server: string; loadgen: string } | null = null;
-    if (o.pin && nproc >= 2 && onPath("taskset")) {
-      pin = { server: "0", loadgen: nproc === 2 ? "1" : `1-${nproc - 1}` };
-    } else if (o.pin) {
-      notes.push(
-        nproc < 2
-          ? "one CPU: server and load generator share it"
-          : "taskset not found (Debian util-linux): server and load generator not pinned",
-      );
-    }
+    const pin = pinCpus(o.pin, nproc, notes);
     const active = o.servers.filter((id) => st.launches.has(id));
     const labelOf = (id: ServerId) => st.servers.find((s) => s.id === id)?.label ?? id;
-    const samples = new Map<string, Sample[]>();
-    const errors = new Map<string, string>();
-    const key = (s: ServerId, w: WorkloadId) => `${s}/${w}`;
-    log(
+    env.log(
       `bench servers: ${active.map(labelOf).join(", ")}; ${o.workloads.join(", ")}; ` +
         `${o.rounds} × ${o.seconds} s after a ${o.warmupSeconds} s warm-up`,
     );
-
-    for (const mode of ["sink", "echo"] as const) {
-      const ws = o.workloads.map((id) => WORKLOADS[id]).filter((w) => w.mode === mode);
-      if (ws.length === 0) continue;
-      const running = new Map<ServerId, Server>();
-      try {
-        await Promise.all(
-          active.map(async (id) => {
-            const s = new Server(
-              `${labelOf(id)} (${mode})`,
-              st.launches.get(id)!(mode),
-              pin?.server,
-            );
-            try {
-              await s.ready(60_000);
-              running.set(id, s);
-            } catch (err) {
-              await s.stop();
-              for (const w of ws) errors.set(key(id, w.id), (err as Error).message);
-            }
-          }),
-        );
-        for (const w of ws) {
-          log(`${w.title} …`);
-          const ids = active.filter((id) => running.has(id) && !errors.has(key(id, w.id)));
-          for (const id of ids) {
-            try {
-              await measure(
-                running.get(id)!,
-                w,
-                st.loadgen,
-                certFile,
-                pin?.loadgen,
-                o.warmupSeconds,
-              );
-            } catch (err) {
-              errors.set(key(id, w.id), `warm-up: ${(err as Error).message}`);
-            }
-          }
-          for (let r = 0; r < o.rounds; r++) {
-            // Rotate who goes first, so that a change in the machine's load
-            // does not always land on the same server.
-            const order = ids.map((_, i) => ids[(i + r) % ids.length]!);
-            for (const id of order) {
-              if (errors.has(key(id, w.id))) continue;
-              try {
-                const smp = await measure(
-                  running.get(id)!,
-                  w,
-                  st.loadgen,
-                  certFile,
-                  pin?.loadgen,
-                  o.seconds,
-                );
-                const list = samples.get(key(id, w.id)) ?? [];
-                list.push(smp);
-                samples.set(key(id, w.id), list);
-              } catch (err) {
-                errors.set(key(id, w.id), (err as Error).message);
-              }
-            }
-            log(
-              `  round ${r + 1}/${o.rounds}: ` +
-                ids
-                  .map((id) => {
-                    const last = samples.get(key(id, w.id))?.[r];
-                    return `${id} ${last ? fmtRate(last.rate, w.unit) : "failed"}`;
-                  })
-                  .join(", "),
-            );
-          }
-        }
-      } finally {
-        await Promise.all([...running.values()].map((s) => s.stop()));
-      }
-    }
-
-    const loadgenCpus = pin ? nproc - 1 : nproc;
-    const cells = buildCells(o, samples, errors, pin !== null, loadgenCpus, nproc);
-    for (const c of cells) {
-      if (c.error) notes.push(`${labelOf(c.server)}, ${c.workload}: ${c.error}`);
-    }
-    notes.push(...diagnose(cells, labelOf));
-    const report: ServersReport = {
-      date: new Date().toISOString(),
-      command: `npm run bench -- servers ${argv.filter((a) => a !== "servers").join(" ")}`.trim(),
-      revision: revision(),
-      machine: machine(),
-      options: {
-        seconds: o.seconds,
-        warmupSeconds: o.warmupSeconds,
-        rounds: o.rounds,
-        quick: o.quick,
-        pin,
-      },
-      servers: st.servers,
-      loadgen: `bench/loadgen, ${st.loadgenVersion}`,
-      workloads: o.workloads.map((id) => {
-        const w = WORKLOADS[id];
-        return { id, title: w.title, unit: w.unit, cpuUnit: w.cpuUnit };
-      }),
-      cells,
+    const measured = await measureRounds({
+      ...o,
+      ids: active,
+      loadgen: st.loadgen,
+      certFile: env.certs.cert,
+      loadgenCpus: pin?.loadgen,
+      label: labelOf,
+      log: env.log,
+      start: (id, mode) =>
+        startServer(`${labelOf(id)} (${mode})`, st.launches.get(id)!(mode), pin?.server),
+    });
+    const cells = buildCells(o, measured, pin !== null, nproc);
+    finishReport({
+      name: "servers",
+      argv,
+      o,
+      started: env.started,
+      pin,
+      loadgenVersion: st.loadgenVersion,
       notes,
-      chart: null,
-      elapsedSeconds: 0,
-    };
-    if (cells.some((c) => c.rates.length > 0)) {
-      mkdirSync(dirname(o.svg), { recursive: true });
-      writeFileSync(o.svg, serversChart(report, "rate"));
-      writeFileSync(cpuChartPath(o.svg), serversChart(report, "cpu"));
-      report.chart = o.svg;
-    }
-    report.elapsedSeconds = Math.round((performance.now() - started) / 100) / 10;
-    const out = join(here, "out");
-    mkdirSync(out, { recursive: true });
-    writeFileSync(join(out, "servers.json"), `${JSON.stringify(report, null, 2)}\n`);
-    writeFileSync(join(out, "servers.md"), `${formatServersMarkdown(report)}\n`);
-    if (o.json) {
-      console.log(JSON.stringify(report, null, 2));
-    } else {
-      console.log(formatServersTable(report));
-      if (notes.length) console.log(`\n${notes.map((n) => `- ${n}`).join("\n")}`);
-      if (report.chart) {
-        const rel = (p: string) => relative(process.cwd(), p);
-        console.log(`charts: ${rel(report.chart)}, ${rel(cpuChartPath(report.chart))}`);
-      }
-      console.log(
-        `report: ${relative(process.cwd(), join(out, "servers.json"))} and servers.md; ` +
-          `${report.elapsedSeconds} s`,
-      );
-    }
+      cells: rated(cells),
+      labelOf,
+      report: (base): ServersReport => ({ ...base, servers: st.servers, cells }),
+      chart: serversChart,
+      ...serverTables,
+    });
     return 0;
+  });
+}
+
+/**
+ * The frame of a load generator benchmark: parse the options (usage errors
+ * exit 2), check for Linux, make a temporary directory with the certificates,
+ * run `body`, and whatever happens kill what it started and remove the
+ * directory. Returns `body`'s exit code, or 1 if it throws.
+ */
+export async function loadBench<O>(
+  name: string,
+  argv: string[],
+  parse: (argv: readonly string[]) => O,
+  usage: string,
+  body: (
+    o: O,
+    env: { tmp: string; certs: CertFiles; log: (s: string) => void; started: number },
+  ) => Promise<number>,
+): Promise<number> {
+  let o: O;
+  try {
+    o = parse(argv);
   } catch (err) {
-    console.error(`bench servers: ${err instanceof Error ? err.message : String(err)}`);
+    if (err instanceof UsageError) {
+      if (err.message) console.error(`bench ${name}: ${err.message}\n${usage}`);
+      else console.log(usage);
+      return err.message ? 2 : 0;
+    }
+    throw err;
+  }
+  if (process.platform !== "linux") {
+    console.error(`bench ${name}: needs Linux (/proc for the CPU times); skipped`);
+    return 0;
+  }
+  const started = performance.now();
+  const log = (s: string) => console.error(s);
+  const tmp = mkdtempSync(join(os.tmpdir(), `tlsnet-bench-${name}-`));
+  const onExit = () => killAll();
+  process.once("exit", onExit);
+  try {
+    // One CA and one ECDSA P-256 leaf for everything measured.
+    const certs = await writeCerts(tmp);
+    return await body(o, { tmp, certs, log, started });
+  } catch (err) {
+    console.error(`bench ${name}: ${err instanceof Error ? err.message : String(err)}`);
     return 1;
   } finally {
     killAll();
     process.off("exit", onExit);
     rmSync(tmp, { recursive: true, force: true });
   }
+}
+
+/** What {@link finishReport} needs. */
+export interface Finish<R extends LoadBenchReport, Id extends string> {
+  name: string;
+  argv: readonly string[];
+  o: Pick<
+    LoadBenchOptions<string>,
+    "seconds" | "warmupSeconds" | "rounds" | "quick" | "workloads" | "json" | "svg"
+  >;
+  started: number;
+  /** taskset CPU lists, or null when not pinned. */
+  pin: LoadBenchReport["options"]["pin"];
+  loadgenVersion: string;
+  notes: string[];
+  cells: readonly RatedCell<Id>[];
+  labelOf(id: Id): string;
+  /** The whole report, from the fields every report has. */
+  report(base: LoadBenchReport): R;
+  chart(r: R, what: "rate" | "cpu"): string;
+  table(r: R): string;
+  markdown(r: R): string;
+}
+
+/**
+ * Add the failures and what limits the numbers to the notes; make the report;
+ * write the rate and CPU charts (o.svg and its -cpu.svg) when anything was
+ * measured, bench/out/NAME.json and NAME.md; print the table, the notes and
+ * where the files went, or the report as JSON with --json.
+ */
+export function finishReport<R extends LoadBenchReport, Id extends string>(f: Finish<R, Id>): void {
+  const { o, notes } = f;
+  for (const c of f.cells) {
+    if (c.error) notes.push(`${f.labelOf(c.id)}, ${c.workload}: ${c.error}`);
+  }
+  notes.push(...diagnose(f.cells, f.labelOf));
+  const report = f.report({
+    date: new Date().toISOString(),
+    command: `npm run bench -- ${f.name} ${f.argv.filter((a) => a !== f.name).join(" ")}`.trim(),
+    revision: revision(),
+    machine: machine(),
+    options: {
+      seconds: o.seconds,
+      warmupSeconds: o.warmupSeconds,
+      rounds: o.rounds,
+      quick: o.quick,
+      pin: f.pin,
+    },
+    loadgen: `bench/loadgen, ${f.loadgenVersion}`,
+    workloads: o.workloads.map((id) => {
+      const w = WORKLOADS[id];
+      return { id, title: w.title, unit: w.unit, cpuUnit: w.cpuUnit };
+    }),
+    notes,
+    chart: null,
+    elapsedSeconds: 0,
+  });
+  if (f.cells.some((c) => c.rates.length > 0)) {
+    mkdirSync(dirname(o.svg), { recursive: true });
+    writeFileSync(o.svg, f.chart(report, "rate"));
+    writeFileSync(cpuChartPath(o.svg), f.chart(report, "cpu"));
+    report.chart = o.svg;
+  }
+  report.elapsedSeconds = Math.round((performance.now() - f.started) / 100) / 10;
+  const out = join(here, "out");
+  mkdirSync(out, { recursive: true });
+  writeFileSync(join(out, `${f.name}.json`), `${JSON.stringify(report, null, 2)}\n`);
+  writeFileSync(join(out, `${f.name}.md`), `${f.markdown(report)}\n`);
+  if (o.json) {
+    console.log(JSON.stringify(report, null, 2));
+    return;
+  }
+  console.log(f.table(report));
+  if (notes.length) console.log(`\n${notes.map((n) => `- ${n}`).join("\n")}`);
+  if (report.chart) {
+    const rel = (p: string) => relative(process.cwd(), p);
+    console.log(`charts: ${rel(report.chart)}, ${rel(cpuChartPath(report.chart))}`);
+  }
+  console.log(
+    `report: ${relative(process.cwd(), join(out, `${f.name}.json`))} and ${f.name}.md; ` +
+      `${report.elapsedSeconds} s`,
+  );
 }
 
 /**
@@ -1101,34 +1445,53 @@ export function cpuChartPath(svg: string): string {
   return svg.endsWith(".svg") ? `${svg.slice(0, -4)}-cpu.svg` : `${svg}-cpu.svg`;
 }
 
-function buildCells(
-  o: ServersOptions,
-  samples: Map<string, Sample[]>,
-  errors: Map<string, string>,
+/** A cell of any load generator benchmark: its figures, and its rate against a baseline. */
+export interface RatedCell<Id extends string> extends CellStats {
+  id: Id;
+  workload: WorkloadId;
+  /** Median rate / the baseline's. */
+  vsBase: number;
+  /** Median rate / the best peer's (every id but tlsnet is a peer). */
+  vsBest: number;
+}
+
+/**
+ * Per workload, a cell for each id that ran or failed, with its rate against
+ * `base`'s and against the best peer's. With `backend`, the backend's cores
+ * count with the load generator's (they share its CPUs) when judging the limit.
+ */
+export function rateCells<Id extends string>(
+  ids: readonly Id[],
+  workloads: readonly WorkloadId[],
+  { samples, errors }: Measured,
+  base: Id,
   pinned: boolean,
-  loadgenCpus: number,
   nproc: number,
-): Cell[] {
-  const cells: Cell[] = [];
-  for (const wid of o.workloads) {
-    const row: Cell[] = [];
-    for (const sid of o.servers) {
-      const list = samples.get(`${sid}/${wid}`) ?? [];
+  backend = false,
+): RatedCell<Id>[] {
+  const loadgenCpus = pinned ? nproc - 1 : nproc;
+  const cells: RatedCell<Id>[] = [];
+  for (const wid of workloads) {
+    const row: RatedCell<Id>[] = [];
+    for (const id of ids) {
+      const list = samples.get(cellKey(id, wid)) ?? [];
       const rates = list.map((s) => s.rate);
       const first = list[0]?.result;
-      const cell: Cell = {
-        server: sid,
+      const mid = (f: (s: Sample) => number) => median(list.map(f));
+      const cell: RatedCell<Id> = {
+        id,
         workload: wid,
         rates,
         median: median(rates),
         min: rates.length ? Math.min(...rates) : Number.NaN,
         max: rates.length ? Math.max(...rates) : Number.NaN,
-        cpuPerOp: median(list.map((s) => s.cpuPerOp)),
-        serverCores: median(list.map((s) => s.serverCores)),
-        loadgenCores: median(list.map((s) => s.loadgenCores)),
-        otherCores: median(list.map((s) => s.otherCores)),
+        cpuPerOp: mid((s) => s.cpuPerOp),
+        serverCores: mid((s) => s.serverCores),
+        loadgenCores: mid((s) => s.loadgenCores),
+        ...(backend ? { backendCores: mid((s) => s.backendCores) } : {}),
+        otherCores: mid((s) => s.otherCores),
         limit: "",
-        vsNode: Number.NaN,
+        vsBase: Number.NaN,
         vsBest: Number.NaN,
         resumed: list.reduce((a, s) => a + s.result.resumed, 0),
         handshakes:
@@ -1136,16 +1499,17 @@ function buildCells(
         version: first?.version ?? "",
         cipher: first?.cipher ?? "",
       };
-      cell.limit = limitOf(cell, pinned, loadgenCpus, nproc);
-      const err = errors.get(`${sid}/${wid}`);
+      const clientSide = { ...cell, loadgenCores: cell.loadgenCores + (cell.backendCores ?? 0) };
+      cell.limit = limitOf(clientSide, pinned, loadgenCpus, nproc);
+      const err = errors.get(cellKey(id, wid));
       if (err) cell.error = err;
       if (list.length > 0 || err) row.push(cell);
     }
-    const base = row.find((c) => c.server === "node20")?.median ?? Number.NaN;
-    const peers = row.filter((c) => c.server !== "tlsnet" && Number.isFinite(c.median));
+    const baseRate = row.find((c) => c.id === base)?.median ?? Number.NaN;
+    const peers = row.filter((c) => c.id !== "tlsnet" && Number.isFinite(c.median));
     const best = peers.length ? Math.max(...peers.map((c) => c.median)) : Number.NaN;
     for (const c of row) {
-      c.vsNode = c.median / base;
+      c.vsBase = c.median / baseRate;
       c.vsBest = c.median / best;
     }
     cells.push(...row);
@@ -1153,12 +1517,37 @@ function buildCells(
   return cells;
 }
 
+function buildCells(o: ServersOptions, measured: Measured, pinned: boolean, nproc: number): Cell[] {
+  return rateCells(o.servers, o.workloads, measured, "node20", pinned, nproc).map(
+    ({ id, workload, vsBase, vsBest, ...stats }) => ({
+      server: id,
+      workload,
+      ...stats,
+      vsNode: vsBase,
+      vsBest,
+    }),
+  );
+}
+
+/** The servers report's cells as {@link RatedCell}s. */
+const rated = (cells: readonly Cell[]): RatedCell<ServerId>[] =>
+  cells.map(({ server, vsNode, ...c }) => ({ ...c, id: server, vsBase: vsNode }));
+
 /** Notes on what limits a number, read off the measurements. */
-function diagnose(cells: Cell[], labelOf: (id: ServerId) => string): string[] {
+export function diagnose<Id extends string>(
+  cells: readonly RatedCell<Id>[],
+  labelOf: (id: Id) => string,
+): string[] {
   const out: string[] = [];
   for (const c of cells) {
+    if (c.workload === "bulk" && c.error?.includes("reading the byte count: EOF")) {
+      out.push(
+        `${labelOf(c.id)}, bulk: the conn ended before the byte count came back: it does not ` +
+          "keep the other direction open when the client half-closes (close_notify + FIN)",
+      );
+    }
     if (!c.rates.length) continue;
-    const who = `${labelOf(c.server)}, ${c.workload}`;
+    const who = `${labelOf(c.id)}, ${c.workload}`;
     if (c.workload === "resumed" && c.handshakes > 0 && c.resumed < 0.9 * c.handshakes) {
       out.push(`${who}: only ${c.resumed}/${c.handshakes} handshakes resumed`);
     }
@@ -1174,7 +1563,7 @@ function diagnose(cells: Cell[], labelOf: (id: ServerId) => string): string[] {
   for (const c of cells) {
     if (!c.cipher) continue;
     const l = ciphers.get(c.cipher) ?? [];
-    if (!l.includes(labelOf(c.server))) l.push(labelOf(c.server));
+    if (!l.includes(labelOf(c.id))) l.push(labelOf(c.id));
     ciphers.set(c.cipher, l);
   }
   if (ciphers.size > 1) {
@@ -1187,7 +1576,7 @@ function diagnose(cells: Cell[], labelOf: (id: ServerId) => string): string[] {
   return out;
 }
 
-function machine(): ServersReport["machine"] {
+export function machine(): LoadBenchReport["machine"] {
   const cpus = os.cpus();
   return {
     nproc: os.availableParallelism?.() ?? cpus.length,
@@ -1200,38 +1589,48 @@ function machine(): ServersReport["machine"] {
 
 // ---------------------------------------------------------------- output
 
-function fmtRate(v: number, unit: string): string {
+export function fmtRate(v: number, unit: string): string {
   if (!Number.isFinite(v)) return "n/a";
   if (unit === "MB/s") return Math.round(v).toLocaleString("en-US");
   return Math.round(v).toLocaleString("en-US");
 }
 
-function fmtCpu(v: number, unit: string): string {
+export function fmtCpu(v: number, unit: string): string {
   if (!Number.isFinite(v)) return "n/a";
   return unit === "ms/MB" ? v.toFixed(2) : v >= 100 ? v.toFixed(0) : v.toFixed(1);
 }
 
 const ratio = (r: number) => (Number.isFinite(r) ? r.toFixed(2) : "n/a");
+const cores = (v: number | undefined) =>
+  v !== undefined && Number.isFinite(v) ? v.toFixed(2) : "n/a";
 
-function tableRows(report: ServersReport): string[][] {
-  const labelOf = (id: ServerId) => report.servers.find((s) => s.id === id)?.label ?? id;
+/**
+ * The table's rows, one per cell: workload, who, rate, CPU per op, cores
+ * (server, load generator, backend when measured, others), limit, × base, × best peer.
+ */
+export function tableRows<Id extends string>(
+  workloads: LoadBenchReport["workloads"],
+  cells: readonly RatedCell<Id>[],
+  labelOf: (id: Id) => string,
+): string[][] {
   const rows: string[][] = [];
-  for (const w of report.workloads) {
-    for (const c of report.cells.filter((x) => x.workload === w.id)) {
+  for (const w of workloads) {
+    for (const c of cells.filter((x) => x.workload === w.id)) {
       const spread =
         c.rates.length > 1
           ? `${fmtRate(c.median, w.unit)} (${fmtRate(c.min, w.unit)}–${fmtRate(c.max, w.unit)})`
           : fmtRate(c.median, w.unit);
       rows.push([
         `${w.title} (${w.unit})`,
-        labelOf(c.server),
+        labelOf(c.id),
         c.rates.length ? spread : "failed",
         `${fmtCpu(c.cpuPerOp, w.cpuUnit)} ${w.cpuUnit}`,
-        Number.isFinite(c.serverCores) ? c.serverCores.toFixed(2) : "n/a",
-        Number.isFinite(c.loadgenCores) ? c.loadgenCores.toFixed(2) : "n/a",
-        Number.isFinite(c.otherCores) ? c.otherCores.toFixed(2) : "n/a",
+        cores(c.serverCores),
+        cores(c.loadgenCores),
+        ...("backendCores" in c ? [cores(c.backendCores)] : []),
+        cores(c.otherCores),
         c.limit,
-        ratio(c.vsNode),
+        ratio(c.vsBase),
         ratio(c.vsBest),
       ]);
     }
@@ -1239,27 +1638,17 @@ function tableRows(report: ServersReport): string[][] {
   return rows;
 }
 
-const HEAD = [
-  "workload",
-  "server",
-  "median (min–max)",
-  "server CPU/op",
-  "server cores",
-  "loadgen cores",
-  "other cores",
-  "limit",
-  "× node:tls",
-  "× best peer",
-];
+/** Columns that are text (left-aligned): workload, who, limit (third from the end). */
+const isText = (i: number, n: number) => i < 2 || i === n - 3;
 
-export function formatServersTable(report: ServersReport): string {
-  const body = tableRows(report);
-  const widths = HEAD.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
-  const line = (cells: string[]) =>
+/** A plain-text table; a workload's name only on its first row, a blank line between workloads. */
+export function textTable(head: readonly string[], body: readonly string[][]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: readonly string[]) =>
     cells
-      .map((c, i) => (i >= 2 && i !== 7 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .map((c, i) => (isText(i, head.length) ? c.padEnd(widths[i]!) : c.padStart(widths[i]!)))
       .join("  ");
-  const out = [line(HEAD), widths.map((w) => "-".repeat(w)).join("  ")];
+  const out = [line(head), widths.map((w) => "-".repeat(w)).join("  ")];
   let last = "";
   for (const b of body) {
     if (last && b[0] !== last) out.push("");
@@ -1269,11 +1658,13 @@ export function formatServersTable(report: ServersReport): string {
   return out.join("\n");
 }
 
-export function formatServersMarkdown(report: ServersReport): string {
-  const out = [`| ${HEAD.join(" | ")} |`, "|---|---|--:|--:|--:|--:|--:|---|--:|--:|"];
+/** The same table in Markdown, tlsnet's rows in bold. */
+export function markdownTable(head: readonly string[], body: readonly string[][]): string {
+  const align = head.map((_, i) => (isText(i, head.length) ? "---" : "--:"));
+  const out = [`| ${head.join(" | ")} |`, `|${align.join("|")}|`];
   let last = "";
-  for (const b of tableRows(report)) {
-    const cells = b[0] === last ? ["", ...b.slice(1)] : b;
+  for (const b of body) {
+    const cells = b[0] === last ? ["", ...b.slice(1)] : [...b];
     if (b[1]!.startsWith("tlsnet")) cells[1] = `**${cells[1]}**`;
     out.push(`| ${cells.join(" | ")} |`);
     last = b[0]!;
@@ -1281,30 +1672,84 @@ export function formatServersMarkdown(report: ServersReport): string {
   return out.join("\n");
 }
 
+/** The table's header: `who` is "server" or "proxy", `base` what the ratios are against. */
+export function tableHead(who: string, base: string, backend: boolean): string[] {
+  return [
+    "workload",
+    who,
+    "median (min–max)",
+    `${who} CPU/op`,
+    `${who} cores`,
+    "loadgen cores",
+    ...(backend ? ["backend cores"] : []),
+    "other cores",
+    "limit",
+    `× ${base}`,
+    "× best peer",
+  ];
+}
+
+/** A report's plain-text and Markdown tables. */
+export function tableFormatters<R extends LoadBenchReport, Id extends string>(
+  head: readonly string[],
+  cellsOf: (r: R) => readonly RatedCell<Id>[],
+  labelsOf: (r: R) => (id: Id) => string,
+): { table(r: R): string; markdown(r: R): string } {
+  const rows = (r: R) => tableRows(r.workloads, cellsOf(r), labelsOf(r));
+  return { table: (r) => textTable(head, rows(r)), markdown: (r) => markdownTable(head, rows(r)) };
+}
+
+const serverLabels = (report: ServersReport) => (id: ServerId) =>
+  report.servers.find((s) => s.id === id)?.label ?? id;
+
+const serverTables = tableFormatters(
+  tableHead("server", "node:tls", false),
+  (r: ServersReport) => rated(r.cells),
+  serverLabels,
+);
+export const formatServersTable = serverTables.table;
+export const formatServersMarkdown = serverTables.markdown;
+
 /**
- * The charts, per workload and server: `rate`, the rate / raw node:tls on
- * this Node; `cpu`, raw node:tls's server CPU per operation / this server's
- * (how many operations it gets out of the CPU time node:tls needs for one).
+ * A chart, per workload and id: `rate`, the rate / `base`'s; `cpu`, `base`'s
+ * CPU per operation / this one's (how many operations it gets out of the CPU
+ * time `base` needs for one). tlsnet green/orange, `base` grey, others blue.
  */
-export function serversChart(report: ServersReport, what: "rate" | "cpu" = "rate"): string {
-  const labelOf = (id: ServerId) => report.servers.find((s) => s.id === id)?.label ?? id;
+export function comparisonChart<Id extends string>(
+  workloads: LoadBenchReport["workloads"],
+  cells: readonly RatedCell<Id>[],
+  base: Id,
+  labelOf: (id: Id) => string,
+  what: "rate" | "cpu",
+  title: string,
+  subtitle: string,
+): string {
   const bars: Bar[] = [];
-  for (const w of report.workloads) {
-    const row = report.cells.filter((x) => x.workload === w.id);
-    const baseCpu = row.find((c) => c.server === "node20")?.cpuPerOp ?? Number.NaN;
+  for (const w of workloads) {
+    const row = cells.filter((x) => x.workload === w.id);
+    const baseCpu = row.find((c) => c.id === base)?.cpuPerOp ?? Number.NaN;
     for (const c of row) {
-      const r = what === "rate" ? c.vsNode : baseCpu / c.cpuPerOp;
-      const bar: Bar = { label: `${w.id} · ${labelOf(c.server)}`, ratio: r, group: w.id };
-      if (c.server !== "tlsnet") bar.color = c.server === "node20" ? "#9e9e9e" : "#5c7f9c";
+      const r = what === "rate" ? c.vsBase : baseCpu / c.cpuPerOp;
+      const bar: Bar = { label: `${w.id} · ${labelOf(c.id)}`, ratio: r, group: w.id };
+      if (c.id !== "tlsnet") bar.color = c.id === base ? "#9e9e9e" : "#5c7f9c";
       bars.push(bar);
     }
   }
+  return ratioChart(bars, title, subtitle);
+}
+
+/** The servers charts: rate / raw node:tls on this Node, and node:tls's CPU per op / each server's. */
+export function serversChart(report: ServersReport, what: "rate" | "cpu" = "rate"): string {
   const m = report.machine;
-  const base = labelOf("node20");
-  return ratioChart(
-    bars,
+  const labelOf = serverLabels(report);
+  return comparisonChart(
+    report.workloads,
+    rated(report.cells),
+    "node20",
+    labelOf,
+    what,
     what === "rate"
-      ? `TLS servers under a Go load generator: rate / ${base}`
+      ? `TLS servers under a Go load generator: rate / ${labelOf("node20")}`
       : "Server CPU efficiency: node:tls's CPU per op / each server's",
     `${m.nproc} × ${m.cpuModel}; median of ${report.options.rounds} × ${report.options.seconds} s` +
       `${report.options.pin ? "; server on CPU 0, load generator on the rest" : ""}; tlsnet green/orange`,
