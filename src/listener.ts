@@ -69,6 +69,12 @@ export interface ListenOptions<C> {
    */
   maxConnections?: number | undefined;
   /**
+   * TCP_NODELAY on accepted sockets, as on dialed ones. Default true: with Nagle's
+   * algorithm a small reply that follows another small write (a TLS 1.3 session
+   * ticket, a header) waits for the peer's ACK, about 40 ms.
+   */
+  noDelay?: boolean | undefined;
+  /**
    * Read a PROXY protocol header (v1 or v2) from each conn before anything else
    * (before TLS): `conn.remoteAddr` becomes the client's address and `conn.proxy`
    * holds the header. `true` = `{ mode: "required", timeout: 5000 }`, any peer trusted.
@@ -445,7 +451,11 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
 export async function bindServer<C>(opts: ListenOptions<C>): Promise<Server> {
   checkListenOptions(opts);
   const { host, port } = parseAddress(opts.addr, true);
-  const server = createServer({ allowHalfOpen: true, pauseOnConnect: true });
+  const server = createServer({
+    allowHalfOpen: true,
+    pauseOnConnect: true,
+    noDelay: opts.noDelay ?? true,
+  });
   const where = formatHostPort(host, port);
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error) => {
@@ -487,6 +497,9 @@ function checkListenOptions<C>(opts: ListenOptions<C>): void {
   };
   positiveInt("backlog", opts.backlog);
   positiveInt("maxConnections", opts.maxConnections);
+  if (opts.noDelay !== undefined && typeof opts.noDelay !== "boolean") {
+    throw new ConfigError("noDelay must be a boolean", { field: "noDelay" });
+  }
   proxyProtocolPolicy(opts.proxyProtocol); // throws ConfigError for a bad option
   for (const name of ["handler", "onError"] as const) {
     if (opts[name] !== undefined && typeof opts[name] !== "function") {

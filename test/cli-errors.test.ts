@@ -68,7 +68,7 @@ describe("messages name CLI flags, from the error's fields", { timeout: 60_000 }
   });
 
   test("serve: a busy --addr and a missing --cert file name the flag", async () => {
-    const [busy, missing] = await Promise.all([
+    const [busy, missing, busyProxy] = await Promise.all([
       run(["serve", "--addr", `127.0.0.1:${server.port}`]),
       run([
         "serve",
@@ -79,7 +79,10 @@ describe("messages name CLI flags, from the error's fields", { timeout: 60_000 }
         "--key",
         join(WORK, "no-key.pem"),
       ]),
+      run(["proxy", "--listen", `127.0.0.1:${server.port}`, "--to", "127.0.0.1:9"]),
     ]);
+    assert.equal(busyProxy.code, 1, busyProxy.stdout);
+    assert.match(busyProxy.stderr, /^hint: pick another address with --listen /m, "proxy's flag");
     assert.equal(busy.code, 1, busy.stdout);
     assert.match(busy.stderr, /address already in use/);
     assert.match(

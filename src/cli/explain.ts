@@ -64,7 +64,7 @@ export function explain(e: unknown, ctx: Context): Explained {
   if (e instanceof ListenError) {
     return {
       message: e.message,
-      hint: "hint: pick another address with --addr (port 0 picks a free one)",
+      hint: `hint: pick another address with ${ctx.fields?.addr ?? "--addr"} (port 0 picks a free one)`,
     };
   }
   if (e instanceof TlsnetError) return { message: e.message };

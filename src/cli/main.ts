@@ -70,7 +70,11 @@ async function main(argv: string[]): Promise<number> {
       return 2;
     }
     // Commands word their own failures (CliError); anything else is worded here, without a stack.
-    const x = explain(e, { role: name === "serve" ? "server" : "client" });
+    const server = name === "serve" || name === "proxy";
+    const x = explain(e, {
+      role: server ? "server" : "client",
+      fields: name === "proxy" ? { addr: "--listen" } : { addr: "--addr" },
+    });
     err(`tlsnet ${name}: ${x.message}`);
     if (x.hint) err(x.hint);
     if (process.env.TLSNET_DEBUG) for (const line of debugLines(e)) err(line);

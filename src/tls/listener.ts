@@ -60,6 +60,7 @@ const LISTEN_KEYS = new Set([
   "handler",
   "onError",
   "maxConnections",
+  "noDelay",
   "alpnHandlers",
   "proxyProtocol",
 ]);
