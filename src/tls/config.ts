@@ -16,6 +16,7 @@ import { join } from "node:path";
 import { createSecureContext, type SecureContext, type SecureContextOptions } from "node:tls";
 import { checkTimeout } from "../deadline.ts";
 import { asError, ConfigError, errorCode } from "../errors.ts";
+import { type EngineName, resolveEngine } from "./engine/choice.ts";
 import { type ConnectionState, splitSANs } from "./state.ts";
 
 /** TLS protocol versions tlsnet speaks. Older ones are refused. */
@@ -57,6 +58,11 @@ export interface TLSOptions {
   sessionCache?: boolean | number | undefined;
   ticketKeys?: Buffer | undefined;
   keyLog?: ((line: string) => void) | undefined;
+  /**
+   * The TLS engine: "node" (node:tls) or "native" (tlsnet's OpenSSL addon, built by
+   * `npm run build:native`). Default: the TLSNET_ENGINE environment variable, else "node".
+   */
+  engine?: EngineName | undefined;
 }
 
 /** A certificate entry after validation: PEM text, the parsed leaf, and the names it serves. */
@@ -109,6 +115,8 @@ export class TLSConfig {
   readonly sessionCacheSize: number;
   readonly ticketKeys: Buffer | undefined;
   readonly keyLog: TLSOptions["keyLog"];
+  /** The engine that runs this config's handshakes and records. */
+  readonly engine: EngineName;
 
   /** Contexts built on first use; a holder object because the config itself is frozen. */
   private readonly contexts: { client?: SecureContext; server?: SecureContext[] } = {};
@@ -182,6 +190,7 @@ export class TLSConfig {
       fieldCheck("ciphers", () => createSecureContext({ ciphers: cipherList(this.ciphers) }));
     }
     this.sessionScope = this.scope();
+    this.engine = resolveEngine(opts.engine, this);
     Object.freeze(this);
   }
 
