@@ -284,6 +284,32 @@ test("a reset mid-stream is a ConnectionResetError on a pending read", {
   assert.equal(err.syscallCode, "ECONNRESET");
 });
 
+test("a client's reset is a ConnectionResetError on the native server's read", {
+  skip: SKIP,
+}, async (t) => {
+  const { leaf } = await pki();
+  const ln = await tls.listen({ addr: "127.0.0.1:0", certs: [leaf], engine: "native" });
+  t.after(() => ln.close());
+  const [client, server] = await Promise.all([
+    dial(t, ln.addr.port, "node"),
+    ln.accept().then(async (c) => {
+      t.after(() => c.close());
+      await c.handshake({ timeout: 10_000 });
+      return c;
+    }),
+  ]);
+  await client.write("x");
+  assert.equal((await server.readExactly(1, { timeout: 10_000 })).toString(), "x");
+  const reading = server.read(1024, { timeout: 10_000 }).then(
+    () => assert.fail("the read should fail"),
+    (e: unknown) => e,
+  );
+  client.netConn.socket.resetAndDestroy();
+  const err = await reading;
+  assert.ok(err instanceof ConnectionResetError, `got ${String(err)}`);
+  assert.equal(server.isOpen, false);
+});
+
 test("a plaintext peer is a TLSError on both sides", { skip: SKIP }, async (t) => {
   // Client: the "server" answers with plain HTTP.
   const plain = net.createServer((s) => {

@@ -281,6 +281,10 @@ export class NativeTLSTransport implements TLSTransport {
         { reason: (err as { code?: string }).code, cause: err },
       );
     }
+    // Whoever destroys the node socket underneath (conn.netConn.socket) ends the connection.
+    this.rawSocket.once("close", () => {
+      if (!this.handleClosed) this.handle?.close();
+    });
     await this.waitHandshake(cfg, opts);
     const info = this.handle.info();
     const resumed = info.reused && (!isClient || this.offered !== undefined);
