@@ -115,6 +115,7 @@ NAPI_MODULE_INIT() {
       {"newContext", NULL, tlsnet_new_context, NULL, NULL, NULL, napi_default, NULL},
       {"setRoots", NULL, tlsnet_set_roots, NULL, NULL, NULL, napi_default, NULL},
       {"opensslVersion", NULL, openssl_version, NULL, NULL, NULL, napi_default, NULL},
+      {"allocSlab", NULL, tlsnet_alloc_slab, NULL, NULL, NULL, napi_default, NULL},
       {"Conn", NULL, NULL, NULL, NULL, tlsnet_define_conn(env, a), napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -2,7 +2,9 @@
  * A BIO over the conn's fd: recv/send straight on the socket (MSG_NOSIGNAL, so
  * a write into a reset connection is EPIPE, not SIGPIPE), serving first the
  * bytes that node:net had already read before the hand-over. The errno of a
- * failed call is kept on the conn, so an SSL_ERROR_SYSCALL can name it.
+ * failed call is kept on the conn, so an SSL_ERROR_SYSCALL can name it. A
+ * short read marks the socket drained until the poll reports it readable
+ * again: the read that would only say EAGAIN is not made.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -28,11 +30,17 @@ static int bio_read(BIO* b, char* out, int len) {
     }
     return (int)n;
   }
+  if (c->drained) {
+    BIO_set_retry_read(b);
+    return -1;
+  }
   ssize_t n;
   do n = recv(c->fd, out, (size_t)len, 0);
   while (n < 0 && errno == EINTR);
+  if (n > 0 && n < len) c->drained = 1;
   if (n >= 0) return (int)n; /* 0: the peer's FIN */
   if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    c->drained = 1;
     BIO_set_retry_read(b);
     return -1;
   }

@@ -393,13 +393,13 @@ static void step(conn_t* c) {
 }
 
 static void on_poll(uv_poll_t* h, int status, int events) {
-  (void)events;
   conn_t* c = uv_handle_get_data((uv_handle_t*)h);
   if (c->closing) return;
   napi_env env = c->addon->env;
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
   c->kick = 0;
+  if (status < 0 || (events & UV_READABLE)) c->drained = 0;
   if (status < 0) {
     /* libuv stopped the poll (POLLERR): the socket's error says why */
     c->armed = 0;

@@ -78,7 +78,9 @@ typedef struct conn_s {
       reading : 1, discard : 1, eof : 1, want_end : 1, end_wants_write : 1, fin_sent : 1,
       finished_pending : 1, read_wants_write : 1, write_wants_read : 1, write_blocked : 1,
       drain_pending : 1, kick : 1, failed : 1, err_pending : 1, closing : 1, closed : 1,
-      finalized : 1, unref : 1;
+      finalized : 1, unref : 1, drained : 1;
+  /* drained: a recv came back short since the poll last said readable, so the socket is empty
+     for now; the next read answers "retry" without a syscall (libuv's rule for stream reads). */
   int sys_errno; /* errno of the last failed recv/send */
   conn_err_t err;
 
@@ -103,6 +105,12 @@ typedef struct {
 
 extern int tlsnet_conn_index;  /* SSL ex data: conn_t* */
 extern int tlsnet_ctx_index;   /* SSL_CTX ex data: ctx_data_t* */
+
+/* Decrypted bytes go into slabs of this size (see slab.c). */
+#define TLSNET_SLAB_SIZE (256 * 1024)
+
+/* slab.c */
+napi_value tlsnet_alloc_slab(napi_env env, napi_callback_info info);
 
 /* addon.c */
 napi_value tlsnet_throw(napi_env env, const char* code, const char* msg);

@@ -75,6 +75,8 @@ export interface NativeAddon {
   newContext(opts: NativeContextOptions): NativeContext;
   setRoots(pems: readonly string[]): void;
   opensslVersion(): [string, number];
+  /** A slab to decrypt into: reused memory once no chunk of it is alive. */
+  allocSlab(): ArrayBuffer;
   Conn: new (
     fd: number,
     ctx: NativeContext,

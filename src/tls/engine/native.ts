@@ -73,9 +73,6 @@ const EV_SESSION = 8;
 const EV_FINISHED = 9;
 const EV_CLOSE = 10;
 
-/** Decrypted bytes go into slabs of this size, shared by all conns; chunks are views of them. */
-const SLAB_SIZE = 1024 * 1024;
-
 type Phase = "idle" | "running" | "done" | "failed";
 
 const RESOLVED = Promise.resolve();
@@ -92,15 +89,15 @@ function addon(): NativeAddon {
       { field: "engine" },
     );
   }
-  status.addon.setup(dispatch, newSlab);
-  addonReady = status.addon;
+  const native = status.addon;
+  native.setup(dispatch, () => {
+    // Decrypted bytes go into slabs shared by all conns; chunks are views of them.
+    const ab = native.allocSlab();
+    markAsUntransferable(ab); // the addon writes into it: it must never be detached
+    return ab;
+  });
+  addonReady = native;
   return addonReady;
-}
-
-function newSlab(): ArrayBuffer {
-  const ab = Buffer.allocUnsafeSlow(SLAB_SIZE).buffer as ArrayBuffer;
-  markAsUntransferable(ab); // the addon writes into it: it must never be detached
-  return ab;
 }
 
 /** Every addon event: fn.call(transport, type, a, b, c). */
