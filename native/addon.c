@@ -7,8 +7,6 @@
 
 #include "tlsnet.h"
 
-void tlsnet_context_init(void);
-
 napi_value tlsnet_throw(napi_env env, const char* code, const char* msg) {
   napi_throw_error(env, code, msg);
   return NULL;
@@ -108,8 +106,11 @@ NAPI_MODULE_INIT() {
     free(a);
     return tlsnet_throw(env, "ERR_TLSNET_NATIVE", "no event loop");
   }
+  if (!tlsnet_context_init()) {
+    free(a);
+    return tlsnet_throw(env, "ERR_TLSNET_NATIVE", "OpenSSL ex data indices unavailable");
+  }
   napi_set_instance_data(env, a, addon_finalize, NULL);
-  tlsnet_context_init();
   napi_property_descriptor props[] = {
       {"setup", NULL, setup, NULL, NULL, NULL, napi_default, NULL},
       {"newContext", NULL, tlsnet_new_context, NULL, NULL, NULL, napi_default, NULL},

@@ -90,17 +90,20 @@ static int bio_destroy(BIO* b) {
   return 1;
 }
 
+/* Once per process (tlsnet_context_init). */
+void tlsnet_bio_init(void) {
+  BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "tlsnet fd");
+  if (m == NULL) return;
+  BIO_meth_set_read(m, bio_read);
+  BIO_meth_set_write(m, bio_write);
+  BIO_meth_set_ctrl(m, bio_ctrl);
+  BIO_meth_set_create(m, bio_create);
+  BIO_meth_set_destroy(m, bio_destroy);
+  method = m;
+}
+
 BIO* tlsnet_bio_new(conn_t* c) {
-  if (method == NULL) {
-    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "tlsnet fd");
-    if (m == NULL) return NULL;
-    BIO_meth_set_read(m, bio_read);
-    BIO_meth_set_write(m, bio_write);
-    BIO_meth_set_ctrl(m, bio_ctrl);
-    BIO_meth_set_create(m, bio_create);
-    BIO_meth_set_destroy(m, bio_destroy);
-    method = m;
-  }
+  if (method == NULL) return NULL;
   BIO* b = BIO_new(method);
   if (b == NULL) return NULL;
   BIO_set_data(b, c);

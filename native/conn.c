@@ -24,7 +24,7 @@
 #define COPY_MAX (16 * 1024)   /* queued writes up to this size are copied */
 #define SCRATCH (64 * 1024)    /* writev of small parts: one buffer, fewer records */
 
-static uint8_t scratch[SCRATCH];
+static _Thread_local uint8_t scratch[SCRATCH]; /* per thread: workers load the addon too */
 
 static void update_poll(conn_t* c);
 static void start_close(conn_t* c);

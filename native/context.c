@@ -6,6 +6,8 @@
  * key log lines, client sessions, and a verify callback that lets the
  * handshake finish so the JS side can report the verdict in its own words.
  */
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -429,11 +431,16 @@ napi_value tlsnet_new_context(napi_env env, napi_callback_info info) {
   return ext;
 }
 
-void tlsnet_context_init(void) {
-  if (tlsnet_conn_index < 0) {
-    tlsnet_conn_index = SSL_get_ex_new_index(0, "tlsnet conn", NULL, NULL, NULL);
-  }
-  if (tlsnet_ctx_index < 0) {
-    tlsnet_ctx_index = SSL_CTX_get_ex_new_index(0, "tlsnet ctx", NULL, NULL, ctx_data_free);
-  }
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+static void init(void) {
+  tlsnet_conn_index = SSL_get_ex_new_index(0, "tlsnet conn", NULL, NULL, NULL);
+  tlsnet_ctx_index = SSL_CTX_get_ex_new_index(0, "tlsnet ctx", NULL, NULL, ctx_data_free);
+  tlsnet_bio_init();
+}
+
+/* Once per process (worker threads load the addon too): ex data indices, the BIO method. */
+int tlsnet_context_init(void) {
+  pthread_once(&init_once, init);
+  return tlsnet_conn_index >= 0 && tlsnet_ctx_index >= 0;
 }

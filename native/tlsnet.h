@@ -118,6 +118,7 @@ void tlsnet_emit(conn_t* c, int type, size_t argc, napi_value* argv);
 int tlsnet_ensure_slab(addon_t* a, size_t min_room);
 
 /* bio.c */
+void tlsnet_bio_init(void);
 BIO* tlsnet_bio_new(conn_t* c);
 
 /* errors.c */
@@ -127,6 +128,7 @@ const char* tlsnet_x509_error_name(long code);
 void tlsnet_ssl_error_text(char* code, size_t code_len, char* text, size_t text_len);
 
 /* context.c */
+int tlsnet_context_init(void);
 napi_value tlsnet_new_context(napi_env env, napi_callback_info info);
 napi_value tlsnet_set_roots(napi_env env, napi_callback_info info);
 SSL_CTX* tlsnet_unwrap_context(napi_env env, napi_value v);
