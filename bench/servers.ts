@@ -11,6 +11,7 @@
  *   node20  raw node:tls on this Node (bench/server.ts "node", the baseline)
  *   node24  the same code on Node 24 (npm package `node`)
  *   tlsnet  tlsnet on this Node (bench/server.ts "tlsnet")
+ *   tlsnet-native  the same with TLSNET_ENGINE=native (needs npm run build:native)
  *   bun     Bun.listen (bench/peers/bun-server.js, npm package `bun`)
  *   deno    Deno.listenTls (bench/peers/deno-server.js, npm package `deno`)
  *   go      Go crypto/tls (bench/peers/go, Debian golang-go)
@@ -63,7 +64,15 @@ export const RUNTIME_PINS = { node: "24.9.0", bun: "1.4.5", deno: "2.9.6" } as c
 
 // ---------------------------------------------------------------- options
 
-export const SERVER_IDS = ["node20", "node24", "tlsnet", "bun", "deno", "go"] as const;
+export const SERVER_IDS = [
+  "node20",
+  "node24",
+  "tlsnet",
+  "tlsnet-native",
+  "bun",
+  "deno",
+  "go",
+] as const;
 export type ServerId = (typeof SERVER_IDS)[number];
 export const WORKLOAD_IDS = ["bulk", "echo", "full", "resumed"] as const;
 export type WorkloadId = (typeof WORKLOAD_IDS)[number];
@@ -947,6 +956,22 @@ async function setup(
     },
     (m) => ({ cmd: process.execPath, args: nodeArgs("tlsnet", m), env: tlsnetEnv }),
   );
+  // The native engine: the addon built in this checkout (npm run build:native).
+  const addon = join(root, "build", "native", "tlsnet_native.node");
+  add(
+    {
+      id: "tlsnet-native",
+      label: `tlsnet native, Node ${process.version}`,
+      detail: `tlsnet ${revision()} on Node ${process.version}, native engine (OpenSSL ${ssl}); bench/server.ts "tlsnet", TLSNET_ENGINE=native`,
+      available: existsSync(addon),
+      note: "the native engine is not built (npm run build:native)",
+    },
+    (m) => ({
+      cmd: process.execPath,
+      args: nodeArgs("tlsnet", m),
+      env: { ...tlsnetEnv, TLSNET_ENGINE: "native", TLSNET_NATIVE_ADDON: addon },
+    }),
+  );
   if (o.servers.includes("bun")) {
     const v = rt.bun ? versionOf(rt.bun, ["--version"]) : undefined;
     add(
@@ -1506,7 +1531,7 @@ export function rateCells<Id extends string>(
       if (list.length > 0 || err) row.push(cell);
     }
     const baseRate = row.find((c) => c.id === base)?.median ?? Number.NaN;
-    const peers = row.filter((c) => c.id !== "tlsnet" && Number.isFinite(c.median));
+    const peers = row.filter((c) => !c.id.startsWith("tlsnet") && Number.isFinite(c.median));
     const best = peers.length ? Math.max(...peers.map((c) => c.median)) : Number.NaN;
     for (const c of row) {
       c.vsBase = c.median / baseRate;
@@ -1731,7 +1756,7 @@ export function comparisonChart<Id extends string>(
     for (const c of row) {
       const r = what === "rate" ? c.vsBase : baseCpu / c.cpuPerOp;
       const bar: Bar = { label: `${w.id} · ${labelOf(c.id)}`, ratio: r, group: w.id };
-      if (c.id !== "tlsnet") bar.color = c.id === base ? "#9e9e9e" : "#5c7f9c";
+      if (!c.id.startsWith("tlsnet")) bar.color = c.id === base ? "#9e9e9e" : "#5c7f9c";
       bars.push(bar);
     }
   }

@@ -48,6 +48,7 @@ export type {
   CertEntry,
   ClientAuth,
   ConnectionState,
+  EngineName,
   PeerCertificate,
   ReloadOptions,
   TLSListenOptions,

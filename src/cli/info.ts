@@ -65,7 +65,8 @@ async function run(argv: string[]): Promise<number> {
   const c = paint(process.stdout);
   const row = (k: string, v: string) => out(`${c.dim(k.padEnd(11))} ${v}`);
   row("tlsnet", info.tlsnet);
-  row("backend", `${info.backend} ${info.openssl} (engine: ${info.engine}, node:tls)`);
+  const engine = info.engine === "native" ? "native, tlsnet's addon" : "node, node:tls";
+  row("backend", `${info.backend} ${info.openssl} (engine: ${engine})`);
   if (info.runtime === "node") row("node", `${info.node} (${info.platform})`);
   else row("runtime", `${info.runtime} ${info.runtimeVersion} (${info.platform})`);
   row(

@@ -16,6 +16,7 @@ import { join } from "node:path";
 import { createSecureContext, type SecureContext, type SecureContextOptions } from "node:tls";
 import { checkTimeout } from "../deadline.ts";
 import { asError, ConfigError, errorCode } from "../errors.ts";
+import { type EngineName, resolveEngine } from "./engine/choice.ts";
 import { type ConnectionState, splitSANs } from "./state.ts";
 
 /** TLS protocol versions tlsnet speaks. Older ones are refused (a {@link ConfigError}). */
@@ -185,6 +186,11 @@ export interface TLSOptions {
    * ```
    */
   keyLog?: ((line: string) => void) | undefined;
+  /**
+   * The TLS engine: "node" (node:tls) or "native" (tlsnet's OpenSSL addon, built by
+   * `npm run build:native`). Default: the TLSNET_ENGINE environment variable, else "node".
+   */
+  engine?: EngineName | undefined;
 }
 
 /**
@@ -268,6 +274,8 @@ export class TLSConfig {
   readonly ticketKeys: readonly Buffer[] | undefined;
   /** The key log callback, if any. */
   readonly keyLog: TLSOptions["keyLog"];
+  /** The engine that runs this config's handshakes and records. */
+  readonly engine: EngineName;
 
   /** Contexts built on first use; a holder object because the config itself is frozen. */
   private readonly contexts: { client?: SecureContext; server?: SecureContext[] } = {};
@@ -330,6 +338,7 @@ export class TLSConfig {
       fieldCheck("ciphers", () => createSecureContext({ ciphers: cipherList(this.ciphers) }));
     }
     this.sessionScope = this.scope();
+    this.engine = resolveEngine(opts.engine, this);
     Object.freeze(this);
   }
 

@@ -12,6 +12,7 @@ import { ClosedError, mapError, type TlsnetError } from "../errors.ts";
 import { localAddrOf, remoteAddrOf } from "../socket-transport.ts";
 import type { Transport } from "../transport.ts";
 import { NodeTLSTransport } from "./engine/node.ts";
+import type { TLSTransport } from "./engine/types.ts";
 import type { ConnectionState, PeerCertificate } from "./state.ts";
 
 export type { TLSInit } from "./engine/node.ts";
@@ -32,14 +33,14 @@ export type { TLSInit } from "./engine/node.ts";
  * ```
  */
 export class TLSConn extends Conn {
-  private readonly tls: NodeTLSTransport;
+  private readonly tls: TLSTransport;
   private netConnView: Conn | undefined;
 
   /**
    * tls.connect, tls.listen, tls.client and tls.server make TLSConns.
    * @internal
    */
-  constructor(tls: NodeTLSTransport, netConn?: Conn) {
+  constructor(tls: TLSTransport, netConn?: Conn) {
     super(tls);
     this.tls = tls;
     this.netConnView = netConn;

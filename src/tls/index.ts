@@ -21,11 +21,14 @@ import { checkDialOptions, type DialOptions, dial } from "../dial.ts";
 import { dialHostOf } from "../dialed.ts";
 import { ConfigError, StartTLSInjectionError } from "../errors.ts";
 import { cipherList, TLSConfig, type TLSOptions, tlsOptionsOf } from "./config.ts";
-import { NodeTLSTransport, sniFor, TLSConn, type TLSInit } from "./conn.ts";
+import { sniFor, TLSConn, type TLSInit } from "./conn.ts";
+import { defaultEngine } from "./engine/choice.ts";
+import { tlsTransport } from "./engine/index.ts";
 import { TLSListener, type TLSListenOptions } from "./listener.ts";
 import { LRU, SessionCache } from "./sessions.ts";
 
 export type { CertEntry, ClientAuth, TLSOptions, TLSVersion } from "./config.ts";
+export type { EngineName } from "./engine/choice.ts";
 export { TLSConfig } from "./config.ts";
 export { TLSConn } from "./conn.ts";
 export type { ReloadOptions, TLSListenOptions } from "./listener.ts";
@@ -109,7 +112,7 @@ async function dialTLS(
   const { socket, host, expiry } = await dial(address, dialOpts);
   const serverName = sniFor(cfg.serverName ?? host); // never SNI for an IP literal (RFC 6066)
   const conn = new TLSConn(
-    new NodeTLSTransport(socket, {
+    tlsTransport(socket, {
       role: "client",
       config: cfg,
       serverName,
@@ -240,8 +243,11 @@ export interface Backend {
    * "openssl" entry of Bun's and Deno's `process.versions` describes no library they run).
    */
   version: string;
-  /** tlsnet's engine: "node", the node:tls API (which Bun and Deno implement too). */
-  engine: "node";
+  /**
+   * tlsnet's engine for configs that do not choose one: "node", the node:tls API (which Bun
+   * and Deno implement too), or "native", tlsnet's OpenSSL addon (TLSNET_ENGINE=native).
+   */
+  engine: "node" | "native";
   /** The JavaScript runtime: "node", "bun", "deno" or "unknown". */
   runtime: "node" | "bun" | "deno" | "unknown";
   /** The runtime's version, without a leading "v" ("20.19.0", "1.2.3"), or "unknown". */
@@ -281,7 +287,7 @@ export function backend(): Backend {
     return {
       name: "openssl",
       version: v.openssl ?? "unknown",
-      engine: "node",
+      engine: defaultEngine().engine,
       runtime: "node",
       runtimeVersion: v.node,
     };
@@ -343,13 +349,13 @@ function upgrade(
   if (conn instanceof Conn) {
     const { socket, buffered } = conn[kRelease](check ?? noop);
     for (let i = buffered.length - 1; i >= 0; i--) socket.unshift(buffered[i]!);
-    const tlsConn = new TLSConn(new NodeTLSTransport(socket, { ...init, proxy: conn.proxy }), conn);
+    const tlsConn = new TLSConn(tlsTransport(socket, { ...init, proxy: conn.proxy }), conn);
     conn[kHandOver](tlsConn);
     return tlsConn;
   }
   if (conn instanceof Socket) {
     if (role === "client") check?.(conn.readableLength);
-    return new TLSConn(new NodeTLSTransport(conn, init));
+    return new TLSConn(tlsTransport(conn, init));
   }
   throw new TypeError("expected a tlsnet Conn or a node:net Socket");
 }

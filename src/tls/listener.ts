@@ -11,7 +11,8 @@ import { basename, dirname, resolve as resolvePath } from "node:path";
 import { asError, ConfigError } from "../errors.ts";
 import { bindServer, type ConnFactory, Listener, type ListenOptions } from "../listener.ts";
 import { TLSConfig, type TLSOptions, tlsOptionsOf } from "./config.ts";
-import { NodeTLSTransport, TLSConn } from "./conn.ts";
+import { TLSConn } from "./conn.ts";
+import { tlsTransport } from "./engine/index.ts";
 
 /**
  * Options of {@link tls.listen}: the server's {@link TLSOptions} (a certificate is required:
@@ -86,7 +87,7 @@ export class TLSListener extends Listener<TLSConn> {
     super(server, { ...opts, handler: opts.handler ?? fallback }, {
       wrap: (socket: Socket, proxy) =>
         new TLSConn(
-          new NodeTLSTransport(socket, {
+          tlsTransport(socket, {
             role: "server",
             config: () => ref.config,
             onHandshakeFailure: () => onFailure.count?.(),

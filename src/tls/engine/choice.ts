@@ -1,0 +1,84 @@
+/**
+ * Which TLS engine a config runs on: `engine` in the options, else the
+ * TLSNET_ENGINE environment variable, else "node" (the native engine becomes
+ * the default once it passes the whole suite). Asking for "native" where the
+ * addon is not available, or with a feature the native engine does not have
+ * yet, is a ConfigError before any I/O: never a silent fallback.
+ * @module
+ */
+import { ConfigError } from "../../errors.ts";
+import { loadAddon } from "./addon.ts";
+
+/** A TLS engine: "node" (node:tls, the default) or "native" (the OpenSSL addon; `npm run build:native`). */
+export type EngineName = "node" | "native";
+
+const ENGINES: readonly EngineName[] = ["node", "native"];
+
+/** The options the native engine cannot honour yet, by field. */
+const NATIVE_UNSUPPORTED: ReadonlyArray<[field: string, has: (cfg: EngineInput) => boolean]> = [
+  ["ticketKeys", (cfg) => cfg.ticketKeys !== undefined],
+];
+
+/** What the choice looks at. */
+export interface EngineInput {
+  readonly ticketKeys: Buffer | readonly Buffer[] | undefined;
+}
+
+/** The engine for a config: validated, available, and able to serve every option given. */
+export function resolveEngine(option: unknown, cfg: EngineInput): EngineName {
+  const fromEnv = option === undefined;
+  const engine = fromEnv ? envEngine() : option;
+  if (engine === undefined) return "node";
+  if (!ENGINES.includes(engine as EngineName)) {
+    throw new ConfigError(`engine must be "node" or "native", got ${JSON.stringify(engine)}`, {
+      field: "engine",
+    });
+  }
+  if (engine === "node") return "node";
+  const where = fromEnv ? "TLSNET_ENGINE=native" : 'engine "native"';
+  const status = loadAddon();
+  if (!status.addon) {
+    throw new ConfigError(
+      `${where}: the native TLS engine is not available: ${status.why}; ` +
+        `build it with npm run build:native, or use engine "node"`,
+      { field: "engine" },
+    );
+  }
+  for (const [field, has] of NATIVE_UNSUPPORTED) {
+    if (has(cfg)) {
+      throw new ConfigError(
+        `engine native: ${field} is not supported yet; use engine "node" for it`,
+        { field },
+      );
+    }
+  }
+  return "native";
+}
+
+/** The engine named by TLSNET_ENGINE, or undefined; a bad value is a ConfigError. */
+function envEngine(): EngineName | undefined {
+  const v = process.env.TLSNET_ENGINE;
+  if (v === undefined || v === "") return undefined;
+  if (v === "node" || v === "native") return v;
+  throw new ConfigError(`TLSNET_ENGINE must be "node" or "native", got ${JSON.stringify(v)}`, {
+    field: "engine",
+  });
+}
+
+/** The engine a config without `engine` gets here, and why (for tls.backend() and tlsnet info). */
+export function defaultEngine(): { engine: EngineName; why: string } {
+  const v = process.env.TLSNET_ENGINE;
+  const native = loadAddon();
+  if (v === "native") {
+    return native.addon
+      ? { engine: "native", why: "TLSNET_ENGINE=native" }
+      : { engine: "node", why: `TLSNET_ENGINE=native, but ${native.why}` };
+  }
+  if (v === "node") return { engine: "node", why: "TLSNET_ENGINE=node" };
+  return {
+    engine: "node",
+    why: native.addon
+      ? "the default (the native engine is built; select it with engine or TLSNET_ENGINE=native)"
+      : `the default (native engine: ${native.why})`,
+  };
+}

@@ -1,0 +1,665 @@
+/**
+ * The native engine: TLS as a {@link Transport} done by tlsnet's N-API addon
+ * (native/) with the OpenSSL inside this Node process, on the TCP socket's
+ * file descriptor itself. The handshake state machine is the node engine's
+ * (idle → running → done | failed; lazy, shared, sticky on failure), with the
+ * same limits, verification and errors. Once ready, the addon decrypts into a
+ * slab this module allocates and lends each batch of records as one Buffer
+ * view (one JS call per batch, no copy), and encrypts straight from the
+ * caller's buffers.
+ *
+ * Taking the socket over: node:net stops reading it (pause, readStop), hands
+ * over what it had buffered, and the addon polls a dup of its fd. The node
+ * socket stays open, idle, until the TLS conn closes, so its addresses and
+ * its "close" event keep their meaning.
+ * @module
+ */
+import { X509Certificate } from "node:crypto";
+import { isIP, type Socket } from "node:net";
+import { markAsUntransferable } from "node:worker_threads";
+import { type SocketAddr, unbracket } from "../../addr.ts";
+import {
+  Alarm,
+  abortReason,
+  bounded,
+  checkOpOptions,
+  expiryAfter,
+  type OpOptions,
+} from "../../deadline.ts";
+import { handshakeChannel, traced } from "../../diagnostics.ts";
+import {
+  ClosedError,
+  ConfigError,
+  certificateError,
+  mapTLSError,
+  peerClosedDuringHandshake,
+  TLSError,
+  type TlsnetError,
+} from "../../errors.ts";
+import type { ProxyHeader } from "../../proxy.ts";
+import { localAddrOf, remoteAddrOf } from "../../socket-transport.ts";
+import type { TransportOp, TransportSink } from "../../transport.ts";
+import type { TLSConfig } from "../config.ts";
+import type { CachedSession, SessionIdentity } from "../sessions.ts";
+import { sniSelector } from "../sni.ts";
+import {
+  type ConnectionState,
+  dn,
+  emptyState,
+  type PeerCertificate,
+  toPeerCertificate,
+} from "../state.ts";
+import {
+  loadAddon,
+  type NativeAddon,
+  type NativeConn,
+  type NativeContext,
+  type NativeInfo,
+  type NativeReceiver,
+} from "./addon.ts";
+import { callTimeoutError, handshakeLimit } from "./limits.ts";
+import { alpnNames, clientContext, serverContexts } from "./native-context.ts";
+import type { TLSInit } from "./node.ts";
+import type { TLSTransport } from "./types.ts";
+
+// Events from the addon (native/tlsnet.h).
+const EV_HANDSHAKE = 1;
+const EV_DATA = 2;
+const EV_EOF = 3;
+const EV_ERROR = 4;
+const EV_DRAIN = 5;
+const EV_KEYLOG = 6;
+const EV_SNI = 7;
+const EV_SESSION = 8;
+const EV_FINISHED = 9;
+const EV_CLOSE = 10;
+
+type Phase = "idle" | "running" | "done" | "failed";
+
+const RESOLVED = Promise.resolve();
+
+let addonReady: NativeAddon | undefined;
+
+/** The addon, set up for this module; a ConfigError when it is not available. */
+function addon(): NativeAddon {
+  if (addonReady) return addonReady;
+  const status = loadAddon();
+  if (!status.addon) {
+    throw new ConfigError(
+      `engine native: the native TLS engine is not available: ${status.why}; build it with npm run build:native`,
+      { field: "engine" },
+    );
+  }
+  const native = status.addon;
+  native.setup(dispatch, () => {
+    // Decrypted bytes go into slabs shared by all conns; chunks are views of them.
+    const ab = native.allocSlab();
+    markAsUntransferable(ab); // the addon writes into it: it must never be detached
+    return ab;
+  });
+  addonReady = native;
+  return addonReady;
+}
+
+/** Every addon event: fn.call(transport, type, a, b, c). */
+function dispatch(this: NativeReceiver, type: number, a: unknown, b: unknown, c: unknown): void {
+  this.onNative(type, a, b, c);
+}
+
+interface Waiter {
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
+export class NativeTLSTransport implements TLSTransport {
+  readonly remoteAddr: SocketAddr;
+  readonly localAddr: SocketAddr;
+  /** True once the handshake is done and verified: a plain field, read by fast paths. */
+  ready = false;
+  private phase: Phase = "idle";
+  private running: Promise<ConnectionState> | undefined;
+  private readyPromise: Promise<void> | undefined;
+  private result: ConnectionState | undefined;
+  private failure: TlsnetError | undefined;
+  /** close() was called. */
+  private closed = false;
+  private handle: NativeConn | undefined;
+  /** The addon closed the conn (fd and SSL released). */
+  private handleClosed = false;
+  private sink: TransportSink | undefined;
+  private wantPaused = false;
+  private queued = 0;
+  private peerEnded = false;
+  private finished = false;
+  /** Lingering close: drop data, wait for the peer's end. */
+  private discarding = false;
+  private cfg: TLSConfig | undefined;
+  /** The running handshake's waiter. */
+  private hs: Waiter | undefined;
+  private abortRun: ((err: TlsnetError) => void) | undefined;
+  private ending: Waiter[] = [];
+  private closeWaiters: Array<() => void> = [];
+  private onPeerEnd: (() => void) | undefined;
+  private onFinished: (() => void) | undefined;
+  /** Server with several certificates: the contexts to pick from by SNI. */
+  private sni:
+    | { contexts: NativeContext[]; select: (name: string | undefined) => number }
+    | undefined;
+  /** Client: the cached session offered for resumption, with the identity it was verified as. */
+  private offered: CachedSession | undefined;
+  /** Client: the identity this handshake verifies, stored with the sessions it yields. */
+  private readonly identity: SessionIdentity = { chain: [], verified: false };
+
+  constructor(
+    readonly rawSocket: Socket,
+    private readonly init: TLSInit,
+  ) {
+    this.remoteAddr = init.proxy?.source ?? remoteAddrOf(rawSocket);
+    this.localAddr = init.proxy?.destination ?? localAddrOf(rawSocket);
+    rawSocket.on("error", noop); // the node socket only idles under us: never crash on it
+  }
+
+  /** The PROXY protocol header read before this conn, or null. */
+  get proxy(): ProxyHeader | null {
+    return this.init.proxy ?? null;
+  }
+
+  get role(): "client" | "server" {
+    return this.init.role;
+  }
+
+  private get peerName(): string {
+    return this.remoteAddr.toString();
+  }
+
+  /** The node socket under the conn (it carries no bytes once the handshake starts). */
+  get socket(): Socket {
+    return this.rawSocket;
+  }
+
+  state(): ConnectionState {
+    return (
+      this.result ?? emptyState(this.init.role === "client" ? (this.init.serverName ?? null) : null)
+    );
+  }
+
+  start(sink: TransportSink): void {
+    this.sink = sink;
+  }
+
+  whenReady(): Promise<void> {
+    if (!this.readyPromise) {
+      this.readyPromise = this.handshake().then(noop);
+      this.readyPromise.catch(noop); // callers may drop it: the failure reaches them as readyError
+    }
+    return this.readyPromise;
+  }
+
+  handshake(opts?: OpOptions): Promise<ConnectionState> {
+    if (this.phase === "done") return Promise.resolve(this.result!);
+    if (this.phase === "failed") return Promise.reject(this.failure);
+    if (this.closed) {
+      return Promise.reject(new ClosedError(`connection to ${this.peerName} is closed`));
+    }
+    try {
+      checkOpOptions(opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (opts?.signal?.aborted) return Promise.reject(abortReason(opts.signal));
+    if (this.phase === "running") {
+      const timeout = opts?.timeout;
+      return bounded(this.running!, expiryAfter(timeout), opts?.signal, () =>
+        callTimeoutError(this.peerName, timeout ?? 0),
+      );
+    }
+    this.phase = "running";
+    const context = () => ({
+      role: this.init.role,
+      remoteAddr: this.remoteAddr,
+      serverName: this.init.role === "client" ? (this.init.serverName ?? null) : undefined,
+    });
+    this.running = traced(handshakeChannel, context, () => this.run(opts)).then(
+      (state) => {
+        this.phase = "done";
+        this.result = state;
+        this.ready = true;
+        if (!this.wantPaused) this.handle?.readStart();
+        return state;
+      },
+      (err: TlsnetError) => {
+        this.phase = "failed";
+        this.failure = err;
+        this.destroy();
+        if (this.offered && this.init.sessions && this.init.sessionKey) {
+          this.init.sessions.delete(this.init.sessionKey); // never resume what failed
+        }
+        if (!(err instanceof ClosedError)) this.init.onHandshakeFailure?.(err);
+        throw err;
+      },
+    );
+    return this.running;
+  }
+
+  private config(): TLSConfig {
+    const c = this.init.config;
+    return typeof c === "function" ? c() : c;
+  }
+
+  /** One handshake run: take the socket over, handshake in the addon, verify, run the hook. */
+  private async run(opts: OpOptions | undefined): Promise<ConnectionState> {
+    const cfg = this.config();
+    this.cfg = cfg;
+    const isClient = this.init.role === "client";
+    if (this.rawSocket.destroyed) throw peerClosedDuringHandshake(this.peerName);
+    const native = addon();
+    let ctx: NativeContext;
+    let session: Buffer | undefined;
+    if (isClient) {
+      ctx = clientContext(native, cfg);
+      const { sessionKey: key, sessions } = this.init;
+      this.offered = key && sessions ? sessions.get(key) : undefined;
+      session = this.offered?.session;
+    } else {
+      const contexts = serverContexts(native, cfg);
+      ctx = contexts[0]!;
+      if (contexts.length > 1) this.sni = { contexts, select: sniSelector(cfg.identities) };
+    }
+    const taken = takeOver(this.rawSocket);
+    if (!taken) throw peerClosedDuringHandshake(this.peerName);
+    try {
+      this.handle = new native.Conn(
+        taken.fd,
+        ctx,
+        !isClient,
+        this,
+        taken.pre,
+        isClient ? (this.init.serverName ?? null) : null,
+        session,
+        this.sni !== undefined,
+      );
+    } catch (err) {
+      throw new TLSError(
+        `TLS handshake with ${this.peerName} failed: the native engine could not take the socket over (${(err as Error).message})`,
+        { reason: (err as { code?: string }).code, cause: err },
+      );
+    }
+    // Whoever destroys the node socket underneath (conn.netConn.socket) ends the connection.
+    this.rawSocket.once("close", () => {
+      if (!this.handleClosed) this.handle?.close();
+    });
+    await this.waitHandshake(cfg, opts);
+    const info = this.handle.info();
+    const resumed = info.reused && (!isClient || this.offered !== undefined);
+    const verified = isClient
+      ? resumed
+        ? this.offered!.identity.verified && cfg.verifyPeer
+        : this.verifyServer(info, cfg)
+      : this.verifyClient(info, cfg);
+    const chain = isClient && resumed ? this.offered!.identity.chain : info.chain;
+    if (isClient && !resumed) {
+      this.identity.chain = chain;
+      this.identity.verified = verified;
+    }
+    const serverName = isClient ? (this.init.serverName ?? null) : info.servername;
+    const state = nativeState(info, serverName, verified, chain);
+    if (cfg.verifyConnection) {
+      try {
+        await cfg.verifyConnection(state);
+      } catch (err) {
+        throw new TLSError(
+          `verifyConnection rejected the connection with ${this.peerName}: ${
+            err instanceof Error ? err.message : String(err)
+          }`,
+          { reason: "VERIFY_CONNECTION", cause: err },
+        );
+      }
+    }
+    if (this.closed) throw new ClosedError(`connection to ${this.peerName} was closed`);
+    return state;
+  }
+
+  /** Resolve on EV_HANDSHAKE; reject on error, peer close, timeout, abort or close(). */
+  private waitHandshake(cfg: TLSConfig, opts: OpOptions | undefined): Promise<void> {
+    const [expiry, timeoutError] = handshakeLimit(
+      this.init.role,
+      cfg,
+      this.peerName,
+      this.init.dialExpiry,
+      opts,
+    );
+    const signal = opts?.signal;
+    return new Promise<void>((resolve, reject) => {
+      const alarm = new Alarm(() => done(timeoutError()));
+      const done = (err?: unknown) => {
+        alarm.clear();
+        signal?.removeEventListener("abort", onAbort);
+        this.hs = undefined;
+        this.abortRun = undefined;
+        if (err === undefined) resolve();
+        else reject(err);
+      };
+      const onAbort = () => done(abortReason(signal!));
+      this.hs = { resolve: () => done(), reject: done };
+      this.abortRun = done;
+      signal?.addEventListener("abort", onAbort, { once: true });
+      alarm.set(expiry);
+      this.handle!.start();
+    });
+  }
+
+  /** Client side: chain and host name, unless verifyPeer is off. */
+  private verifyServer(info: NativeInfo, cfg: TLSConfig): boolean {
+    if (!cfg.verifyPeer) return false;
+    const name = this.init.verifyName;
+    let reason = info.verifyError;
+    if (reason === null && name !== undefined) {
+      const host = unbracket(name);
+      if (!this.handle!.checkHost(host, isIP(host) !== 0)) reason = "ERR_TLS_CERT_ALTNAME_INVALID";
+    }
+    if (reason === null) return true;
+    const leaf = info.chain[0] ? new X509Certificate(info.chain[0]) : undefined;
+    throw certificateError({
+      reason,
+      host: name,
+      subject: leaf ? dn(leaf.subject) : undefined,
+      validTo: leaf ? new Date(leaf.validTo) : undefined,
+      validFrom: leaf ? new Date(leaf.validFrom) : undefined,
+      sans: leaf?.subjectAltName,
+      role: "client",
+    });
+  }
+
+  /** Server side: the clientAuth mode, with Go's semantics. Returns whether a chain was verified. */
+  private verifyClient(info: NativeInfo, cfg: TLSConfig): boolean {
+    const mode = cfg.clientAuth;
+    if (mode === "none" || mode === "request") return false;
+    const der = info.chain[0];
+    if (!der) {
+      if (mode === "verify-if-given") return false;
+      throw new TLSError(
+        `client ${this.peerName} did not provide a certificate (clientAuth "${mode}" requires one)`,
+        { reason: "PEER_DID_NOT_RETURN_A_CERTIFICATE" },
+      );
+    }
+    if (mode === "require-any" || info.verifyError === null) return mode !== "require-any";
+    const leaf = new X509Certificate(der);
+    throw certificateError({
+      reason: info.verifyError,
+      host: this.peerName,
+      subject: dn(leaf.subject),
+      validTo: new Date(leaf.validTo),
+      validFrom: new Date(leaf.validFrom),
+      role: "server",
+    });
+  }
+
+  /** Name both ALPN lists when negotiation found no overlap (as the node engine does). */
+  private explainAlpn(err: TlsnetError): TlsnetError {
+    const reason = err instanceof TLSError ? err.reason : undefined;
+    if (!reason?.includes("NO_APPLICATION_PROTOCOL")) return err;
+    const ours = JSON.stringify(this.cfg?.alpnProtocols ?? []);
+    const detail =
+      this.init.role === "client"
+        ? `we offered ALPN ${ours} and the server accepts none of them`
+        : `the client offered ALPN ${JSON.stringify(alpnNames(this.handle?.offeredAlpn()))}, this server accepts ${ours}`;
+    return new TLSError(`TLS handshake with ${this.peerName} failed: ${detail} (alert 120)`, {
+      reason,
+      cause: err,
+    });
+  }
+
+  // ---------------------------------------------------------------- addon events
+
+  /** Internal: an event from the addon (see native/tlsnet.h). */
+  onNative(type: number, a: unknown, b: unknown, c: unknown): void {
+    switch (type) {
+      case EV_DATA:
+        if (!this.discarding)
+          this.sink?.onData(Buffer.from(a as ArrayBuffer, b as number, c as number));
+        return;
+      case EV_DRAIN:
+        this.queued = 0;
+        this.sink?.onDrain();
+        return;
+      case EV_HANDSHAKE:
+        this.hs?.resolve();
+        return;
+      case EV_EOF:
+        this.peerEnded = true;
+        if (this.hs) this.hs.reject(peerClosedDuringHandshake(this.peerName));
+        else if (!this.discarding) this.sink?.onEnd();
+        this.onPeerEnd?.();
+        return;
+      case EV_ERROR:
+        this.onError(a as string, b as string, c as string);
+        return;
+      case EV_FINISHED:
+        this.finished = true;
+        for (const w of this.ending.splice(0)) w.resolve();
+        this.onFinished?.();
+        return;
+      case EV_CLOSE:
+        this.onClosed();
+        return;
+      case EV_KEYLOG: {
+        const keyLog = this.cfg?.keyLog;
+        if (keyLog) for (const line of (a as string).split("\n")) if (line) keyLog(line);
+        return;
+      }
+      case EV_SNI: {
+        const sni = this.sni;
+        if (sni) this.handle?.setContext(sni.contexts[sni.select(a as string)]!);
+        return;
+      }
+      case EV_SESSION:
+        this.onSession(a as Buffer);
+        return;
+    }
+  }
+
+  private onError(kind: string, code: string, text: string): void {
+    const err = Object.assign(new Error(text), { code, reason: text, library: "native" });
+    if (this.hs) {
+      const peer = this.peerName;
+      this.hs.reject(
+        kind === "eof"
+          ? peerClosedDuringHandshake(peer, err)
+          : this.explainAlpn(mapTLSError(err, { op: "handshake", peer, role: this.init.role })),
+      );
+      return;
+    }
+    for (const w of this.ending.splice(0)) w.reject(err);
+    this.sink?.onError(err);
+  }
+
+  private onClosed(): void {
+    this.handleClosed = true;
+    this.rawSocket.destroy();
+    this.hs?.reject(peerClosedDuringHandshake(this.peerName));
+    const closed = new ClosedError(`connection to ${this.peerName} is closed`);
+    for (const w of this.ending.splice(0)) w.reject(closed);
+    this.sink?.onClose();
+    for (const fn of this.closeWaiters.splice(0)) fn();
+  }
+
+  private onSession(session: Buffer): void {
+    const { sessionKey: key, sessions } = this.init;
+    if (!key || !sessions) return;
+    // A resumed conn hands on the identity of the full handshake it came from.
+    const identity = this.result?.resumed && this.offered ? this.offered.identity : this.identity;
+    sessions.set(key, { session, identity });
+  }
+
+  // ---------------------------------------------------------------- Transport
+
+  write(data: string | Uint8Array): boolean {
+    const h = this.handle;
+    if (!h) return true;
+    this.queued = h.write(typeof data === "string" ? Buffer.from(data, "utf8") : data);
+    return this.queued === 0;
+  }
+
+  writev(parts: ReadonlyArray<string | Uint8Array>): boolean {
+    const h = this.handle;
+    if (!h) return true;
+    this.queued = h.writev(parts.map((p) => (typeof p === "string" ? Buffer.from(p, "utf8") : p)));
+    return this.queued === 0;
+  }
+
+  get queuedBytes(): number {
+    return this.queued;
+  }
+
+  get destroyed(): boolean {
+    return this.handleClosed || (this.handle === undefined && this.rawSocket.destroyed);
+  }
+
+  end(): Promise<void> {
+    const h = this.handle;
+    if (!h || this.finished) return RESOLVED;
+    if (this.handleClosed)
+      return Promise.reject(new ClosedError(`connection to ${this.peerName} is closed`));
+    return new Promise<void>((resolve, reject) => {
+      this.ending.push({ resolve, reject });
+      h.end();
+    });
+  }
+
+  pause(): void {
+    this.wantPaused = true;
+    if (this.ready) this.handle?.readStop();
+  }
+
+  resume(): void {
+    this.wantPaused = false;
+    if (this.ready) this.handle?.readStart();
+  }
+
+  close(lingerMs: number, flush: boolean): Promise<void> {
+    this.closed = true;
+    const h = this.handle;
+    if (this.handleClosed || !h) {
+      this.abortRun?.(
+        new ClosedError(`connection to ${this.peerName} was closed during the handshake`),
+      );
+      return this.closeRaw();
+    }
+    if (this.phase !== "done") {
+      this.abortRun?.(
+        new ClosedError(`connection to ${this.peerName} was closed during the handshake`),
+      );
+      return this.closedPromise(() => h.close());
+    }
+    if (!flush) return this.closedPromise(() => h.close());
+    // A lingering close, as SocketTransport's: close_notify and FIN after what is queued,
+    // then read and discard until the peer's end (or lingerMs) before releasing the
+    // socket, so that input arriving after our FIN never turns into a reset that
+    // throws away the tail of what we sent. The caller is released once our FIN is out.
+    return new Promise<void>((resolve) => {
+      const linger = setTimeout(() => h.close(), lingerMs);
+      const release = () => {
+        if (this.finished && this.peerEnded) h.close();
+      };
+      this.closeWaiters.push(() => {
+        clearTimeout(linger);
+        resolve();
+      });
+      this.onPeerEnd = release;
+      this.onFinished = () => {
+        resolve();
+        linger.unref();
+        h.unref();
+        release();
+      };
+      this.discarding = true;
+      h.discard();
+      if (this.finished) this.onFinished();
+      else h.end();
+    });
+  }
+
+  private closedPromise(close: () => void): Promise<void> {
+    return new Promise<void>((resolve) => {
+      this.closeWaiters.push(resolve);
+      close();
+    });
+  }
+
+  private closeRaw(): Promise<void> {
+    const raw = this.rawSocket;
+    if (raw.destroyed && (raw.closed ?? true)) return RESOLVED;
+    return new Promise<void>((resolve) => {
+      raw.once("close", () => resolve());
+      raw.destroy();
+    });
+  }
+
+  handOff(): Socket {
+    throw new ConfigError(
+      `engine native: handing the connection to ${this.peerName} over as a node socket (toSocket, STARTTLS over TLS) is not supported yet; use engine "node"`,
+      { field: "engine" },
+    );
+  }
+
+  destroy(): void {
+    if (this.handle && !this.handleClosed) this.handle.close();
+    else this.rawSocket.destroy();
+  }
+
+  mapError(err: unknown, op: TransportOp): TlsnetError {
+    const phase = this.phase === "done" ? (op === "close" ? "write" : op) : "handshake";
+    return mapTLSError(err, { op: phase, peer: this.peerName, role: this.init.role });
+  }
+}
+
+function noop(): void {}
+
+/**
+ * Stop node:net from reading the socket and take what it had buffered (a
+ * ClientHello unshifted by STARTTLS, bytes after a PROXY header). Reading the
+ * buffer may restart the handle's reading: stop it after, within this turn,
+ * before the loop polls again.
+ */
+function takeOver(raw: Socket): { fd: number; pre: Buffer | undefined } | undefined {
+  type Handle = { fd?: number; reading?: boolean; readStop?: () => number };
+  const handle = (raw as unknown as { _handle?: Handle | null })._handle;
+  if (!handle || typeof handle.fd !== "number" || handle.fd < 0 || raw.destroyed) return undefined;
+  raw.pause();
+  const chunks: Buffer[] = [];
+  while (raw.readableLength > 0) {
+    const chunk = raw.read() as Buffer | null;
+    if (chunk === null) break;
+    chunks.push(chunk);
+  }
+  handle.readStop?.();
+  handle.reading = false;
+  const pre =
+    chunks.length === 0 ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+  return { fd: handle.fd, pre };
+}
+
+/** The ConnectionState of a finished native handshake; certificates parsed on first use. */
+function nativeState(
+  info: NativeInfo,
+  serverName: string | null,
+  verified: boolean,
+  chain: Buffer[],
+): ConnectionState {
+  const v = info.version;
+  const state = {
+    handshakeComplete: true,
+    version: v === "TLSv1.2" || v === "TLSv1.3" ? v : null,
+    cipherSuite: info.cipher,
+    alpnProtocol: info.alpn,
+    serverName,
+    resumed: info.reused,
+    verified,
+  } as ConnectionState;
+  let parsed: PeerCertificate[] | undefined;
+  Object.defineProperty(state, "peerCertificates", {
+    enumerable: true,
+    get: () => (parsed ??= chain.map((der) => toPeerCertificate(new X509Certificate(der)))),
+  });
+  return state;
+}

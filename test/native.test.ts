@@ -1,0 +1,515 @@
+/**
+ * The native TLS engine (engine: "native", native/ + src/tls/engine/native.ts)
+ * against itself and against the node engine (node:tls), over real loopback
+ * sockets: echo in every pairing, a 16 MiB checksummed transfer, half-close,
+ * backpressure, resets, plaintext peers, verification failures, ALPN, SNI,
+ * resumption, key log, and file descriptors back to baseline. Skipped, with the
+ * reason shown, when the addon is not built (npm run build:native).
+ */
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
+import { readdirSync } from "node:fs";
+import net from "node:net";
+import { after, test } from "node:test";
+import nodeTls from "node:tls";
+import { fileURLToPath } from "node:url";
+import { createCA } from "../src/certs/index.ts";
+import {
+  CertificateError,
+  ConfigError,
+  ConnectionResetError,
+  type TLSConn,
+  TLSError,
+  type TLSListener,
+  type TLSListenOptions,
+  tls,
+} from "../src/index.ts";
+import { loadAddon } from "../src/tls/engine/addon.ts";
+import { collect, until, withTimeout } from "./helpers/net.ts";
+import { failOnUnhandledRejections, sleep } from "./helpers/pair.ts";
+import { pki } from "./helpers/tls.ts";
+
+failOnUnhandledRejections(after);
+
+const status = loadAddon();
+const SKIP = status.addon ? false : `native engine not built: npm run build:native (${status.why})`;
+const ROOT = fileURLToPath(new URL("..", import.meta.url));
+
+type Engine = "node" | "native";
+const PAIRS: Array<[client: Engine, server: Engine]> = [
+  ["native", "node"],
+  ["node", "native"],
+  ["native", "native"],
+];
+
+type T = { after: (fn: () => unknown) => void };
+
+/** A TLS echo listener on the given engine; closed after the test. */
+async function echoOn(
+  t: T,
+  engine: Engine,
+  extra: Partial<TLSListenOptions> = {},
+): Promise<TLSListener> {
+  const { leaf } = await pki();
+  const ln = await tls.listen({
+    addr: "127.0.0.1:0",
+    certs: [leaf],
+    engine,
+    handler: async (conn: TLSConn) => {
+      for await (const chunk of conn) await conn.write(chunk);
+      await conn.closeWrite();
+    },
+    ...extra,
+  } as TLSListenOptions);
+  t.after(() => ln.close());
+  return ln;
+}
+
+async function dial(t: T, port: number, engine: Engine, extra: object = {}): Promise<TLSConn> {
+  const { ca } = await pki();
+  const conn = await tls.connect(`localhost:${port}`, {
+    ca: ca.cert,
+    engine,
+    timeout: 10_000,
+    ...extra,
+  });
+  t.after(() => conn.close());
+  return conn;
+}
+
+function fdCount(): number {
+  return readdirSync("/proc/self/fd").length;
+}
+
+test("without the addon, engine native is a ConfigError naming npm run build:native", () => {
+  // A fresh process, pointed at an addon that does not exist (loading is once per process).
+  const script = `
+    import { tls } from "./src/index.ts";
+    try { tls.config({ engine: "native" }); console.log("no error"); }
+    catch (e) { console.log(JSON.stringify({ name: e.name, code: e.code, field: e.field, message: e.message })); }
+    console.log(JSON.stringify(tls.backend()));
+  `;
+  const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      TLSNET_NATIVE_ADDON: "/nonexistent/tlsnet_native.node",
+      TLSNET_ENGINE: "",
+    },
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  const [errLine, backendLine] = r.stdout.trim().split("\n");
+  const err = JSON.parse(errLine!);
+  assert.equal(err.name, "ConfigError", r.stdout + r.stderr);
+  assert.equal(err.code, "ERR_TLSNET_CONFIG");
+  assert.equal(err.field, "engine");
+  assert.match(err.message, /npm run build:native/);
+  assert.match(err.message, /nonexistent/);
+  assert.equal(JSON.parse(backendLine!).engine, "node");
+});
+
+test("engine and TLSNET_ENGINE are validated; backend() names the engine", { skip: SKIP }, (t) => {
+  assert.throws(
+    () => tls.config({ engine: "rust" as never }),
+    (e) => e instanceof ConfigError && e.field === "engine",
+  );
+  const saved = process.env.TLSNET_ENGINE;
+  t.after(() => {
+    if (saved === undefined) delete process.env.TLSNET_ENGINE;
+    else process.env.TLSNET_ENGINE = saved;
+  });
+  process.env.TLSNET_ENGINE = "native";
+  assert.equal(tls.config({}).engine, "native");
+  assert.equal(tls.backend().engine, "native");
+  assert.equal(tls.config({ engine: "node" }).engine, "node");
+  process.env.TLSNET_ENGINE = "node";
+  assert.equal(tls.config({}).engine, "node");
+  assert.equal(tls.backend().engine, "node");
+  process.env.TLSNET_ENGINE = "bogus";
+  assert.throws(
+    () => tls.config({}),
+    (e) => e instanceof ConfigError && /TLSNET_ENGINE/.test(e.message),
+  );
+});
+
+test("a feature the native engine lacks is a ConfigError before any I/O", { skip: SKIP }, () => {
+  assert.throws(
+    () => tls.config({ engine: "native", ticketKeys: randomBytes(48) }),
+    (e) =>
+      e instanceof ConfigError &&
+      e.field === "ticketKeys" &&
+      /engine native: ticketKeys is not supported yet/.test(e.message),
+  );
+});
+
+for (const [ce, se] of PAIRS) {
+  test(`echo: ${ce} client, ${se} server`, { skip: SKIP }, async (t) => {
+    const ln = await echoOn(t, se, { alpnProtocols: ["x-test", "h2"] });
+    const conn = await dial(t, ln.addr.port, ce, { alpnProtocols: ["h2"] });
+    const st = conn.state();
+    assert.equal(st.handshakeComplete, true);
+    assert.equal(st.verified, true);
+    assert.equal(conn.alpnProtocol, "h2");
+    assert.match(st.version ?? "", /^TLSv1\.[23]$/);
+    assert.match(st.cipherSuite ?? "", /^TLS_/);
+    assert.equal(conn.peerCertificate()?.subjectAltNames.includes("DNS:localhost"), true);
+    for (const msg of ["ping", "x".repeat(70_000), "pong"]) {
+      await conn.write(msg);
+      assert.equal((await conn.readExactly(msg.length, { timeout: 10_000 })).toString(), msg);
+    }
+    await conn.write(["a", Buffer.from("b"), "c"]);
+    assert.equal((await conn.readExactly(3, { timeout: 10_000 })).toString(), "abc");
+    await conn.closeWrite();
+    assert.equal(await conn.read(), null);
+  });
+}
+
+test("16 MiB through a native echo server and client, checksummed", { skip: SKIP }, async (t) => {
+  const ln = await echoOn(t, "native");
+  const conn = await dial(t, ln.addr.port, "native");
+  const total = 16 * 1024 * 1024;
+  const data = randomBytes(total);
+  const sent = createHash("sha256").update(data).digest("hex");
+  const writer = (async () => {
+    let off = 0;
+    let i = 0;
+    while (off < total) {
+      const n = Math.min(total - off, 1 + ((i++ * 7919) % (256 * 1024)));
+      await conn.write(data.subarray(off, off + n));
+      off += n;
+    }
+    await conn.closeWrite();
+  })();
+  const h = createHash("sha256");
+  let got = 0;
+  for await (const chunk of conn) {
+    h.update(chunk);
+    got += chunk.length;
+  }
+  await writer;
+  assert.equal(got, total);
+  assert.equal(h.digest("hex"), sent);
+});
+
+test("half-close both ways: close_notify ends one direction only", { skip: SKIP }, async (t) => {
+  const { leaf } = await pki();
+  const ln = await tls.listen({ addr: "127.0.0.1:0", certs: [leaf], engine: "native" });
+  t.after(() => ln.close());
+  const [client, server] = await Promise.all([
+    dial(t, ln.addr.port, "native"),
+    ln.accept().then(async (c) => {
+      t.after(() => c.close());
+      await c.handshake({ timeout: 10_000 });
+      return c;
+    }),
+  ]);
+  await client.write("request");
+  await client.closeWrite();
+  assert.equal((await collect(server)).toString(), "request"); // EOF after the request
+  await server.write("response after the client's end");
+  await server.closeWrite();
+  assert.equal((await collect(client)).toString(), "response after the client's end");
+});
+
+test("backpressure: a write waits while the peer does not read", { skip: SKIP }, async (t) => {
+  const { leaf } = await pki();
+  const ln = await tls.listen({ addr: "127.0.0.1:0", certs: [leaf], engine: "native" });
+  t.after(() => ln.close());
+  const [client, server] = await Promise.all([
+    dial(t, ln.addr.port, "native"),
+    ln.accept().then(async (c) => {
+      t.after(() => c.close());
+      await c.handshake({ timeout: 10_000 });
+      return c;
+    }),
+  ]);
+  server.limit(64 * 1024); // the server buffers little and reads nothing yet
+  const big = randomBytes(32 * 1024 * 1024);
+  let done = false;
+  const writing = client.write(big).then(() => {
+    done = true;
+  });
+  await sleep(300);
+  assert.equal(done, false, "the write should wait for the peer to read");
+  assert.ok(client.unsentBytes > 0, "bytes are queued");
+  const h = createHash("sha256");
+  let got = 0;
+  while (got < big.length) {
+    const chunk = await server.read(1 << 20, { timeout: 10_000 });
+    assert.ok(chunk);
+    h.update(chunk);
+    got += chunk.length;
+  }
+  await withTimeout(writing, 10_000, "write after the peer read");
+  assert.equal(h.digest("hex"), createHash("sha256").update(big).digest("hex"));
+});
+
+/** A node:tls server on a raw socket whose TCP socket the test can reset. */
+async function resettingServer(t: T): Promise<{ port: number; sock: Promise<net.Socket> }> {
+  const { leaf } = await pki();
+  let resolve!: (s: net.Socket) => void;
+  const sock = new Promise<net.Socket>((r) => {
+    resolve = r;
+  });
+  const server = net.createServer((raw) => {
+    raw.on("error", () => {});
+    const s = new nodeTls.TLSSocket(raw, { isServer: true, cert: leaf.cert, key: leaf.key });
+    s.on("error", () => {});
+    s.once("secure", () => {
+      s.write("hello");
+      resolve(raw);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  t.after(() => server.close());
+  return { port: (server.address() as net.AddressInfo).port, sock };
+}
+
+test("a reset mid-stream is a ConnectionResetError on a pending read", {
+  skip: SKIP,
+}, async (t) => {
+  const { port, sock } = await resettingServer(t);
+  const conn = await dial(t, port, "native");
+  assert.equal((await conn.readExactly(5, { timeout: 10_000 })).toString(), "hello");
+  const reading = conn.read(1024, { timeout: 10_000 }).then(
+    () => assert.fail("the read should fail"),
+    (e: unknown) => e,
+  );
+  (await sock).resetAndDestroy();
+  const err = await reading;
+  assert.ok(err instanceof ConnectionResetError, `got ${String(err)}`);
+  assert.equal(err.code, "ERR_TLSNET_RESET");
+  assert.equal(err.syscallCode, "ECONNRESET");
+});
+
+test("a client's reset is a ConnectionResetError on the native server's read", {
+  skip: SKIP,
+}, async (t) => {
+  const { leaf } = await pki();
+  const ln = await tls.listen({ addr: "127.0.0.1:0", certs: [leaf], engine: "native" });
+  t.after(() => ln.close());
+  const [client, server] = await Promise.all([
+    dial(t, ln.addr.port, "node"),
+    ln.accept().then(async (c) => {
+      t.after(() => c.close());
+      await c.handshake({ timeout: 10_000 });
+      return c;
+    }),
+  ]);
+  await client.write("x");
+  assert.equal((await server.readExactly(1, { timeout: 10_000 })).toString(), "x");
+  const reading = server.read(1024, { timeout: 10_000 }).then(
+    () => assert.fail("the read should fail"),
+    (e: unknown) => e,
+  );
+  client.netConn.socket.resetAndDestroy();
+  const err = await reading;
+  assert.ok(err instanceof ConnectionResetError, `got ${String(err)}`);
+  assert.equal(server.isOpen, false);
+});
+
+test("a plaintext peer is a TLSError on both sides", { skip: SKIP }, async (t) => {
+  // Client: the "server" answers with plain HTTP.
+  const plain = net.createServer((s) => {
+    s.on("error", () => {});
+    s.end("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+  });
+  await new Promise<void>((r) => plain.listen(0, "127.0.0.1", r));
+  t.after(() => plain.close());
+  const { ca } = await pki();
+  await assert.rejects(
+    tls.connect(`localhost:${(plain.address() as net.AddressInfo).port}`, {
+      ca: ca.cert,
+      engine: "native",
+      timeout: 10_000,
+    }),
+    (e) => e instanceof TLSError && e.code === "ERR_TLSNET_TLS",
+  );
+  // Server: the client sends plain HTTP.
+  const { leaf } = await pki();
+  const ln = await tls.listen({ addr: "127.0.0.1:0", certs: [leaf], engine: "native" });
+  t.after(() => ln.close());
+  const raw = net.connect(ln.addr.port, "127.0.0.1");
+  raw.on("error", () => {});
+  t.after(() => raw.destroy());
+  raw.write("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  const conn = await ln.accept();
+  t.after(() => conn.close());
+  await assert.rejects(
+    conn.handshake({ timeout: 10_000 }),
+    (e) => e instanceof TLSError && e.reason === "ERR_SSL_HTTP_REQUEST",
+  );
+});
+
+test("verification failures are CertificateErrors with the node engine's reasons", {
+  skip: SKIP,
+}, async (t) => {
+  const ln = await echoOn(t, "native");
+  const other = await createCA();
+  await assert.rejects(
+    tls.connect(`localhost:${ln.addr.port}`, { ca: other.cert, engine: "native", timeout: 10_000 }),
+    (e) =>
+      e instanceof CertificateError &&
+      e.code === "ERR_TLSNET_CERT" &&
+      e.reason === "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  );
+  const { ca } = await pki();
+  await assert.rejects(
+    tls.connect(`127.0.0.1:${ln.addr.port}`, {
+      ca: ca.cert,
+      serverName: "elsewhere.test",
+      engine: "native",
+      timeout: 10_000,
+    }),
+    (e) =>
+      e instanceof CertificateError &&
+      e.reason === "ERR_TLS_CERT_ALTNAME_INVALID" &&
+      e.host === "elsewhere.test",
+  );
+  // An IP literal is checked against the IP SANs.
+  const ok = await tls.connect(`127.0.0.1:${ln.addr.port}`, {
+    ca: ca.cert,
+    engine: "native",
+    timeout: 10_000,
+  });
+  t.after(() => ok.close());
+  assert.equal(ok.state().verified, true);
+  assert.equal(ok.state().serverName, null);
+});
+
+test("client certificates: require-and-verify on a native server", { skip: SKIP }, async (t) => {
+  const { ca, leaf } = await pki();
+  const good = await ca.issue({ names: ["alice"], client: true });
+  const stranger = await (await createCA()).issue({ names: ["mallory"], client: true });
+  const failures: unknown[] = [];
+  const ln = await tls.listen({
+    addr: "127.0.0.1:0",
+    certs: [leaf],
+    clientAuth: "require-and-verify",
+    clientCa: ca.cert,
+    engine: "native",
+    onError: (e) => failures.push(e),
+    handler: async (conn: TLSConn) => {
+      await conn.write(conn.peerCertificate()?.subject ?? "none");
+      await conn.closeWrite();
+    },
+  });
+  t.after(() => ln.close());
+  const alice = await dial(t, ln.addr.port, "node", { certs: [good] });
+  assert.equal((await collect(alice)).toString(), "CN=alice, O=tlsnet");
+  const mallory = await dial(t, ln.addr.port, "native", { certs: [stranger] });
+  // TLS 1.3: the client's handshake is over before the server judges its certificate; the
+  // server then closes, so the client sees the end (or a reset), never data.
+  const got = await mallory.read(10, { timeout: 10_000 }).catch((e: unknown) => e);
+  assert.ok(got === null || got instanceof TLSError || got instanceof ConnectionResetError);
+  await until(() => failures.length > 0, "the server's verification failure", 10_000);
+  assert.ok(failures[0] instanceof CertificateError, String(failures[0]));
+  assert.equal((failures[0] as CertificateError).reason, "UNABLE_TO_VERIFY_LEAF_SIGNATURE");
+});
+
+test("ALPN without overlap names both lists, on each side", { skip: SKIP }, async (t) => {
+  const failures: unknown[] = [];
+  const ln = await echoOn(t, "native", {
+    alpnProtocols: ["h2"],
+    onError: (e: Error) => failures.push(e),
+  });
+  const { ca } = await pki();
+  await assert.rejects(
+    tls.connect(`localhost:${ln.addr.port}`, {
+      ca: ca.cert,
+      alpnProtocols: ["x-other"],
+      engine: "native",
+      timeout: 10_000,
+    }),
+    (e) =>
+      e instanceof TLSError &&
+      /NO_APPLICATION_PROTOCOL/.test(e.reason ?? "") &&
+      /x-other/.test(e.message),
+  );
+  await until(() => failures.length > 0, "the server's ALPN failure", 10_000);
+  const err = failures[0] as TLSError;
+  assert.ok(err instanceof TLSError, String(err));
+  assert.match(err.message, /client offered ALPN \["x-other"\], this server accepts \["h2"\]/);
+});
+
+test("SNI picks the certificate on a native server", { skip: SKIP }, async (t) => {
+  const { ca } = await pki();
+  const a = await ca.issue({ names: ["a.test"] });
+  const b = await ca.issue({ names: ["*.b.test"] });
+  const ln = await tls.listen({
+    addr: "127.0.0.1:0",
+    certs: [a, b],
+    engine: "native",
+    handler: async (conn: TLSConn) => {
+      await conn.write(conn.state().serverName ?? "none");
+      await conn.closeWrite();
+    },
+  });
+  t.after(() => ln.close());
+  for (const [name, subject] of [
+    ["a.test", "CN=a.test, O=tlsnet"],
+    ["x.b.test", "CN=*.b.test, O=tlsnet"],
+  ] as const) {
+    const conn = await tls.connect(`127.0.0.1:${ln.addr.port}`, {
+      ca: ca.cert,
+      serverName: name,
+      engine: "native",
+      timeout: 10_000,
+    });
+    t.after(() => conn.close());
+    assert.equal(conn.peerCertificate()?.subject, subject);
+    assert.equal((await collect(conn)).toString(), name);
+  }
+});
+
+test("native clients resume sessions, and keyLog gets the secrets", { skip: SKIP }, async (t) => {
+  const ln = await echoOn(t, "native");
+  const { ca } = await pki();
+  const lines: string[] = [];
+  const cfg = tls.config({ ca: ca.cert, engine: "native", keyLog: (l) => lines.push(l) });
+  const states = [];
+  for (let i = 0; i < 2; i++) {
+    const conn = await tls.connect(`localhost:${ln.addr.port}`, cfg, { timeout: 10_000 });
+    await conn.write("x");
+    await conn.readExactly(1, { timeout: 10_000 });
+    states.push(conn.state());
+    await conn.close();
+  }
+  assert.equal(states[0]!.resumed, false);
+  assert.equal(states[1]!.resumed, true);
+  assert.equal(states[1]!.verified, true, "a resumed conn keeps the verdict of its full handshake");
+  assert.equal(states[1]!.peerCertificates[0]?.subject, "CN=localhost, O=tlsnet");
+  assert.ok(
+    lines.some((l) => l.startsWith("CLIENT_HANDSHAKE_TRAFFIC_SECRET ")),
+    lines.join("\n"),
+  );
+});
+
+test("file descriptors are back to baseline after closing", { skip: SKIP }, async (t) => {
+  const ln = await echoOn(t, "native");
+  const { ca } = await pki();
+  const cfg = tls.config({ ca: ca.cert, engine: "native" });
+  // Warm up (contexts, slabs, the listener) before taking the baseline.
+  const warm = await tls.connect(`localhost:${ln.addr.port}`, cfg, { timeout: 10_000 });
+  await warm.close();
+  await sleep(100);
+  const base = fdCount();
+  const conns = await Promise.all(
+    Array.from({ length: 20 }, () =>
+      tls.connect(`localhost:${ln.addr.port}`, cfg, { timeout: 10_000 }),
+    ),
+  );
+  for (const c of conns) {
+    await c.write("x");
+    await c.readExactly(1, { timeout: 10_000 });
+  }
+  assert.ok(fdCount() >= base + 20, "the conns hold fds while open");
+  await Promise.all(conns.map((c) => c.close()));
+  await until(
+    () => fdCount() <= base,
+    () => `fds ${fdCount()} > baseline ${base}`,
+    10_000,
+  );
+});
