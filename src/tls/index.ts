@@ -28,9 +28,9 @@ import { TLSListener, type TLSListenOptions } from "./listener.ts";
 import { LRU, SessionCache } from "./sessions.ts";
 
 export type { CertEntry, ClientAuth, TLSOptions, TLSVersion } from "./config.ts";
-export type { EngineName } from "./engine/choice.ts";
 export { TLSConfig } from "./config.ts";
 export { TLSConn } from "./conn.ts";
+export type { EngineName } from "./engine/choice.ts";
 export type { ReloadOptions, TLSListenOptions } from "./listener.ts";
 export { TLSListener } from "./listener.ts";
 export type { ConnectionState, PeerCertificate } from "./state.ts";
