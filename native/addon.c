@@ -21,7 +21,7 @@ void tlsnet_emit(conn_t* c, int type, size_t argc, napi_value* argv) {
   addon_t* a = c->addon;
   napi_env env = a->env;
   napi_value recv, fn, args[5], result;
-  if (c->receiver == NULL || argc > 4) return;
+  if (c->receiver == NULL || argc > 4 || a->teardown) return;
   napi_get_reference_value(env, c->receiver, &recv);
   napi_get_reference_value(env, a->dispatch, &fn);
   napi_create_int32(env, type, &args[0]);
@@ -87,6 +87,12 @@ static napi_value openssl_version(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+/* Runs first when the environment goes away (worker exit, process exit): from here on,
+ * closing conns must not call into JS, which V8 no longer allows. */
+static void addon_teardown(void* data) {
+  ((addon_t*)data)->teardown = 1;
+}
+
 static void addon_finalize(napi_env env, void* data, void* hint) {
   (void)hint;
   addon_t* a = data;
@@ -111,6 +117,7 @@ NAPI_MODULE_INIT() {
     return tlsnet_throw(env, "ERR_TLSNET_NATIVE", "OpenSSL ex data indices unavailable");
   }
   napi_set_instance_data(env, a, addon_finalize, NULL);
+  napi_add_env_cleanup_hook(env, addon_teardown, a);
   napi_property_descriptor props[] = {
       {"setup", NULL, setup, NULL, NULL, NULL, napi_default, NULL},
       {"newContext", NULL, tlsnet_new_context, NULL, NULL, NULL, napi_default, NULL},

@@ -59,6 +59,12 @@ static void on_closed(uv_handle_t* h) {
   c->fd = -1;
   if (c->ssl != NULL) SSL_free(c->ssl);
   c->ssl = NULL;
+  if (c->addon->teardown) {
+    /* The environment is going away: no JS, no napi; its references go with it. */
+    c->closed = 1;
+    if (c->finalized) conn_free(c);
+    return;
+  }
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
   while (c->wq_head != NULL) wq_pop(c);

@@ -45,6 +45,8 @@ typedef struct addon_s {
   size_t slab_off;
   X509_STORE* roots; /* default trust roots (Node's bundled list), built once */
   napi_ref conn_ctor;
+  /* The environment is being torn down: no more calls into JS or napi handles. */
+  int teardown;
 } addon_t;
 
 /* A write not yet taken by OpenSSL. */

@@ -16,7 +16,6 @@
  */
 import { X509Certificate } from "node:crypto";
 import { isIP, type Socket } from "node:net";
-import { markAsUntransferable } from "node:worker_threads";
 import { type SocketAddr, unbracket } from "../../addr.ts";
 import {
   Alarm,
@@ -94,7 +93,9 @@ function addon(): NativeAddon {
   native.setup(dispatch, () => {
     // Decrypted bytes go into slabs shared by all conns; chunks are views of them.
     const ab = native.allocSlab();
-    markAsUntransferable(ab); // the addon writes into it: it must never be detached
+    // NOT markAsUntransferable: Node 24.21 aborts at exit when it cannot detach an
+    // untransferable external ArrayBuffer (Buffer CallbackInfo::Clean). Chunks are views of
+    // these slabs: do not transfer their ArrayBuffers to a worker; copy them (docs/api.md).
     return ab;
   });
   addonReady = native;
