@@ -67,17 +67,253 @@ describe("model-based: random peer and user actions against the reference model"
   }
 });
 
+// ------------------------------------------------------------------ shrunk counterexamples
+
+const TCP_S: ModelConfig = { kind: "tcp", side: "server" };
+const TCP_C: ModelConfig = { kind: "tcp", side: "client" };
+const TLS_S: ModelConfig = { kind: "tls", side: "server" };
+const TLS_C: ModelConfig = { kind: "tls", side: "client" };
+
+/**
+ * The minimal failing sequences the properties found (on the code before the issue-10
+ * fixes, and three still failing after them), each named by the rule it breaks. Every
+ * one must now run without a violation.
+ */
+const COUNTEREXAMPLES: Array<{
+  name: string;
+  cfg: ModelConfig;
+  actions: Action[];
+  setup?: Partial<Setup>;
+}> = [
+  {
+    name: "an already-aborted signal rejects a read queued behind another at once",
+    cfg: TCP_S,
+    actions: [
+      { a: "read", max: 1 },
+      { a: "read", max: 1, o: { signal: "pre" } },
+    ],
+  },
+  {
+    name: "an already-aborted signal wins over a past deadline",
+    cfg: TCP_S,
+    actions: [
+      { a: "deadline", dir: "r", at: -1000 },
+      { a: "readUntil", delim: ";", o: { signal: "pre" } },
+    ],
+  },
+  {
+    name: "a read's timeout runs while it waits its turn",
+    cfg: TCP_S,
+    actions: [
+      { a: "readUntil", delim: ";" },
+      { a: "readLine", o: { timeout: 0 } },
+    ],
+  },
+  {
+    name: "a write's timeout runs while it waits behind a write blocked on drain",
+    cfg: TCP_S,
+    actions: [
+      { a: "pause" },
+      { a: "bigWrite", size: 32 * 1024 * 1024 },
+      { a: "write", data: "x", o: { timeout: 50 } },
+      { a: "sleep", ms: 150 },
+    ],
+  },
+  {
+    name: "a write with an already-aborted signal rejects and sends nothing",
+    cfg: TCP_S,
+    actions: [{ a: "bigWrite", size: 256 * 1024, o: { signal: "pre" } }],
+  },
+  {
+    name: "an empty write with an already-aborted signal rejects",
+    cfg: TCP_C,
+    actions: [{ a: "write", data: "", o: { signal: "pre" } }],
+  },
+  {
+    name: "closeWrite honours a past write deadline",
+    cfg: TCP_S,
+    actions: [
+      { a: "deadline", dir: "rw", at: -1000 },
+      { a: "closeWrite", o: { timeout: 0 } },
+    ],
+  },
+  {
+    name: "closeWrite honours an already-aborted signal",
+    cfg: TCP_S,
+    actions: [{ a: "closeWrite", o: { signal: "pre" } }],
+  },
+  {
+    name: "closeWrite(); close() while the peer sends: the peer still sees EOF",
+    cfg: TCP_S,
+    actions: [{ a: "closeWrite" }, { a: "send", data: "a" }, { a: "close" }],
+  },
+  {
+    name: 'readLine at EOF keeps a lone "\r"',
+    cfg: TCP_S,
+    actions: [{ a: "send", data: "\r" }, { a: "readLine" }, { a: "destroy" }],
+  },
+  {
+    name: "readLine at EOF returns a last line of exactly maxBytes",
+    cfg: TCP_S,
+    actions: [
+      { a: "send", data: "abcde" },
+      { a: "fin" },
+      { a: "sleep", ms: 10 },
+      { a: "readLine", maxBytes: 5, w: 30 },
+    ],
+  },
+  {
+    name: "a read needing more than is buffered rejects at once after a reset",
+    cfg: TCP_S,
+    actions: [{ a: "send", data: "a" }, { a: "rst" }, { a: "readExactly", n: 2 }],
+  },
+  {
+    name: "EOF stays sticky after our writes hit the closed peer",
+    cfg: TCP_S,
+    actions: [
+      { a: "send", data: "ab" },
+      { a: "destroy" },
+      { a: "readExactly", n: 2, w: 30 },
+      { a: "read", max: 4, w: 30 },
+      { a: "write", data: "x", w: 30 },
+      { a: "sleep", ms: 20 },
+      { a: "write", data: "y", w: 30 },
+      { a: "sleep", ms: 20 },
+      { a: "read", max: 4, w: 30 },
+    ],
+  },
+  {
+    name: "a per-call timeout during the lazy handshake fails that read only (DeadlineExceededError)",
+    cfg: TLS_S,
+    actions: [{ a: "readInto", size: 1, o: { timeout: 0 } }],
+  },
+  {
+    name: "an aborted read during the lazy handshake does not fail the others",
+    cfg: TLS_S,
+    actions: [
+      { a: "read", max: 1, o: { signal: "pre" } },
+      { a: "readLine", o: { timeout: 0 } },
+    ],
+  },
+  {
+    name: "a failed lazy handshake with a read and a write pending: no unhandled rejection",
+    cfg: TLS_S,
+    actions: [{ a: "readLine" }, { a: "bigWrite", size: 256 * 1024 }, { a: "fin" }],
+  },
+  {
+    name: 'a reset during the handshake is TLSError reason "ECONNRESET"',
+    cfg: TLS_S,
+    actions: [{ a: "rst" }, { a: "readExactly", n: 1, o: { timeout: 0 } }],
+    setup: { lateStart: true },
+  },
+  {
+    name: "closeWrite as the first op on a lazy server conn keeps the client's request",
+    cfg: TLS_S,
+    actions: [
+      { a: "send", data: "REQUEST\n" },
+      { a: "fin" },
+      { a: "closeWrite" },
+      { a: "readAll", w: 30 },
+    ],
+  },
+  {
+    name: "a read deadline does not fail a write during the lazy handshake",
+    cfg: TLS_S,
+    actions: [
+      { a: "deadline", dir: "r", at: 0 },
+      { a: "write", data: "a" },
+    ],
+  },
+  {
+    name: "a write deadline does not fail a read during the lazy handshake",
+    cfg: TLS_S,
+    actions: [
+      { a: "deadline", dir: "w", at: 0 },
+      { a: "read", max: 4 },
+      { a: "sleep", ms: 20 },
+      { a: "start" },
+      { a: "send", data: "hi" },
+      { a: "fin" },
+    ],
+    setup: { lateStart: true },
+  },
+  {
+    name: "a read deadline set while the lazy handshake runs fails the read",
+    cfg: TLS_S,
+    actions: [
+      { a: "read", max: 4 },
+      { a: "deadline", dir: "r", at: 50 },
+      { a: "sleep", ms: 200 },
+    ],
+    setup: { lateStart: true },
+  },
+  {
+    name: "garbage after the handshake fails a TLS client's read at once",
+    cfg: TLS_C,
+    actions: [
+      { a: "garbage", g: 0 },
+      { a: "read", max: 4 },
+    ],
+  },
+  // Still failing after the issue-10 fixes (main 0ea12c2):
+  {
+    name: "garbage after the handshake fails a lazy TLS server conn's read at once",
+    cfg: TLS_S,
+    actions: [
+      { a: "write", data: "a", w: 30 },
+      { a: "sleep", ms: 20 },
+      { a: "garbage", g: 0 },
+      { a: "read", max: 4 },
+    ],
+  },
+  {
+    name: "a reset is not reported as EOF when closeWrite() runs before it is seen (TLS)",
+    cfg: TLS_C,
+    actions: [{ a: "rst" }, { a: "closeWrite" }, { a: "readExactly", n: 1 }],
+  },
+  {
+    name: "closeWrite() keeps TLS records that arrived with the previous ones",
+    cfg: TLS_C,
+    actions: [
+      { a: "send", data: "\na", split: [1] },
+      { a: "readLine", w: 30 },
+      { a: "closeWrite" },
+      { a: "read", max: 1, o: { timeout: 100 } },
+    ],
+    setup: { echoFin: true },
+  },
+];
+
+describe("model-based: the shrunk counterexamples, as regression sequences", () => {
+  for (const c of COUNTEREXAMPLES) {
+    test(c.name, async () => {
+      const { tr, violations } = await scenarioFull(c.cfg, c.actions, c.setup);
+      assert.deepEqual(
+        violations.map((v) => `[${v.rule}] ${v.detail}`),
+        [],
+        `${c.cfg.kind}-${c.cfg.side} ${JSON.stringify(c.actions)}\n--- trace ---\n${tr.log.join("\n")}`,
+      );
+    });
+  }
+});
+
 // ------------------------------------------------------------------ the model's own checks
 
-/** Run one hand-written sequence and return its violations (rule ids). */
-async function scenario(cfg: ModelConfig, actions: Action[], setup?: Partial<Setup>) {
+/** Run one hand-written sequence: its trace and violations. */
+async function scenarioFull(cfg: ModelConfig, actions: Action[], setup?: Partial<Setup>) {
   const env = await createEnv(cfg);
   try {
     const tr = await runSequence(env, { lateStart: false, echoFin: false, ...setup }, actions);
-    return { tr, rules: checkTrace(tr).map((v) => v.rule) };
+    return { tr, violations: checkTrace(tr) };
   } finally {
     await env.close();
   }
+}
+
+/** Run one hand-written sequence: its trace and its violations' rule ids. */
+async function scenario(cfg: ModelConfig, actions: Action[], setup?: Partial<Setup>) {
+  const { tr, violations } = await scenarioFull(cfg, actions, setup);
+  return { tr, rules: violations.map((v) => v.rule) };
 }
 
 function resultOf(tr: Trace, id: number): unknown {
@@ -86,8 +322,8 @@ function resultOf(tr: Trace, id: number): unknown {
 }
 
 describe("model-based: hand-written sequences (the model agrees with the documented behaviour)", () => {
-  const tcpServer: ModelConfig = { kind: "tcp", side: "server" };
-  const tlsServer: ModelConfig = { kind: "tls", side: "server" };
+  const tcpServer = TCP_S;
+  const tlsServer = TLS_S;
 
   test("data, FIN, every read kind: the model accepts the documented results", async () => {
     const { tr, rules } = await scenario(tcpServer, [
