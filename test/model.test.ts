@@ -148,7 +148,7 @@ const COUNTEREXAMPLES: Array<{
     actions: [{ a: "closeWrite" }, { a: "send", data: "a" }, { a: "close" }],
   },
   {
-    name: 'readLine at EOF keeps a lone "\r"',
+    name: "readLine at EOF keeps a lone trailing CR",
     cfg: TCP_S,
     actions: [{ a: "send", data: "\r" }, { a: "readLine" }, { a: "destroy" }],
   },
