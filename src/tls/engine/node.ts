@@ -394,6 +394,11 @@ export class NodeTLSTransport implements Transport {
     // A standalone server TLSSocket (no tls.Server) never clears secureConnecting,
     // and node:http2 waits for that before it reads: clear it, as tls.Server does.
     (socket as TLSSocket & { secureConnecting: boolean }).secureConnecting = false;
+    // It also keeps "control" (tls.Server takes it over on "secure"), and while it does,
+    // node:tls swallows TLS errors after the handshake: a bad record from the peer would
+    // leave every read waiting forever. Release it, as tls.Server does.
+    const release = (socket as unknown as { _releaseControl?: () => boolean })._releaseControl;
+    if (typeof release === "function") release.call(socket);
     const role = this.init.role;
     const peer = this.peerName;
     this.stream = new SocketTransport(
