@@ -182,6 +182,20 @@ describe("reload and watch", () => {
 });
 
 describe("ALPN handlers", () => {
+  test("handler and alpnHandlers together are a ConfigError (handler would never run)", async () => {
+    const { leaf } = await pki();
+    await assert.rejects(
+      tls.listen({
+        addr: "127.0.0.1:0",
+        certs: [leaf],
+        handler: () => {},
+        alpnHandlers: { h2: () => {} },
+      }),
+      (e: unknown) =>
+        e instanceof ConfigError && e.field === "handler" && /not both/.test(e.message),
+    );
+  });
+
   test("each conn goes to the handler of its protocol; no ALPN goes to the first", async (t) => {
     const { ca, leaf } = await pki();
     const ln = await tls.listen({

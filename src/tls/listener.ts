@@ -114,7 +114,15 @@ export class TLSListener extends Listener<TLSConn> {
       throw new ConfigError("tls.listen needs options: { addr, certs | certFile/keyFile, ... }");
     }
     const tlsOptions = tlsOptionsOf(opts, LISTEN_KEYS);
-    if (opts.alpnHandlers !== undefined) checkAlpnHandlers(opts.alpnHandlers, tlsOptions);
+    if (opts.alpnHandlers !== undefined) {
+      checkAlpnHandlers(opts.alpnHandlers, tlsOptions);
+      if (opts.handler !== undefined) {
+        throw new ConfigError(
+          "give handler or alpnHandlers, not both: with alpnHandlers, the first entry takes clients that offer no ALPN",
+          { field: "handler" },
+        );
+      }
+    }
     const config = buildServerConfig(tlsOptions);
     const server = await bindServer(opts);
     return new TLSListener(server, opts, { config, options: tlsOptions }, {});
