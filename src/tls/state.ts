@@ -85,25 +85,44 @@ export function emptyState(serverName: string | null): ConnectionState {
   };
 }
 
-/** Snapshot a finished handshake. */
+/** Snapshot a finished node:tls handshake. */
 export function stateOf(
   socket: TLSSocket,
   serverName: string | null,
   verified: boolean,
   chain: Buffer[],
 ): ConnectionState {
-  const version = socket.getProtocol();
   const alpn = socket.alpnProtocol;
+  return finishedState(
+    {
+      version: socket.getProtocol(),
+      cipherSuite: socket.getCipher()?.standardName ?? null,
+      alpnProtocol: typeof alpn === "string" && alpn !== "" ? alpn : null,
+      serverName,
+      resumed: socket.isSessionReused(),
+      verified,
+    },
+    chain,
+  );
+}
+
+/**
+ * The ConnectionState of a finished handshake, whichever engine ran it; the
+ * chain (DER, leaf first) is parsed on first use: parsing costs about as much as
+ * a third of a handshake.
+ */
+export function finishedState(
+  fields: Omit<ConnectionState, "handshakeComplete" | "peerCertificates" | "version"> & {
+    version: string | null;
+  },
+  chain: Buffer[],
+): ConnectionState {
+  const v = fields.version;
   const state = {
+    ...fields,
     handshakeComplete: true,
-    version: version === "TLSv1.2" || version === "TLSv1.3" ? version : null,
-    cipherSuite: socket.getCipher()?.standardName ?? null,
-    alpnProtocol: typeof alpn === "string" && alpn !== "" ? alpn : null,
-    serverName,
-    resumed: socket.isSessionReused(),
-    verified,
+    version: v === "TLSv1.2" || v === "TLSv1.3" ? v : null,
   } as ConnectionState;
-  // Parsing the chain costs about as much as a third of a handshake: do it on first use.
   let parsed: PeerCertificate[] | undefined;
   Object.defineProperty(state, "peerCertificates", {
     enumerable: true,

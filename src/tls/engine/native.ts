@@ -41,13 +41,7 @@ import type { TransportOp, TransportSink } from "../../transport.ts";
 import type { TLSConfig } from "../config.ts";
 import type { CachedSession, SessionIdentity } from "../sessions.ts";
 import { sniSelector } from "../sni.ts";
-import {
-  type ConnectionState,
-  dn,
-  emptyState,
-  type PeerCertificate,
-  toPeerCertificate,
-} from "../state.ts";
+import { type ConnectionState, dn, emptyState, finishedState } from "../state.ts";
 import {
   loadAddon,
   type NativeAddon,
@@ -303,7 +297,17 @@ export class NativeTLSTransport implements TLSTransport {
       this.identity.verified = verified;
     }
     const serverName = isClient ? (this.init.serverName ?? null) : info.servername;
-    const state = nativeState(info, serverName, verified, chain);
+    const state = finishedState(
+      {
+        version: info.version,
+        cipherSuite: info.cipher,
+        alpnProtocol: info.alpn,
+        serverName,
+        resumed: info.reused,
+        verified,
+      },
+      chain,
+    );
     if (cfg.verifyConnection) {
       try {
         await cfg.verifyConnection(state);
@@ -638,29 +642,4 @@ function takeOver(raw: Socket): { fd: number; pre: Buffer | undefined } | undefi
   const pre =
     chunks.length === 0 ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
   return { fd: handle.fd, pre };
-}
-
-/** The ConnectionState of a finished native handshake; certificates parsed on first use. */
-function nativeState(
-  info: NativeInfo,
-  serverName: string | null,
-  verified: boolean,
-  chain: Buffer[],
-): ConnectionState {
-  const v = info.version;
-  const state = {
-    handshakeComplete: true,
-    version: v === "TLSv1.2" || v === "TLSv1.3" ? v : null,
-    cipherSuite: info.cipher,
-    alpnProtocol: info.alpn,
-    serverName,
-    resumed: info.reused,
-    verified,
-  } as ConnectionState;
-  let parsed: PeerCertificate[] | undefined;
-  Object.defineProperty(state, "peerCertificates", {
-    enumerable: true,
-    get: () => (parsed ??= chain.map((der) => toPeerCertificate(new X509Certificate(der)))),
-  });
-  return state;
 }

@@ -21,15 +21,12 @@ import {
   bounded,
   checkOpOptions,
   expiryAfter,
-  NEVER,
   type OpOptions,
 } from "../../deadline.ts";
 import { handshakeChannel, traced } from "../../diagnostics.ts";
 import {
   ClosedError,
   certificateError,
-  DeadlineExceededError,
-  HandshakeTimeoutError,
   mapTLSError,
   peerClosedDuringHandshake,
   TLSError,
@@ -42,6 +39,7 @@ import type { TLSConfig } from "../config.ts";
 import type { CachedSession, SessionCache, SessionIdentity } from "../sessions.ts";
 import { sniSelector } from "../sni.ts";
 import { type ConnectionState, derChain, dn, emptyState, stateOf } from "../state.ts";
+import { callTimeoutError, handshakeLimit } from "./limits.ts";
 
 /**
  * How a TLS transport is set up; the public API fills this in.
@@ -168,7 +166,7 @@ export class NodeTLSTransport implements Transport {
     if (this.phase === "running") {
       const timeout = opts?.timeout;
       return bounded(this.running!, expiryAfter(timeout), opts?.signal, () =>
-        this.callTimeoutError(timeout ?? 0),
+        callTimeoutError(this.peerName, timeout ?? 0),
       );
     }
     this.phase = "running";
@@ -298,51 +296,6 @@ export class NodeTLSTransport implements Transport {
     } as ConstructorParameters<typeof TLSSocket>[1]);
   }
 
-  /** The earliest limit on this handshake run and the error it gives. */
-  private limits(cfg: TLSConfig, opts: OpOptions | undefined): [number, () => TlsnetError] {
-    const isClient = this.init.role === "client";
-    const peer = this.peerName;
-    const limits: Array<[number, () => TlsnetError]> = [];
-    const hsTimeout = isClient ? cfg.clientHandshakeTimeout : cfg.handshakeTimeout;
-    if (hsTimeout > 0) {
-      limits.push([
-        performance.now() + hsTimeout,
-        () =>
-          new HandshakeTimeoutError(
-            `TLS handshake with ${peer} did not finish within ${hsTimeout} ms` +
-              (isClient
-                ? "; is the server up and speaking TLS? (raise handshakeTimeout if it is slow)"
-                : "; the client stalled or does not speak TLS"),
-            { timeout: hsTimeout },
-          ),
-      ]);
-    }
-    const dialExpiry = this.init.dialExpiry;
-    if (dialExpiry !== undefined && dialExpiry !== NEVER) {
-      limits.push([
-        dialExpiry,
-        () =>
-          new DeadlineExceededError(
-            "connect",
-            `connect to ${peer} timed out during the TLS handshake; raise timeout/deadline or check the server`,
-          ),
-      ]);
-    }
-    const callTimeout = opts?.timeout;
-    if (callTimeout !== undefined) {
-      limits.push([performance.now() + callTimeout, () => this.callTimeoutError(callTimeout)]);
-    }
-    limits.sort((a, b) => a[0] - b[0]);
-    return limits[0] ?? [NEVER, () => new ClosedError()];
-  }
-
-  private callTimeoutError(ms: number): HandshakeTimeoutError {
-    return new HandshakeTimeoutError(
-      `TLS handshake with ${this.peerName} did not finish within the ${Math.round(ms)} ms given to this call`,
-      { timeout: ms },
-    );
-  }
-
   /** Resolve on "secure"; reject on error, early close, timeout, abort or close(). */
   private waitSecure(
     socket: TLSSocket,
@@ -351,7 +304,13 @@ export class NodeTLSTransport implements Transport {
   ): Promise<void> {
     const isClient = this.init.role === "client";
     const peer = this.peerName;
-    const [expiry, timeoutError] = this.limits(cfg, opts);
+    const [expiry, timeoutError] = handshakeLimit(
+      this.init.role,
+      cfg,
+      peer,
+      this.init.dialExpiry,
+      opts,
+    );
     const signal = opts?.signal;
     return new Promise<void>((resolve, reject) => {
       const alarm = new Alarm(() => done(timeoutError()));
