@@ -16,16 +16,8 @@
  */
 import { X509Certificate } from "node:crypto";
 import { isIP, type Socket } from "node:net";
-import { type SocketAddr, unbracket } from "../../addr.ts";
-import {
-  Alarm,
-  abortReason,
-  bounded,
-  checkOpOptions,
-  expiryAfter,
-  type OpOptions,
-} from "../../deadline.ts";
-import { handshakeChannel, traced } from "../../diagnostics.ts";
+import { unbracket } from "../../addr.ts";
+import { Alarm, abortReason, type OpOptions } from "../../deadline.ts";
 import {
   ClosedError,
   ConfigError,
@@ -35,13 +27,11 @@ import {
   TLSError,
   type TlsnetError,
 } from "../../errors.ts";
-import type { ProxyHeader } from "../../proxy.ts";
-import { localAddrOf, remoteAddrOf } from "../../socket-transport.ts";
-import type { TransportOp, TransportSink } from "../../transport.ts";
+import type { TransportOp } from "../../transport.ts";
 import type { TLSConfig } from "../config.ts";
-import type { CachedSession, SessionIdentity } from "../sessions.ts";
+import type { SessionIdentity } from "../sessions.ts";
 import { sniSelector } from "../sni.ts";
-import { type ConnectionState, dn, emptyState, finishedState } from "../state.ts";
+import { type ConnectionState, dn, finishedState } from "../state.ts";
 import {
   loadAddon,
   type NativeAddon,
@@ -50,9 +40,9 @@ import {
   type NativeInfo,
   type NativeReceiver,
 } from "./addon.ts";
-import { callTimeoutError, handshakeLimit } from "./limits.ts";
+import { HandshakeTransport } from "./handshake.ts";
+import { handshakeLimit } from "./limits.ts";
 import { alpnNames, clientContext, serverContexts } from "./native-context.ts";
-import type { TLSInit } from "./node.ts";
 import type { TLSTransport } from "./types.ts";
 
 // Events from the addon (native/tlsnet.h).
@@ -66,8 +56,6 @@ const EV_SNI = 7;
 const EV_SESSION = 8;
 const EV_FINISHED = 9;
 const EV_CLOSE = 10;
-
-type Phase = "idle" | "running" | "done" | "failed";
 
 const RESOLVED = Promise.resolve();
 
@@ -106,22 +94,10 @@ interface Waiter {
   reject(err: unknown): void;
 }
 
-export class NativeTLSTransport implements TLSTransport {
-  readonly remoteAddr: SocketAddr;
-  readonly localAddr: SocketAddr;
-  /** True once the handshake is done and verified: a plain field, read by fast paths. */
-  ready = false;
-  private phase: Phase = "idle";
-  private running: Promise<ConnectionState> | undefined;
-  private readyPromise: Promise<void> | undefined;
-  private result: ConnectionState | undefined;
-  private failure: TlsnetError | undefined;
-  /** close() was called. */
-  private closed = false;
+export class NativeTLSTransport extends HandshakeTransport implements TLSTransport {
   private handle: NativeConn | undefined;
   /** The addon closed the conn (fd and SSL released). */
   private handleClosed = false;
-  private sink: TransportSink | undefined;
   private wantPaused = false;
   private queued = 0;
   private peerEnded = false;
@@ -140,109 +116,23 @@ export class NativeTLSTransport implements TLSTransport {
   private sni:
     | { contexts: NativeContext[]; select: (name: string | undefined) => number }
     | undefined;
-  /** Client: the cached session offered for resumption, with the identity it was verified as. */
-  private offered: CachedSession | undefined;
   /** Client: the identity this handshake verifies, stored with the sessions it yields. */
   private readonly identity: SessionIdentity = { chain: [], verified: false };
-
-  constructor(
-    readonly rawSocket: Socket,
-    private readonly init: TLSInit,
-  ) {
-    this.remoteAddr = init.proxy?.source ?? remoteAddrOf(rawSocket);
-    this.localAddr = init.proxy?.destination ?? localAddrOf(rawSocket);
-    rawSocket.on("error", noop); // the node socket only idles under us: never crash on it
-  }
-
-  /** The PROXY protocol header read before this conn, or null. */
-  get proxy(): ProxyHeader | null {
-    return this.init.proxy ?? null;
-  }
-
-  get role(): "client" | "server" {
-    return this.init.role;
-  }
-
-  private get peerName(): string {
-    return this.remoteAddr.toString();
-  }
 
   /** The node socket under the conn (it carries no bytes once the handshake starts). */
   get socket(): Socket {
     return this.rawSocket;
   }
-
-  state(): ConnectionState {
-    return (
-      this.result ?? emptyState(this.init.role === "client" ? (this.init.serverName ?? null) : null)
-    );
+  protected override handshakeDone(): void {
+    if (!this.wantPaused) this.handle?.readStart();
   }
 
-  start(sink: TransportSink): void {
-    this.sink = sink;
-  }
-
-  whenReady(): Promise<void> {
-    if (!this.readyPromise) {
-      this.readyPromise = this.handshake().then(noop);
-      this.readyPromise.catch(noop); // callers may drop it: the failure reaches them as readyError
-    }
-    return this.readyPromise;
-  }
-
-  handshake(opts?: OpOptions): Promise<ConnectionState> {
-    if (this.phase === "done") return Promise.resolve(this.result!);
-    if (this.phase === "failed") return Promise.reject(this.failure);
-    if (this.closed) {
-      return Promise.reject(new ClosedError(`connection to ${this.peerName} is closed`));
-    }
-    try {
-      checkOpOptions(opts);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    if (opts?.signal?.aborted) return Promise.reject(abortReason(opts.signal));
-    if (this.phase === "running") {
-      const timeout = opts?.timeout;
-      return bounded(this.running!, expiryAfter(timeout), opts?.signal, () =>
-        callTimeoutError(this.peerName, timeout ?? 0),
-      );
-    }
-    this.phase = "running";
-    const context = () => ({
-      role: this.init.role,
-      remoteAddr: this.remoteAddr,
-      serverName: this.init.role === "client" ? (this.init.serverName ?? null) : undefined,
-    });
-    this.running = traced(handshakeChannel, context, () => this.run(opts)).then(
-      (state) => {
-        this.phase = "done";
-        this.result = state;
-        this.ready = true;
-        if (!this.wantPaused) this.handle?.readStart();
-        return state;
-      },
-      (err: TlsnetError) => {
-        this.phase = "failed";
-        this.failure = err;
-        this.destroy();
-        if (this.offered && this.init.sessions && this.init.sessionKey) {
-          this.init.sessions.delete(this.init.sessionKey); // never resume what failed
-        }
-        if (!(err instanceof ClosedError)) this.init.onHandshakeFailure?.(err);
-        throw err;
-      },
-    );
-    return this.running;
-  }
-
-  private config(): TLSConfig {
-    const c = this.init.config;
-    return typeof c === "function" ? c() : c;
+  protected override abandon(): void {
+    this.destroy();
   }
 
   /** One handshake run: take the socket over, handshake in the addon, verify, run the hook. */
-  private async run(opts: OpOptions | undefined): Promise<ConnectionState> {
+  protected override async run(opts: OpOptions | undefined): Promise<ConnectionState> {
     const cfg = this.config();
     this.cfg = cfg;
     const isClient = this.init.role === "client";
@@ -617,8 +507,6 @@ export class NativeTLSTransport implements TLSTransport {
     return mapTLSError(err, { op: phase, peer: this.peerName, role: this.init.role });
   }
 }
-
-function noop(): void {}
 
 /**
  * Stop node:net from reading the socket and take what it had buffered (a

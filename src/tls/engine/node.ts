@@ -14,16 +14,7 @@ import {
   TLSSocket,
   connect as tlsConnect,
 } from "node:tls";
-import type { SocketAddr } from "../../addr.ts";
-import {
-  Alarm,
-  abortReason,
-  bounded,
-  checkOpOptions,
-  expiryAfter,
-  type OpOptions,
-} from "../../deadline.ts";
-import { handshakeChannel, traced } from "../../diagnostics.ts";
+import { Alarm, abortReason, type OpOptions } from "../../deadline.ts";
 import {
   ClosedError,
   certificateError,
@@ -32,39 +23,16 @@ import {
   TLSError,
   type TlsnetError,
 } from "../../errors.ts";
-import type { ProxyHeader } from "../../proxy.ts";
-import { localAddrOf, remoteAddrOf, SocketTransport } from "../../socket-transport.ts";
-import type { Transport, TransportOp, TransportSink } from "../../transport.ts";
+import { SocketTransport } from "../../socket-transport.ts";
+import type { Transport, TransportOp } from "../../transport.ts";
 import type { TLSConfig } from "../config.ts";
-import type { CachedSession, SessionCache, SessionIdentity } from "../sessions.ts";
+import type { SessionIdentity } from "../sessions.ts";
 import { sniSelector } from "../sni.ts";
-import { type ConnectionState, derChain, dn, emptyState, stateOf } from "../state.ts";
-import { callTimeoutError, handshakeLimit } from "./limits.ts";
+import { type ConnectionState, derChain, dn, stateOf } from "../state.ts";
+import { HandshakeTransport } from "./handshake.ts";
+import { handshakeLimit } from "./limits.ts";
 
-/**
- * How a TLS transport is set up; the public API fills this in.
- * @internal
- */
-export interface TLSInit {
-  role: "client" | "server";
-  /** The config, or (servers) a function giving the config in force at handshake time. */
-  config: TLSConfig | (() => TLSConfig);
-  /** Client: SNI to send (null: none, for IP literals). */
-  serverName?: string | null | undefined;
-  /** Client: the name or IP to verify the certificate against. */
-  verifyName?: string | undefined;
-  /** Client: session cache key (the server name). */
-  sessionKey?: string | undefined;
-  sessions?: SessionCache | undefined;
-  /** Client: monotonic expiry of the dial; the handshake must end by then. */
-  dialExpiry?: number | undefined;
-  /** Told about every failed handshake but our own close (listener stats). */
-  onHandshakeFailure?: ((err: TlsnetError) => void) | undefined;
-  /** Server: the PROXY header read before TLS; its source is the peer reported. */
-  proxy?: ProxyHeader | null | undefined;
-}
-
-type Phase = "idle" | "running" | "done" | "failed";
+export type { TLSInit } from "./handshake.ts";
 
 const RESOLVED = Promise.resolve();
 /** How long close() waits for a TLS 1.3 session ticket the client has not read yet. */
@@ -75,27 +43,14 @@ const TICKET_WAIT_MS = 250;
  * then moves bytes through a SocketTransport over the verified TLS socket.
  * @internal
  */
-export class NodeTLSTransport implements Transport {
-  readonly remoteAddr: SocketAddr;
-  readonly localAddr: SocketAddr;
-  /** True once the handshake is done and verified: a plain field, read by fast paths. */
-  ready = false;
-  private phase: Phase = "idle";
-  private running: Promise<ConnectionState> | undefined;
-  private readyPromise: Promise<void> | undefined;
-  private result: ConnectionState | undefined;
-  private failure: TlsnetError | undefined;
-  private closed = false;
+export class NodeTLSTransport extends HandshakeTransport implements Transport {
   private tlsSocket: TLSSocket | undefined;
   /** Bytes flow through this once the TLS socket is secure. */
   private stream: SocketTransport | undefined;
-  private sink: TransportSink | undefined;
   private wantPaused = false;
   private abortRun: ((err: TlsnetError) => void) | undefined;
   /** Client: the chain Node built while checking the server's name (full handshakes). */
   private peerDetail: NodePeerCertificate | undefined;
-  /** Client: the cached session offered for resumption, with the identity it was verified as. */
-  private offered: CachedSession | undefined;
   /** Client: the identity this handshake verifies, stored with the session it yields. */
   private readonly identity: SessionIdentity = { chain: [], verified: false };
   /** Client: a session (ticket) arrived for this conn. */
@@ -103,108 +58,17 @@ export class NodeTLSTransport implements Transport {
   /** Server: the ALPN list the client offered, for error messages. */
   private offeredAlpn: string[] | undefined;
 
-  constructor(
-    readonly rawSocket: Socket,
-    private readonly init: TLSInit,
-  ) {
-    this.remoteAddr = init.proxy?.source ?? remoteAddrOf(rawSocket);
-    this.localAddr = init.proxy?.destination ?? localAddrOf(rawSocket);
-    rawSocket.on("error", noop); // until the TLS socket takes over: never crash on a reset
-  }
-
-  get proxy(): ProxyHeader | null {
-    return this.init.proxy ?? null;
-  }
-
-  get role(): "client" | "server" {
-    return this.init.role;
-  }
-
-  private get peerName(): string {
-    return this.remoteAddr.toString();
-  }
-
   get socket(): Socket {
     return this.tlsSocket ?? this.rawSocket;
   }
-
-  /** A snapshot of the connection state; never starts the handshake. */
-  state(): ConnectionState {
-    return (
-      this.result ?? emptyState(this.init.role === "client" ? (this.init.serverName ?? null) : null)
-    );
-  }
-
-  start(sink: TransportSink): void {
-    this.sink = sink;
-  }
-
-  whenReady(): Promise<void> {
-    if (!this.readyPromise) {
-      this.readyPromise = this.handshake().then(noop);
-      this.readyPromise.catch(noop); // callers may drop it: the failure reaches them as readyError
-    }
-    return this.readyPromise;
-  }
-
-  /**
-   * Run the handshake if it has not run; idempotent. The first call's options
-   * bound the handshake itself; a later caller's options bound only its wait.
-   */
-  handshake(opts?: OpOptions): Promise<ConnectionState> {
-    if (this.phase === "done") return Promise.resolve(this.result!);
-    if (this.phase === "failed") return Promise.reject(this.failure);
-    if (this.closed) {
-      return Promise.reject(new ClosedError(`connection to ${this.peerName} is closed`));
-    }
-    try {
-      checkOpOptions(opts);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    if (opts?.signal?.aborted) return Promise.reject(abortReason(opts.signal));
-    if (this.phase === "running") {
-      const timeout = opts?.timeout;
-      return bounded(this.running!, expiryAfter(timeout), opts?.signal, () =>
-        callTimeoutError(this.peerName, timeout ?? 0),
-      );
-    }
-    this.phase = "running";
-    const context = () => ({
-      role: this.init.role,
-      remoteAddr: this.remoteAddr,
-      serverName: this.init.role === "client" ? (this.init.serverName ?? null) : undefined,
-    });
-    this.running = traced(handshakeChannel, context, () => this.run(opts)).then(
-      (state) => {
-        this.phase = "done";
-        this.result = state;
-        this.ready = true;
-        return state;
-      },
-      (err: TlsnetError) => {
-        this.phase = "failed";
-        this.failure = err;
-        this.stream = undefined;
-        this.tlsSocket?.destroy();
-        this.rawSocket.destroy();
-        if (this.offered && this.init.sessions && this.init.sessionKey) {
-          this.init.sessions.delete(this.init.sessionKey); // never resume what failed
-        }
-        if (!(err instanceof ClosedError)) this.init.onHandshakeFailure?.(err);
-        throw err;
-      },
-    );
-    return this.running;
-  }
-
-  private config(): TLSConfig {
-    const c = this.init.config;
-    return typeof c === "function" ? c() : c;
+  protected override abandon(): void {
+    this.stream = undefined;
+    this.tlsSocket?.destroy();
+    this.rawSocket.destroy();
   }
 
   /** One handshake run: wrap, wait for "secure", verify, run the verifyConnection hook. */
-  private async run(opts: OpOptions | undefined): Promise<ConnectionState> {
+  protected override async run(opts: OpOptions | undefined): Promise<ConnectionState> {
     const cfg = this.config();
     if (this.rawSocket.destroyed) throw peerClosedDuringHandshake(this.peerName);
     const socket = this.init.role === "client" ? this.wrapClient(cfg) : this.wrapServer(cfg);

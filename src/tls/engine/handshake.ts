@@ -1,0 +1,179 @@
+/**
+ * What every TLS engine's transport shares: the peer's addresses (PROXY-aware),
+ * and the handshake state machine (idle → running → done | failed). The
+ * handshake runs on the first need (`whenReady()`, `handshake()`), concurrent
+ * callers share one run, a failure is sticky; `ready` turns true once it is
+ * done and verified. An engine supplies `run()` (one handshake) and `abandon()`
+ * (release what a failed run held).
+ * @internal
+ * @module
+ */
+import type { Socket } from "node:net";
+import type { SocketAddr } from "../../addr.ts";
+import {
+  abortReason,
+  bounded,
+  checkOpOptions,
+  expiryAfter,
+  type OpOptions,
+} from "../../deadline.ts";
+import { handshakeChannel, traced } from "../../diagnostics.ts";
+import { ClosedError, type TlsnetError } from "../../errors.ts";
+import type { ProxyHeader } from "../../proxy.ts";
+import { localAddrOf, remoteAddrOf } from "../../socket-transport.ts";
+import type { TransportSink } from "../../transport.ts";
+import type { TLSConfig } from "../config.ts";
+import type { CachedSession, SessionCache } from "../sessions.ts";
+import { type ConnectionState, emptyState } from "../state.ts";
+import { callTimeoutError } from "./limits.ts";
+
+/**
+ * How a TLS transport is set up; the public API fills this in.
+ * @internal
+ */
+export interface TLSInit {
+  role: "client" | "server";
+  /** The config, or (servers) a function giving the config in force at handshake time. */
+  config: TLSConfig | (() => TLSConfig);
+  /** Client: SNI to send (null: none, for IP literals). */
+  serverName?: string | null | undefined;
+  /** Client: the name or IP to verify the certificate against. */
+  verifyName?: string | undefined;
+  /** Client: session cache key (the server name). */
+  sessionKey?: string | undefined;
+  sessions?: SessionCache | undefined;
+  /** Client: monotonic expiry of the dial; the handshake must end by then. */
+  dialExpiry?: number | undefined;
+  /** Told about every failed handshake but our own close (listener stats). */
+  onHandshakeFailure?: ((err: TlsnetError) => void) | undefined;
+  /** Server: the PROXY header read before TLS; its source is the peer reported. */
+  proxy?: ProxyHeader | null | undefined;
+}
+
+type Phase = "idle" | "running" | "done" | "failed";
+
+function noop(): void {}
+
+/** The handshake state machine and addresses every engine's transport shares. @internal */
+export abstract class HandshakeTransport {
+  readonly remoteAddr: SocketAddr;
+  readonly localAddr: SocketAddr;
+  /** True once the handshake is done and verified: a plain field, read by fast paths. */
+  ready = false;
+  protected phase: Phase = "idle";
+  protected result: ConnectionState | undefined;
+  /** close() was called. */
+  protected closed = false;
+  protected sink: TransportSink | undefined;
+  /** Client: the cached session offered for resumption, with the identity it was verified as. */
+  protected offered: CachedSession | undefined;
+  private running: Promise<ConnectionState> | undefined;
+  private readyPromise: Promise<void> | undefined;
+  private failure: TlsnetError | undefined;
+
+  constructor(
+    readonly rawSocket: Socket,
+    protected readonly init: TLSInit,
+  ) {
+    this.remoteAddr = init.proxy?.source ?? remoteAddrOf(rawSocket);
+    this.localAddr = init.proxy?.destination ?? localAddrOf(rawSocket);
+    rawSocket.on("error", noop); // until the engine takes the socket over: never crash on a reset
+  }
+
+  /** One handshake run: wrap, handshake, verify, run the verifyConnection hook. */
+  protected abstract run(opts: OpOptions | undefined): Promise<ConnectionState>;
+
+  /** A run failed: release the sockets and whatever else it held. */
+  protected abstract abandon(): void;
+
+  /** The run succeeded, just before `ready` callers resume (an engine may start reading). */
+  protected handshakeDone(): void {}
+
+  /** The PROXY protocol header read before this conn, or null. */
+  get proxy(): ProxyHeader | null {
+    return this.init.proxy ?? null;
+  }
+
+  get role(): "client" | "server" {
+    return this.init.role;
+  }
+
+  protected get peerName(): string {
+    return this.remoteAddr.toString();
+  }
+
+  /** A snapshot of the connection state; never starts the handshake. */
+  state(): ConnectionState {
+    return (
+      this.result ?? emptyState(this.init.role === "client" ? (this.init.serverName ?? null) : null)
+    );
+  }
+
+  start(sink: TransportSink): void {
+    this.sink = sink;
+  }
+
+  whenReady(): Promise<void> {
+    if (!this.readyPromise) {
+      this.readyPromise = this.handshake().then(noop);
+      this.readyPromise.catch(noop); // callers may drop it: the failure reaches them as readyError
+    }
+    return this.readyPromise;
+  }
+
+  /**
+   * Run the handshake if it has not run; idempotent. The first call's options
+   * bound the handshake itself; a later caller's options bound only its wait.
+   */
+  handshake(opts?: OpOptions): Promise<ConnectionState> {
+    if (this.phase === "done") return Promise.resolve(this.result!);
+    if (this.phase === "failed") return Promise.reject(this.failure);
+    if (this.closed) {
+      return Promise.reject(new ClosedError(`connection to ${this.peerName} is closed`));
+    }
+    try {
+      checkOpOptions(opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (opts?.signal?.aborted) return Promise.reject(abortReason(opts.signal));
+    if (this.phase === "running") {
+      const timeout = opts?.timeout;
+      return bounded(this.running!, expiryAfter(timeout), opts?.signal, () =>
+        callTimeoutError(this.peerName, timeout ?? 0),
+      );
+    }
+    this.phase = "running";
+    const context = () => ({
+      role: this.init.role,
+      remoteAddr: this.remoteAddr,
+      serverName: this.init.role === "client" ? (this.init.serverName ?? null) : undefined,
+    });
+    this.running = traced(handshakeChannel, context, () => this.run(opts)).then(
+      (state) => {
+        this.phase = "done";
+        this.result = state;
+        this.ready = true;
+        this.handshakeDone();
+        return state;
+      },
+      (err: TlsnetError) => {
+        this.phase = "failed";
+        this.failure = err;
+        this.abandon();
+        if (this.offered && this.init.sessions && this.init.sessionKey) {
+          this.init.sessions.delete(this.init.sessionKey); // never resume what failed
+        }
+        if (!(err instanceof ClosedError)) this.init.onHandshakeFailure?.(err);
+        throw err;
+      },
+    );
+    return this.running;
+  }
+
+  /** The config in force for this handshake (servers: the listener's current one). */
+  protected config(): TLSConfig {
+    const c = this.init.config;
+    return typeof c === "function" ? c() : c;
+  }
+}
