@@ -8,6 +8,7 @@
  * @internal
  * @module
  */
+import type { X509Certificate } from "node:crypto";
 import type { Socket } from "node:net";
 import type { SocketAddr } from "../../addr.ts";
 import {
@@ -18,13 +19,13 @@ import {
   type OpOptions,
 } from "../../deadline.ts";
 import { handshakeChannel, traced } from "../../diagnostics.ts";
-import { ClosedError, type TlsnetError } from "../../errors.ts";
+import { ClosedError, certificateError, TLSError, type TlsnetError } from "../../errors.ts";
 import type { ProxyHeader } from "../../proxy.ts";
 import { localAddrOf, remoteAddrOf } from "../../socket-transport.ts";
 import type { TransportSink } from "../../transport.ts";
 import type { TLSConfig } from "../config.ts";
 import type { CachedSession, SessionCache } from "../sessions.ts";
-import { type ConnectionState, emptyState } from "../state.ts";
+import { type ConnectionState, dn, emptyState } from "../state.ts";
 import { callTimeoutError } from "./limits.ts";
 
 /**
@@ -169,6 +170,87 @@ export abstract class HandshakeTransport {
       },
     );
     return this.running;
+  }
+
+  /**
+   * The last step of every engine's run: the verifyConnection hook, then a
+   * check that close() did not come meanwhile. Resolves with `state`.
+   */
+  protected async accepted(cfg: TLSConfig, state: ConnectionState): Promise<ConnectionState> {
+    if (cfg.verifyConnection) {
+      try {
+        await cfg.verifyConnection(state);
+      } catch (err) {
+        throw new TLSError(
+          `verifyConnection rejected the connection with ${this.peerName}: ${
+            err instanceof Error ? err.message : String(err)
+          }`,
+          { reason: "VERIFY_CONNECTION", cause: err },
+        );
+      }
+    }
+    if (this.closed) throw new ClosedError(`connection to ${this.peerName} was closed`);
+    return state;
+  }
+
+  /**
+   * The clientAuth mode, with Go's semantics, for a server: `leaf` is the client's
+   * certificate (undefined: none sent), `chainError` OpenSSL's verdict on its chain
+   * (null: verified). Returns whether a chain was verified; throws the failure.
+   */
+  protected clientVerdict(
+    cfg: TLSConfig,
+    leaf: X509Certificate | undefined,
+    chainError: () => string | null,
+  ): boolean {
+    const mode = cfg.clientAuth;
+    if (mode === "none" || mode === "request") return false;
+    if (!leaf) {
+      if (mode === "verify-if-given") return false;
+      throw new TLSError(
+        `client ${this.peerName} did not provide a certificate (clientAuth "${mode}" requires one)`,
+        { reason: "PEER_DID_NOT_RETURN_A_CERTIFICATE" },
+      );
+    }
+    if (mode === "require-any") return false;
+    const reason = chainError();
+    if (reason === null) return true;
+    throw this.certificateFailure(reason, leaf);
+  }
+
+  /** The CertificateError for `reason` about the peer's `leaf`, worded for our side. */
+  protected certificateFailure(reason: string, leaf: X509Certificate | undefined): TlsnetError {
+    const client = this.init.role === "client";
+    return certificateError({
+      reason,
+      host: client ? this.init.verifyName : this.peerName,
+      subject: leaf ? dn(leaf.subject) : undefined,
+      validTo: leaf ? new Date(leaf.validTo) : undefined,
+      validFrom: leaf ? new Date(leaf.validFrom) : undefined,
+      ...(client ? { sans: leaf?.subjectAltName } : {}),
+      role: this.init.role,
+    });
+  }
+
+  /** A failed ALPN negotiation (no overlap), with both lists named; other errors as they are. */
+  protected alpnFailure(
+    err: TlsnetError,
+    ours: readonly string[] | undefined,
+    offered: readonly string[] | undefined,
+  ): TlsnetError {
+    const reason = err instanceof TLSError ? err.reason : undefined;
+    if (!reason?.includes("NO_APPLICATION_PROTOCOL") && reason !== "ERR_SSL_CALLBACK_FAILED") {
+      return err;
+    }
+    const mine = JSON.stringify(ours ?? []);
+    const detail =
+      this.init.role === "client"
+        ? `we offered ALPN ${mine} and the server accepts none of them`
+        : `the client offered ALPN ${JSON.stringify(offered ?? [])}, this server accepts ${mine}`;
+    return new TLSError(`TLS handshake with ${this.peerName} failed: ${detail} (alert 120)`, {
+      reason: reason ?? "ERR_SSL_NO_APPLICATION_PROTOCOL",
+      cause: err,
+    });
   }
 
   /** The config in force for this handshake (servers: the listener's current one). */

@@ -21,7 +21,6 @@ import { Alarm, abortReason, type OpOptions } from "../../deadline.ts";
 import {
   ClosedError,
   ConfigError,
-  certificateError,
   mapTLSError,
   peerClosedDuringHandshake,
   TLSError,
@@ -31,7 +30,7 @@ import type { TransportOp } from "../../transport.ts";
 import type { TLSConfig } from "../config.ts";
 import type { SessionIdentity } from "../sessions.ts";
 import { sniSelector } from "../sni.ts";
-import { type ConnectionState, dn, finishedState } from "../state.ts";
+import { type ConnectionState, finishedState } from "../state.ts";
 import {
   loadAddon,
   type NativeAddon,
@@ -180,7 +179,7 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
       ? resumed
         ? this.offered!.identity.verified && cfg.verifyPeer
         : this.verifyServer(info, cfg)
-      : this.verifyClient(info, cfg);
+      : this.clientVerdict(cfg, leafOf(info), () => info.verifyError);
     const chain = isClient && resumed ? this.offered!.identity.chain : info.chain;
     if (isClient && !resumed) {
       this.identity.chain = chain;
@@ -198,20 +197,7 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
       },
       chain,
     );
-    if (cfg.verifyConnection) {
-      try {
-        await cfg.verifyConnection(state);
-      } catch (err) {
-        throw new TLSError(
-          `verifyConnection rejected the connection with ${this.peerName}: ${
-            err instanceof Error ? err.message : String(err)
-          }`,
-          { reason: "VERIFY_CONNECTION", cause: err },
-        );
-      }
-    }
-    if (this.closed) throw new ClosedError(`connection to ${this.peerName} was closed`);
-    return state;
+    return this.accepted(cfg, state);
   }
 
   /** Resolve on EV_HANDSHAKE; reject on error, peer close, timeout, abort or close(). */
@@ -253,55 +239,7 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
       if (!this.handle!.checkHost(host, isIP(host) !== 0)) reason = "ERR_TLS_CERT_ALTNAME_INVALID";
     }
     if (reason === null) return true;
-    const leaf = info.chain[0] ? new X509Certificate(info.chain[0]) : undefined;
-    throw certificateError({
-      reason,
-      host: name,
-      subject: leaf ? dn(leaf.subject) : undefined,
-      validTo: leaf ? new Date(leaf.validTo) : undefined,
-      validFrom: leaf ? new Date(leaf.validFrom) : undefined,
-      sans: leaf?.subjectAltName,
-      role: "client",
-    });
-  }
-
-  /** Server side: the clientAuth mode, with Go's semantics. Returns whether a chain was verified. */
-  private verifyClient(info: NativeInfo, cfg: TLSConfig): boolean {
-    const mode = cfg.clientAuth;
-    if (mode === "none" || mode === "request") return false;
-    const der = info.chain[0];
-    if (!der) {
-      if (mode === "verify-if-given") return false;
-      throw new TLSError(
-        `client ${this.peerName} did not provide a certificate (clientAuth "${mode}" requires one)`,
-        { reason: "PEER_DID_NOT_RETURN_A_CERTIFICATE" },
-      );
-    }
-    if (mode === "require-any" || info.verifyError === null) return mode !== "require-any";
-    const leaf = new X509Certificate(der);
-    throw certificateError({
-      reason: info.verifyError,
-      host: this.peerName,
-      subject: dn(leaf.subject),
-      validTo: new Date(leaf.validTo),
-      validFrom: new Date(leaf.validFrom),
-      role: "server",
-    });
-  }
-
-  /** Name both ALPN lists when negotiation found no overlap (as the node engine does). */
-  private explainAlpn(err: TlsnetError): TlsnetError {
-    const reason = err instanceof TLSError ? err.reason : undefined;
-    if (!reason?.includes("NO_APPLICATION_PROTOCOL")) return err;
-    const ours = JSON.stringify(this.cfg?.alpnProtocols ?? []);
-    const detail =
-      this.init.role === "client"
-        ? `we offered ALPN ${ours} and the server accepts none of them`
-        : `the client offered ALPN ${JSON.stringify(alpnNames(this.handle?.offeredAlpn()))}, this server accepts ${ours}`;
-    return new TLSError(`TLS handshake with ${this.peerName} failed: ${detail} (alert 120)`, {
-      reason,
-      cause: err,
-    });
+    throw this.certificateFailure(reason, leafOf(info));
   }
 
   // ---------------------------------------------------------------- addon events
@@ -360,7 +298,11 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
       this.hs.reject(
         kind === "eof"
           ? peerClosedDuringHandshake(peer, err)
-          : this.explainAlpn(mapTLSError(err, { op: "handshake", peer, role: this.init.role })),
+          : this.alpnFailure(
+              mapTLSError(err, { op: "handshake", peer, role: this.init.role }),
+              this.cfg?.alpnProtocols,
+              alpnNames(this.handle?.offeredAlpn()),
+            ),
       );
       return;
     }
@@ -530,4 +472,10 @@ function takeOver(raw: Socket): { fd: number; pre: Buffer | undefined } | undefi
   const pre =
     chunks.length === 0 ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
   return { fd: handle.fd, pre };
+}
+
+/** The peer's leaf certificate from a native handshake's chain, if it sent one. */
+function leafOf(info: NativeInfo): X509Certificate | undefined {
+  const der = info.chain[0];
+  return der ? new X509Certificate(der) : undefined;
 }

@@ -17,10 +17,8 @@ import {
 import { Alarm, abortReason, type OpOptions } from "../../deadline.ts";
 import {
   ClosedError,
-  certificateError,
   mapTLSError,
   peerClosedDuringHandshake,
-  TLSError,
   type TlsnetError,
 } from "../../errors.ts";
 import { SocketTransport } from "../../socket-transport.ts";
@@ -28,7 +26,7 @@ import type { Transport, TransportOp } from "../../transport.ts";
 import type { TLSConfig } from "../config.ts";
 import type { SessionIdentity } from "../sessions.ts";
 import { sniSelector } from "../sni.ts";
-import { type ConnectionState, derChain, dn, stateOf } from "../state.ts";
+import { type ConnectionState, derChain, stateOf } from "../state.ts";
 import { HandshakeTransport } from "./handshake.ts";
 import { handshakeLimit } from "./limits.ts";
 
@@ -85,7 +83,7 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
       ? resumed
         ? this.offered!.identity.verified && cfg.verifyPeer
         : this.verifyServer(socket, cfg)
-      : this.verifyClient(socket, cfg);
+      : this.clientVerdict(cfg, socket.getPeerX509Certificate(), () => chainError(socket));
     const chain = resumed ? this.offered!.identity.chain : this.peerDer(socket, cfg);
     if (isClient && !resumed) {
       this.identity.chain = chain;
@@ -93,20 +91,7 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
     }
     const serverName = isClient ? (this.init.serverName ?? null) : serverNameOf(socket);
     const state = stateOf(socket, serverName, verified, chain);
-    if (cfg.verifyConnection) {
-      try {
-        await cfg.verifyConnection(state);
-      } catch (err) {
-        throw new TLSError(
-          `verifyConnection rejected the connection with ${this.peerName}: ${
-            err instanceof Error ? err.message : String(err)
-          }`,
-          { reason: "VERIFY_CONNECTION", cause: err },
-        );
-      }
-    }
-    if (this.closed) throw new ClosedError(`connection to ${this.peerName} was closed`);
-    return state;
+    return this.accepted(cfg, state);
   }
 
   private wrapClient(cfg: TLSConfig): TLSSocket {
@@ -197,7 +182,11 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
       };
       const onError = (err: Error) =>
         done(
-          this.explainAlpn(mapTLSError(err, { op: "handshake", peer, role: this.init.role }), cfg),
+          this.alpnFailure(
+            mapTLSError(err, { op: "handshake", peer, role: this.init.role }),
+            cfg.alpnProtocols,
+            this.offeredAlpn,
+          ),
         );
       const onClose = () => done(peerClosedDuringHandshake(peer));
       socket.once(isClient ? "secureConnect" : "secure", onSecure);
@@ -249,61 +238,14 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
     };
   }
 
-  /** Name both ALPN lists when negotiation found no overlap. */
-  private explainAlpn(err: TlsnetError, cfg: TLSConfig): TlsnetError {
-    const reason = err instanceof TLSError ? err.reason : undefined;
-    if (!reason?.includes("NO_APPLICATION_PROTOCOL") && reason !== "ERR_SSL_CALLBACK_FAILED")
-      return err;
-    const ours = JSON.stringify(cfg.alpnProtocols ?? []);
-    const detail =
-      this.init.role === "client"
-        ? `we offered ALPN ${ours} and the server accepts none of them`
-        : `the client offered ALPN ${JSON.stringify(this.offeredAlpn ?? [])}, this server accepts ${ours}`;
-    return new TLSError(`TLS handshake with ${this.peerName} failed: ${detail} (alert 120)`, {
-      reason: reason ?? "ERR_SSL_NO_APPLICATION_PROTOCOL",
-      cause: err,
-    });
-  }
-
   /** Client side: chain and host name, unless verifyPeer is off. */
   private verifyServer(socket: TLSSocket, cfg: TLSConfig): boolean {
     if (!cfg.verifyPeer) return false;
     if (socket.authorized) return true;
-    const leaf = socket.getPeerX509Certificate();
-    throw certificateError({
-      reason: String(socket.authorizationError ?? "CERT_REJECTED"),
-      host: this.init.verifyName,
-      subject: leaf ? dn(leaf.subject) : undefined,
-      validTo: leaf ? new Date(leaf.validTo) : undefined,
-      validFrom: leaf ? new Date(leaf.validFrom) : undefined,
-      sans: leaf?.subjectAltName,
-      role: "client",
-    });
-  }
-
-  /** Server side: the clientAuth mode, with Go's semantics. Returns whether a chain was verified. */
-  private verifyClient(socket: TLSSocket, cfg: TLSConfig): boolean {
-    const mode = cfg.clientAuth;
-    if (mode === "none" || mode === "request") return false;
-    const leaf = socket.getPeerX509Certificate();
-    if (!leaf) {
-      if (mode === "verify-if-given") return false;
-      throw new TLSError(
-        `client ${this.peerName} did not provide a certificate (clientAuth "${mode}" requires one)`,
-        { reason: "PEER_DID_NOT_RETURN_A_CERTIFICATE" },
-      );
-    }
-    if (mode === "require-any") return false;
-    const failure = chainError(socket);
-    if (failure === null) return true;
-    throw certificateError({
-      reason: failure,
-      host: this.peerName,
-      subject: dn(leaf.subject),
-      validTo: new Date(leaf.validTo),
-      validFrom: new Date(leaf.validFrom),
-      role: "server",
-    });
+    throw this.certificateFailure(
+      String(socket.authorizationError ?? "CERT_REJECTED"),
+      socket.getPeerX509Certificate(),
+    );
   }
 
   // ---------------------------------------------------------------- Transport
