@@ -11,7 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 
 #include "tlsnet.h"
 
@@ -119,6 +121,39 @@ static int alpn_select_cb(SSL* ssl, const unsigned char** out, unsigned char* ou
     }
   }
   return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+/*
+ * Session tickets under the config's keys, in node:tls's format (AES-128-CBC, HMAC-SHA256,
+ * the same 48-byte layout), so that a fleet can mix engines. Encrypt with the first key;
+ * decrypt with whichever key the ticket names, and ask for a fresh ticket (2) when that key is
+ * no longer the first, so that clients move to the new key during a rotation.
+ */
+#define TICKET_KEY_LEN 48
+static int ticket_key_cb(SSL* ssl, unsigned char name[16], unsigned char* iv,
+                         EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* mac, int enc) {
+  ctx_data_t* d = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tlsnet_ctx_index);
+  if (d == NULL || d->ticket_key_count == 0) return enc ? -1 : 0;
+  size_t i = 0;
+  if (enc) {
+    if (RAND_bytes(iv, 16) <= 0) return -1;
+    memcpy(name, d->ticket_keys, 16);
+  } else {
+    while (i < d->ticket_key_count && memcmp(name, d->ticket_keys + i * TICKET_KEY_LEN, 16) != 0)
+      i++;
+    if (i == d->ticket_key_count) return 0; /* not ours: a full handshake */
+  }
+  const uint8_t* key = d->ticket_keys + i * TICKET_KEY_LEN;
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void*)(key + 16), 16),
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char*)"SHA256", 0),
+      OSSL_PARAM_construct_end(),
+  };
+  if (!EVP_MAC_CTX_set_params(mac, params)) return -1;
+  int ok = enc ? EVP_EncryptInit_ex(cipher, EVP_aes_128_cbc(), NULL, key + 32, iv)
+               : EVP_DecryptInit_ex(cipher, EVP_aes_128_cbc(), NULL, key + 32, iv);
+  if (!ok) return -1;
+  return enc || i == 0 ? 1 : 2;
 }
 
 /* ------------------------------------------------------------- helpers */
@@ -234,6 +269,7 @@ static void ctx_data_free(void* parent, void* ptr, CRYPTO_EX_DATA* ad, int idx, 
   ctx_data_t* d = ptr;
   if (d == NULL) return;
   free(d->alpn);
+  if (d->ticket_keys != NULL) OPENSSL_clear_free(d->ticket_keys, d->ticket_key_count * TICKET_KEY_LEN);
   free(d);
 }
 
@@ -411,6 +447,27 @@ napi_value tlsnet_new_context(napi_env env, napi_callback_info info) {
       SSL_CTX_set_alpn_select_cb(ctx, alpn_select_cb, d);
     } else if (SSL_CTX_set_alpn_protos(ctx, d->alpn, (unsigned int)n) != 0) {
       return fail(env, ctx, "ALPN protocols");
+    }
+  }
+
+  /* Ticket keys (servers): one Buffer of 48-byte keys, first key first. */
+  napi_value tk;
+  is_buffer = false;
+  if (server && napi_get_named_property(env, o, "ticketKeys", &tk) == napi_ok &&
+      napi_is_buffer(env, tk, &is_buffer) == napi_ok && is_buffer) {
+    void* p;
+    size_t n;
+    napi_get_buffer_info(env, tk, &p, &n);
+    if (n == 0 || n % TICKET_KEY_LEN != 0) {
+      SSL_CTX_free(ctx);
+      return tlsnet_throw(env, "ERR_TLSNET_NATIVE", "ticketKeys: 48-byte keys expected");
+    }
+    d->ticket_keys = malloc(n);
+    if (d->ticket_keys == NULL) return fail(env, ctx, "out of memory");
+    memcpy(d->ticket_keys, p, n);
+    d->ticket_key_count = n / TICKET_KEY_LEN;
+    if (!SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb)) {
+      return fail(env, ctx, "session ticket keys");
     }
   }
 

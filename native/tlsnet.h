@@ -103,6 +103,10 @@ typedef struct conn_s {
 typedef struct {
   uint8_t* alpn; /* our protocols, wire format, server preference */
   size_t alpn_len;
+  /* Session ticket keys, 48 bytes each (name 16, HMAC secret 16, AES key 16: node:tls's
+     layout): the first encrypts, every one decrypts. NULL: OpenSSL's own random key. */
+  uint8_t* ticket_keys;
+  size_t ticket_key_count;
 } ctx_data_t;
 
 extern int tlsnet_conn_index;  /* SSL ex data: conn_t* */

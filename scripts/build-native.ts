@@ -13,7 +13,7 @@
  * @module
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, renameSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -22,6 +22,7 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const asan = process.argv.includes("--asan");
 const outDir = join(root, "build", asan ? "native-asan" : "native");
 const out = join(outDir, "tlsnet_native.node");
+const tmp = `${out}.${process.pid}.tmp`;
 const cc = process.env.CC ?? "cc";
 
 function napiInclude(): string {
@@ -69,7 +70,7 @@ function main(): void {
     "-idirafter",
     napi,
     "-o",
-    out,
+    tmp,
     ...sources,
   ];
   mkdirSync(outDir, { recursive: true });
@@ -81,6 +82,8 @@ function main(): void {
   const r = spawnSync(cc, flags, { stdio: "inherit" });
   if (r.error) throw new Error(`cannot run ${cc}: ${r.error.message} (install build-essential)`);
   if (r.status !== 0) throw new Error(`${cc} failed with status ${r.status}`);
+  // A new file, renamed over the old: a process that has the old one loaded keeps its copy.
+  renameSync(tmp, out);
   console.log(`build:native: wrote ${out}`);
 }
 

@@ -134,15 +134,41 @@ test("engine and TLSNET_ENGINE are validated; backend() names the engine", { ski
   );
 });
 
-test("a feature the native engine lacks is a ConfigError before any I/O", { skip: SKIP }, () => {
-  assert.throws(
-    () => tls.config({ engine: "native", ticketKeys: randomBytes(48) }),
-    (e) =>
-      e instanceof ConfigError &&
-      e.field === "ticketKeys" &&
-      /engine native: ticketKeys is not supported yet/.test(e.message),
-  );
-});
+for (const maxVersion of ["TLSv1.3", "TLSv1.2"] as const) {
+  test(`${maxVersion}: a ticket from a node-engine server resumes on a native one, and back (same ticketKeys)`, {
+    skip: SKIP,
+  }, async (t) => {
+    const { ca, leaf } = await pki();
+    const ticketKeys = [randomBytes(48)];
+    const servers = await Promise.all(
+      (["node", "native", "node"] as const).map((engine) =>
+        tls.listen({
+          addr: "127.0.0.1:0",
+          certs: [leaf],
+          ticketKeys,
+          maxVersion,
+          engine,
+          handler: async (conn) => {
+            for await (const chunk of conn) await conn.write(chunk);
+          },
+        }),
+      ),
+    );
+    t.after(() => Promise.all(servers.map((s) => s.close())));
+    // One client config, one session cache: each connect offers the previous server's ticket.
+    const cfg = tls.config({ ca: ca.cert, maxVersion, engine: "node" });
+    const resumed: boolean[] = [];
+    for (const ln of servers) {
+      const conn = await tls.connect(`localhost:${ln.addr.port}`, cfg, { timeout: 5000 });
+      await conn.write("x");
+      await conn.readExactly(1, { timeout: 5000 });
+      resumed.push(conn.state().resumed);
+      await conn.close();
+    }
+    // node (full) -> native resumes node's ticket -> node resumes native's ticket.
+    assert.deepEqual(resumed, [false, true, true]);
+  });
+}
 
 for (const [ce, se] of PAIRS) {
   test(`echo: ${ce} client, ${se} server`, { skip: SKIP }, async (t) => {

@@ -170,8 +170,8 @@ export interface TLSOptions {
   sessionCache?: boolean | number | undefined;
   /**
    * Server: 48-byte session ticket key(s) (`crypto.randomBytes(48)`), shared by a fleet for
-   * resumption on any replica. A list: the first encrypts new tickets; on node:tls only the first
-   * is in force (see docs/fleet.md). Default: random keys that OpenSSL picks, so only this
+   * resumption on any replica. A list: the first encrypts new tickets; the native engine
+   * decrypts with every listed key, node:tls only with the first (see docs/fleet.md). Default: random keys that OpenSSL picks, so only this
    * process can resume its tickets.
    */
   ticketKeys?: Buffer | readonly Buffer[] | undefined;
@@ -338,7 +338,7 @@ export class TLSConfig {
       fieldCheck("ciphers", () => createSecureContext({ ciphers: cipherList(this.ciphers) }));
     }
     this.sessionScope = this.scope();
-    this.engine = resolveEngine(opts.engine, this);
+    this.engine = resolveEngine(opts.engine);
     Object.freeze(this);
   }
 

@@ -58,6 +58,8 @@ export interface NativeContextOptions {
   alpn?: Buffer | undefined;
   verify: number;
   sessionIdContext?: string | undefined;
+  /** Servers: 48-byte session ticket keys, concatenated; the first encrypts. */
+  ticketKeys?: Buffer | undefined;
   keyLog: boolean;
   clientSessions?: boolean;
 }

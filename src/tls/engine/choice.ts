@@ -2,8 +2,8 @@
  * Which TLS engine a config runs on: `engine` in the options, else the
  * TLSNET_ENGINE environment variable, else "node" (the native engine becomes
  * the default once it passes the whole suite). Asking for "native" where the
- * addon is not available, or with a feature the native engine does not have
- * yet, is a ConfigError before any I/O: never a silent fallback.
+ * addon is not available is a ConfigError before any I/O: never a silent
+ * fallback.
  * @module
  */
 import { ConfigError } from "../../errors.ts";
@@ -14,18 +14,8 @@ export type EngineName = "node" | "native";
 
 const ENGINES: readonly EngineName[] = ["node", "native"];
 
-/** The options the native engine cannot honour yet, by field. */
-const NATIVE_UNSUPPORTED: ReadonlyArray<[field: string, has: (cfg: EngineInput) => boolean]> = [
-  ["ticketKeys", (cfg) => cfg.ticketKeys !== undefined],
-];
-
-/** What the choice looks at. */
-export interface EngineInput {
-  readonly ticketKeys: Buffer | readonly Buffer[] | undefined;
-}
-
-/** The engine for a config: validated, available, and able to serve every option given. */
-export function resolveEngine(option: unknown, cfg: EngineInput): EngineName {
+/** The engine for a config: validated and available. */
+export function resolveEngine(option: unknown): EngineName {
   const fromEnv = option === undefined;
   const engine = fromEnv ? envEngine() : option;
   if (engine === undefined) return "node";
@@ -43,14 +33,6 @@ export function resolveEngine(option: unknown, cfg: EngineInput): EngineName {
         `build it with npm run build:native, or use engine "node"`,
       { field: "engine" },
     );
-  }
-  for (const [field, has] of NATIVE_UNSUPPORTED) {
-    if (has(cfg)) {
-      throw new ConfigError(
-        `engine native: ${field} is not supported yet; use engine "node" for it`,
-        { field },
-      );
-    }
   }
   return "native";
 }

@@ -69,6 +69,8 @@ export function serverContexts(addon: NativeAddon, cfg: TLSConfig): NativeContex
         verify,
         // OpenSSL refuses to resume sessions of verified clients without a session id context.
         sessionIdContext: cfg.sessionScope.slice(0, 32),
+        // Every listed key decrypts, the first encrypts (node:tls holds only the first).
+        ticketKeys: cfg.ticketKeys ? Buffer.concat(cfg.ticketKeys) : undefined,
       }),
     );
   }
