@@ -1,6 +1,7 @@
 /*
  * Module entry: per-environment state, the JS dispatch of events, the decrypt
- * slab, and the exports (setup, newContext, setRoots, Conn, opensslVersion).
+ * slab, and the exports (setup, newContext, setRoots, Conn, opensslVersion,
+ * selfCheck).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -124,6 +125,7 @@ NAPI_MODULE_INIT() {
       {"setRoots", NULL, tlsnet_set_roots, NULL, NULL, NULL, napi_default, NULL},
       {"opensslVersion", NULL, openssl_version, NULL, NULL, NULL, napi_default, NULL},
       {"allocSlab", NULL, tlsnet_alloc_slab, NULL, NULL, NULL, napi_default, NULL},
+      {"selfCheck", NULL, tlsnet_self_check, NULL, NULL, NULL, napi_default, NULL},
       {"Conn", NULL, NULL, NULL, NULL, tlsnet_define_conn(env, a), napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

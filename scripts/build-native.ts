@@ -4,6 +4,8 @@
  *   npm run build:native            -> build/native/tlsnet_native.node
  *   npm run build:native -- --asan  -> build/native-asan/tlsnet_native.node
  *                                      (AddressSanitizer + UBSan; see npm run test:asan)
+ *   --if-possible                   a failure is a warning, exit 0 (npm's prepare script,
+ *                                      so that `npm ci` builds it where a compiler is there)
  *
  * No download: N-API headers come from the npm package node-api-headers when it
  * is installed, else from the include/node directory of the running Node;
@@ -20,6 +22,7 @@ import { fileURLToPath } from "node:url";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const asan = process.argv.includes("--asan");
+const ifPossible = process.argv.includes("--if-possible");
 const outDir = join(root, "build", asan ? "native-asan" : "native");
 const out = join(outDir, "tlsnet_native.node");
 const tmp = `${out}.${process.pid}.tmp`;
@@ -90,6 +93,14 @@ function main(): void {
 try {
   main();
 } catch (err) {
-  console.error(`build:native failed: ${err instanceof Error ? err.message : String(err)}`);
-  process.exit(1);
+  const why = err instanceof Error ? err.message : String(err);
+  if (ifPossible) {
+    console.warn(
+      `build:native: not built (${why}); tlsnet runs on the node engine (node:tls). ` +
+        "Install a C compiler and OpenSSL 3 headers, then npm run build:native.",
+    );
+  } else {
+    console.error(`build:native failed: ${why}`);
+    process.exit(1);
+  }
 }

@@ -107,7 +107,28 @@ test("without the addon, engine native is a ConfigError naming npm run build:nat
   assert.equal(err.field, "engine");
   assert.match(err.message, /npm run build:native/);
   assert.match(err.message, /nonexistent/);
-  assert.equal(JSON.parse(backendLine!).engine, "node");
+  const backend = JSON.parse(backendLine!);
+  assert.equal(backend.engine, "node");
+  assert.match(backend.engineReason, /not built.*nonexistent/);
+});
+
+test("the addon loads with every symbol resolved and passes its in-memory TLS self-check", {
+  skip: SKIP,
+}, (t) => {
+  const loaded = loadAddon();
+  assert.ok(loaded.addon);
+  assert.match(loaded.check, /^TLS_(AES|CHACHA20)/, "the self-check's TLS 1.3 suite");
+  // The check itself, again: a handshake and a record each way, in this process's OpenSSL.
+  assert.equal(loaded.addon.selfCheck(), loaded.check);
+  const saved = process.env.TLSNET_ENGINE;
+  t.after(() => {
+    if (saved === undefined) delete process.env.TLSNET_ENGINE;
+    else process.env.TLSNET_ENGINE = saved;
+  });
+  process.env.TLSNET_ENGINE = "node";
+  assert.equal(tls.backend().engineReason, "TLSNET_ENGINE=node");
+  delete process.env.TLSNET_ENGINE;
+  assert.match(tls.backend().engineReason, /self-check passed \(TLS_/);
 });
 
 test("engine and TLSNET_ENGINE are validated; backend() names the engine", { skip: SKIP }, (t) => {

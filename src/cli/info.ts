@@ -42,6 +42,7 @@ async function run(argv: string[]): Promise<number> {
     tlsnet: version(),
     backend: backend.name,
     engine: backend.engine,
+    engineReason: backend.engineReason,
     openssl: backend.version,
     runtime: backend.runtime,
     runtimeVersion: backend.runtimeVersion,
@@ -67,6 +68,7 @@ async function run(argv: string[]): Promise<number> {
   row("tlsnet", info.tlsnet);
   const engine = info.engine === "native" ? "native, tlsnet's addon" : "node, node:tls";
   row("backend", `${info.backend} ${info.openssl} (engine: ${engine})`);
+  row("engine", info.engineReason);
   if (info.runtime === "node") row("node", `${info.node} (${info.platform})`);
   else row("runtime", `${info.runtime} ${info.runtimeVersion} (${info.platform})`);
   row(

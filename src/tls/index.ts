@@ -244,10 +244,16 @@ export interface Backend {
    */
   version: string;
   /**
-   * tlsnet's engine for configs that do not choose one: "node", the node:tls API (which Bun
-   * and Deno implement too), or "native", tlsnet's OpenSSL addon (TLSNET_ENGINE=native).
+   * tlsnet's engine for configs that do not choose one: "native", tlsnet's OpenSSL addon (the
+   * default on Node where it is built, loads and passes its self-check), or "node", the node:tls
+   * API (which Bun and Deno implement too). TLSNET_ENGINE=node|native overrides the default.
    */
   engine: "node" | "native";
+  /**
+   * Why that engine: e.g. "TLSNET_ENGINE=node", or why the native engine is not available
+   * ("the addon is not built (…/tlsnet_native.node is missing)").
+   */
+  engineReason: string;
   /** The JavaScript runtime: "node", "bun", "deno" or "unknown". */
   runtime: "node" | "bun" | "deno" | "unknown";
   /** The runtime's version, without a leading "v" ("20.19.0", "1.2.3"), or "unknown". */
@@ -260,7 +266,7 @@ export interface Backend {
  *
  * @example
  * ```ts
- * tls.backend(); // { name: "openssl", version: "3.0.15", engine: "node", runtime: "node", runtimeVersion: "20.19.0" }
+ * tls.backend(); // { name: "openssl", version: "3.0.15", engine: "native", engineReason: "the default: …", runtime: "node", runtimeVersion: "20.19.0" }
  * ```
  */
 export function backend(): Backend {
@@ -270,6 +276,7 @@ export function backend(): Backend {
       name: "boringssl",
       version: v.boringssl ?? "unknown",
       engine: "node",
+      engineReason: "Bun: the native engine runs on Node.js only",
       runtime: "bun",
       runtimeVersion: v.bun,
     };
@@ -279,15 +286,18 @@ export function backend(): Backend {
       name: "rustls",
       version: "unknown",
       engine: "node",
+      engineReason: "Deno: the native engine runs on Node.js only",
       runtime: "deno",
       runtimeVersion: v.deno,
     };
   }
   if (process.release?.name === "node" && v.node !== undefined) {
+    const engine = defaultEngine();
     return {
       name: "openssl",
       version: v.openssl ?? "unknown",
-      engine: defaultEngine().engine,
+      engine: engine.engine,
+      engineReason: engine.why,
       runtime: "node",
       runtimeVersion: v.node,
     };
@@ -296,6 +306,7 @@ export function backend(): Backend {
     name: "unknown",
     version: "unknown",
     engine: "node",
+    engineReason: "an unknown runtime: the native engine runs on Node.js only",
     runtime: "unknown",
     runtimeVersion: "unknown",
   };

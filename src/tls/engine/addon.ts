@@ -2,11 +2,14 @@
  * Loading the native engine's addon (build/native/tlsnet_native.node, made by
  * `npm run build:native`; TLSNET_NATIVE_ADDON names another file, e.g. the
  * AddressSanitizer build). Loaded once, on first use, and checked: it must run
- * in Node (not Bun or Deno) and use the OpenSSL 3 of this very process.
+ * in Node (not Bun or Deno), resolve every symbol it uses now (RTLD_NOW: a
+ * symbol this Node does not export fails the load, not a later call), use the
+ * OpenSSL 3 of this very process, and pass its self-check (an in-memory TLS
+ * 1.3 handshake and a record each way, native/selfcheck.c).
  * @module
  */
 import { existsSync } from "node:fs";
-import { createRequire } from "node:module";
+import { constants } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -77,6 +80,8 @@ export interface NativeAddon {
   newContext(opts: NativeContextOptions): NativeContext;
   setRoots(pems: readonly string[]): void;
   opensslVersion(): [string, number];
+  /** An in-memory TLS 1.3 handshake and a record each way; the suite, or throws. */
+  selfCheck(): string;
   /** A slab to decrypt into: reused memory once no chunk of it is alive. */
   allocSlab(): ArrayBuffer;
   Conn: new (
@@ -92,7 +97,9 @@ export interface NativeAddon {
 }
 
 /** The addon, or why it is not available. */
-export type AddonStatus = { addon: NativeAddon; path: string } | { addon?: undefined; why: string };
+export type AddonStatus =
+  | { addon: NativeAddon; path: string; check: string }
+  | { addon?: undefined; why: string };
 
 let status: AddonStatus | undefined;
 
@@ -116,12 +123,14 @@ function load(): AddonStatus {
   }
   const path = process.env.TLSNET_NATIVE_ADDON || defaultAddonPath();
   if (!existsSync(path)) return { why: `the addon is not built (${path} is missing)` };
-  let addon: NativeAddon;
+  const module = { exports: {} as NativeAddon };
   try {
-    addon = createRequire(import.meta.url)(path) as NativeAddon;
+    process.dlopen(module, path, constants.dlopen.RTLD_NOW);
   } catch (err) {
     return { why: `the addon ${path} does not load: ${(err as Error).message}` };
   }
+  const addon = module.exports;
+  let check: string;
   try {
     const [text, num] = addon.opensslVersion();
     const running = `${num >>> 28}.${(num >>> 20) & 0xff}.${(num >>> 4) & 0xff}`;
@@ -131,8 +140,9 @@ function load(): AddonStatus {
         why: `the addon sees ${text}, but Node reports OpenSSL ${node}; it needs the OpenSSL 3 of this process`,
       };
     }
+    check = addon.selfCheck();
   } catch (err) {
     return { why: `the addon's self-check failed: ${(err as Error).message}` };
   }
-  return { addon, path };
+  return { addon, path, check };
 }

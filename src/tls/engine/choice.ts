@@ -1,15 +1,13 @@
 /**
  * Which TLS engine a config runs on: `engine` in the options, else the
- * TLSNET_ENGINE environment variable, else "node" (the native engine becomes
- * the default once it passes the whole suite). Asking for "native" where the
- * addon is not available is a ConfigError before any I/O: never a silent
- * fallback.
+ * TLSNET_ENGINE environment variable, else "node" (for now). Asking for "native" explicitly where the addon is not available is
+ * a ConfigError before any I/O: never a silent fallback.
  * @module
  */
 import { ConfigError } from "../../errors.ts";
 import { loadAddon } from "./addon.ts";
 
-/** A TLS engine: "node" (node:tls, the default) or "native" (the OpenSSL addon; `npm run build:native`). */
+/** A TLS engine: "native" (tlsnet's OpenSSL addon, `npm run build:native`; the default where it loads) or "node" (node:tls). */
 export type EngineName = "node" | "native";
 
 const ENGINES: readonly EngineName[] = ["node", "native"];
@@ -60,7 +58,7 @@ export function defaultEngine(): { engine: EngineName; why: string } {
   return {
     engine: "node",
     why: native.addon
-      ? "the default (the native engine is built; select it with engine or TLSNET_ENGINE=native)"
+      ? `the default (the native engine is built and its self-check passed (${native.check}); select it with engine or TLSNET_ENGINE=native)`
       : `the default (native engine: ${native.why})`,
   };
 }
