@@ -9,6 +9,12 @@
  * Prints every 5 s: conns held, errors, echoes, server RSS, client RSS. Exits
  * non-zero on any error, lost or corrupted byte, or a connection not held.
  *
+ * `--cycles K` repeats dial, hold and close K times against the same server
+ * and records its RSS after each close (after a forced GC): with K >= 3 the
+ * soak fails when the last cycle's RSS after close is more than 10 % above the
+ * first's, i.e. when closed conns leave memory behind (the first cycle sets
+ * the allocator's high-water mark; later cycles should reuse it).
+ *
  * `--role server` runs the server half (used by the soak itself and by
  * test/load.test.ts): it waits for {cert, key} over IPC, listens on
  * 127.0.0.1:0, echoes, and answers {type:"stats"} with its RSS and counters.
@@ -207,19 +213,21 @@ async function soakMain(values: {
   conns: string;
   seconds: string;
   interval: string;
+  cycles: string;
 }): Promise<number> {
   let target = Number(values.conns);
   const seconds = Number(values.seconds);
   const interval = Number(values.interval) * 1000;
-  if (!(target > 0) || !(seconds > 0) || !(interval > 0)) {
-    console.error("usage: soak.ts [--conns N] [--seconds S] [--interval S]");
+  const cycles = Number(values.cycles);
+  if (!(target > 0) || !(seconds > 0) || !(interval > 0) || !(cycles >= 1 && cycles <= 20)) {
+    console.error("usage: soak.ts [--conns N] [--seconds S] [--interval S] [--cycles 1..20]");
     return 2;
   }
   const limit = fdLimit();
   const need = target + 256;
   console.log(
-    `soak: ${target} TLS conns for ${seconds} s, echo every ~${interval / 1000} s; ` +
-      `Node ${process.version}, OpenSSL ${process.versions.openssl}; ulimit -n ${limit}`,
+    `soak: ${target} TLS conns for ${seconds} s${cycles > 1 ? `, ${cycles} cycles` : ""}, echo every ~${interval / 1000} s; ` +
+      `Node ${process.version}, OpenSSL ${process.versions.openssl}, engine ${tls.backend().engine}; ulimit -n ${limit}`,
   );
   if (limit < need) {
     const capped = Math.max(1, limit - 256);
@@ -254,7 +262,6 @@ async function soakMain(values: {
   const t0 = performance.now();
   const elapsed = () => ((performance.now() - t0) / 1000).toFixed(0).padStart(4);
 
-  const conns: TLSConn[] = [];
   const counters = {
     dialErrors: 0,
     echoErrors: 0,
@@ -271,85 +278,108 @@ async function soakMain(values: {
         `${what}: ${err instanceof Error ? `${err.name}: ${err.message}` : String(err)}`,
       );
   };
-  let running = true;
-  const stop = new AbortController();
-  setMaxListeners(0, stop.signal); // one listener per conn's pause
-  // A timer per pause, cancelled on stop (racing one shared promise would pile up reactions).
-  const pause = (ms: number) => delay(ms, undefined, { signal: stop.signal }).catch(() => {});
-
-  const echoLoop = async (conn: TLSConn, id: number) => {
-    await pause(Math.random() * interval);
-    let seq = 0;
-    while (running) {
-      const msg = Buffer.from(`${id}:${seq++}:`.padEnd(48, "."));
-      try {
-        await conn.write(msg);
-        counters.sentBytes += msg.length;
-        const back = await conn.readExactly(msg.length, { timeout: 30_000 });
-        if (back.equals(msg)) counters.echoedBytes += back.length;
-        else counters.mismatches++;
-        counters.echoes++;
-      } catch (err) {
-        counters.echoErrors++;
-        note(`echo on conn ${id}`, err);
-        return;
-      }
-      await pause(interval * (0.8 + Math.random() * 0.4));
-    }
-  };
-
-  const report = async (phase: string) => {
-    const s = await server.stats();
-    peakServerRss = Math.max(peakServerRss, s.rss);
-    const open = conns.filter((c) => c.isOpen).length;
-    const errs = counters.dialErrors + counters.echoErrors + counters.mismatches + s.errors;
-    console.log(
-      `[${elapsed()} s] ${phase.padEnd(5)} conns held: client ${open}, server ${s.handlers} | ` +
-        `errors ${errs} | echoes ${counters.echoes} | in flight ${counters.sentBytes - counters.echoedBytes} B | ` +
-        `server RSS ${mb(s.rss)} | client RSS ${mb(process.memoryUsage().rss)} (heap ${mb(process.memoryUsage().heapUsed)})`,
-    );
-    return s;
-  };
-  const ticker = setInterval(() => void report(running ? "hold" : "drain").catch(() => {}), 5000);
-
-  // Ramp up: at most 256 handshakes in flight.
-  const loops: Array<Promise<void>> = [];
-  await pool(target, 256, async (i) => {
-    try {
-      const conn = await tls.connect(`127.0.0.1:${server.port}`, { ca: ca.cert, timeout: 60_000 });
-      conns.push(conn);
-      loops.push(echoLoop(conn, i));
-    } catch (err) {
-      counters.dialErrors++;
-      note(`dial ${i}`, err);
-    }
-  });
-  const rampSeconds = (performance.now() - t0) / 1000;
-  console.log(`ramp-up: ${conns.length} conns handshaken in ${rampSeconds.toFixed(1)} s`);
-  const holdStart = performance.now();
+  const rssAfterClose: number[] = [];
   let minHeld = Number.POSITIVE_INFINITY;
   let peakClientRss = 0;
-  while (performance.now() - holdStart < seconds * 1000) {
-    await new Promise((r) => setTimeout(r, 1000));
-    minHeld = Math.min(minHeld, conns.filter((c) => c.isOpen).length);
-    peakClientRss = Math.max(peakClientRss, process.memoryUsage().rss);
-  }
-  const held = await server.stats({ gc: true });
-  collectGarbage();
-  const clientHeld = process.memoryUsage();
-  peakServerRss = Math.max(peakServerRss, held.rss);
-  running = false;
-  stop.abort();
-  await Promise.all(loops);
-  clearInterval(ticker);
-  const before = await report("end");
-  await Promise.all(conns.map((c) => c.close()));
-  let after = await server.stats();
-  for (let i = 0; i < 50 && (after.handlers > 0 || after.active > 0); i++) {
-    await new Promise((r) => setTimeout(r, 200));
+  let held: ServerStats | undefined;
+  let clientHeld = process.memoryUsage();
+  let before: ServerStats | undefined;
+  let after: ServerStats | undefined;
+  let rampSeconds = 0;
+  let dialed = 0;
+  for (let cycle = 1; cycle <= cycles; cycle++) {
+    const cycleStart = performance.now();
+    const conns: TLSConn[] = [];
+    let running = true;
+    const stop = new AbortController();
+    setMaxListeners(0, stop.signal); // one listener per conn's pause
+    // A timer per pause, cancelled on stop (racing one shared promise would pile up reactions).
+    const pause = (ms: number) => delay(ms, undefined, { signal: stop.signal }).catch(() => {});
+
+    const echoLoop = async (conn: TLSConn, id: number) => {
+      await pause(Math.random() * interval);
+      let seq = 0;
+      while (running) {
+        const msg = Buffer.from(`${id}:${seq++}:`.padEnd(48, "."));
+        try {
+          await conn.write(msg);
+          counters.sentBytes += msg.length;
+          const back = await conn.readExactly(msg.length, { timeout: 30_000 });
+          if (back.equals(msg)) counters.echoedBytes += back.length;
+          else counters.mismatches++;
+          counters.echoes++;
+        } catch (err) {
+          counters.echoErrors++;
+          note(`echo on conn ${id}`, err);
+          return;
+        }
+        await pause(interval * (0.8 + Math.random() * 0.4));
+      }
+    };
+
+    const report = async (phase: string) => {
+      const s = await server.stats();
+      peakServerRss = Math.max(peakServerRss, s.rss);
+      const open = conns.filter((c) => c.isOpen).length;
+      const errs = counters.dialErrors + counters.echoErrors + counters.mismatches + s.errors;
+      console.log(
+        `[${elapsed()} s] ${phase.padEnd(5)} conns held: client ${open}, server ${s.handlers} | ` +
+          `errors ${errs} | echoes ${counters.echoes} | in flight ${counters.sentBytes - counters.echoedBytes} B | ` +
+          `server RSS ${mb(s.rss)} | client RSS ${mb(process.memoryUsage().rss)} (heap ${mb(process.memoryUsage().heapUsed)})`,
+      );
+      return s;
+    };
+    const ticker = setInterval(() => void report(running ? "hold" : "drain").catch(() => {}), 5000);
+
+    // Ramp up: at most 256 handshakes in flight.
+    const loops: Array<Promise<void>> = [];
+    await pool(target, 256, async (i) => {
+      try {
+        const conn = await tls.connect(`127.0.0.1:${server.port}`, {
+          ca: ca.cert,
+          timeout: 60_000,
+        });
+        conns.push(conn);
+        loops.push(echoLoop(conn, i));
+      } catch (err) {
+        counters.dialErrors++;
+        note(`dial ${i}`, err);
+      }
+    });
+    dialed = conns.length;
+    rampSeconds = (performance.now() - cycleStart) / 1000;
+    console.log(`ramp-up: ${conns.length} conns handshaken in ${rampSeconds.toFixed(1)} s`);
+    const holdStart = performance.now();
+    while (performance.now() - holdStart < seconds * 1000) {
+      await new Promise((r) => setTimeout(r, 1000));
+      minHeld = Math.min(minHeld, conns.filter((c) => c.isOpen).length);
+      peakClientRss = Math.max(peakClientRss, process.memoryUsage().rss);
+    }
+    held = await server.stats({ gc: true });
+    collectGarbage();
+    clientHeld = process.memoryUsage();
+    peakServerRss = Math.max(peakServerRss, held.rss);
+    running = false;
+    stop.abort();
+    await Promise.all(loops);
+    clearInterval(ticker);
+    before = await report("end");
+    await Promise.all(conns.map((c) => c.close()));
     after = await server.stats();
+    for (let i = 0; i < 50 && (after.handlers > 0 || after.active > 0); i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      after = await server.stats();
+    }
+    const settled = await server.stats({ gc: true });
+    rssAfterClose.push(settled.rss);
+    if (cycles > 1)
+      console.log(`cycle ${cycle}: server RSS after closing every conn ${mb(settled.rss)}`);
   }
   await server.stop();
+  if (!held || !before || !after) throw new Error("soak: no cycle ran");
+  // Memory left behind by closed conns: the last cycle's RSS after close against the first's.
+  const growth = rssAfterClose.length >= 3 ? rssAfterClose.at(-1)! / rssAfterClose[0]! - 1 : 0;
+  const leaks = growth > 0.1;
 
   const lost = counters.sentBytes - counters.echoedBytes;
   const errors =
@@ -385,12 +415,20 @@ async function soakMain(values: {
     clientRssHeldAfterGcMiB: Number((clientHeld.rss / MiB).toFixed(1)),
     clientHeapHeldAfterGcMiB: Number((clientHeld.heapUsed / MiB).toFixed(1)),
     clientRssPerConnKiB: Number(
-      ((clientHeld.rss - clientBase) / Math.max(1, conns.length) / KiB).toFixed(1),
+      ((clientHeld.rss - clientBase) / Math.max(1, dialed) / KiB).toFixed(1),
     ),
+    cycles,
+    serverRssAfterCloseMiB: rssAfterClose.map((r) => Number((r / MiB).toFixed(1))),
+    serverRssGrowthAfterClosePct: Number((growth * 100).toFixed(1)),
     firstErrors: [...firstErrors, ...after.firstErrors],
   };
   console.log(`summary ${JSON.stringify(summary, null, 2)}`);
-  const ok = errors === 0 && lost === 0 && minHeld >= target && after.active === 0;
+  const ok = errors === 0 && lost === 0 && minHeld >= target && after.active === 0 && !leaks;
+  if (leaks) {
+    console.log(
+      `server RSS after close grew ${(growth * 100).toFixed(1)} % from cycle 1 to cycle ${cycles} (limit 10 %)`,
+    );
+  }
   console.log(ok ? "SOAK OK" : "SOAK FAILED");
   return ok ? 0 : 1;
 }
@@ -405,6 +443,7 @@ if (isMain) {
       conns: { type: "string", default: "10000" },
       seconds: { type: "string", default: "60" },
       interval: { type: "string", default: "5" },
+      cycles: { type: "string", default: "1" },
     },
   });
   if (values.role === "server") {
