@@ -15,14 +15,8 @@ import {
 } from "../src/index.ts";
 import { rawOutcome, withTimeout } from "./helpers/net.ts";
 import { failOnUnhandledRejections, sleep } from "./helpers/pair.ts";
-import {
-  errorWithin,
-  fillUntilUnsent,
-  rawTcpPeer,
-  rawTlsPeer,
-  show,
-  until,
-} from "./helpers/regress.ts";
+import { errorWithin, fillUntilUnsent, rawTcpPeer, rawTlsPeer, show } from "./helpers/regress.ts";
+import { until } from "./helpers/util.ts";
 
 failOnUnhandledRejections(after);
 
@@ -51,7 +45,7 @@ test("#2 readExactly after a reset mid-message rejects ConnectionResetError, buf
   const pending = conn.readExactly(10);
   pending.catch(noop);
   peer.write("abcd");
-  await until(() => conn.unreadBytes === 4, 3000, "the 4 bytes are buffered");
+  await until(() => conn.unreadBytes === 4, "the 4 bytes are buffered", 3000);
   peer.resetAndDestroy();
   assertReset(await errorWithin(pending, 3000, "pending readExactly(10) after RST"), "readExactly");
   const rest = await withTimeout(conn.read(), 3000, "read() of the buffered bytes");
@@ -64,7 +58,7 @@ for (const op of ["readLine", "readUntil", "readAll", "readExactly"] as const) {
     const { conn, peer, close } = await rawTcpPeer();
     t.after(close);
     peer.write("abcd");
-    await until(() => conn.unreadBytes === 4, 3000, "the 4 bytes are buffered");
+    await until(() => conn.unreadBytes === 4, "the 4 bytes are buffered", 3000);
     peer.resetAndDestroy();
     await sleep(50); // the reset has arrived: the op below starts after it
     const call = (c: Conn): Promise<unknown> =>
@@ -146,7 +140,7 @@ test("#9 readLine({ maxBytes: 5 }) at EOF returns a last unterminated line of ex
   const { conn, peer, close } = await rawTcpPeer();
   t.after(close);
   peer.end("abcd\nabcde");
-  await until(() => conn.unreadBytes === 10, 3000, "all bytes buffered");
+  await until(() => conn.unreadBytes === 10, "all bytes buffered", 3000);
   await sleep(50); // and the FIN behind them
   assert.equal(await withTimeout(conn.readLine({ maxBytes: 5 }), 3000, "line 1"), "abcd");
   assert.equal(await withTimeout(conn.readLine({ maxBytes: 5 }), 3000, "line 2"), "abcde");
@@ -157,7 +151,7 @@ test("#24 readLine keeps a lone trailing \\r of the last unterminated line (only
   const { conn, peer, close } = await rawTcpPeer();
   t.after(close);
   peer.end("x\r\nabc\r");
-  await until(() => conn.unreadBytes === 7, 3000, "all bytes buffered");
+  await until(() => conn.unreadBytes === 7, "all bytes buffered", 3000);
   await sleep(50);
   assert.equal(await withTimeout(conn.readLine(), 3000, "line 1"), "x");
   assert.equal(await withTimeout(conn.readLine(), 3000, "line 2"), "abc\r");
@@ -170,7 +164,7 @@ test("#17 an already-aborted signal rejects read() at once even with data buffer
   const { conn, peer, close } = await rawTcpPeer();
   t.after(close);
   peer.write("hello");
-  await until(() => conn.unreadBytes === 5, 3000, "5 bytes buffered");
+  await until(() => conn.unreadBytes === 5, "5 bytes buffered", 3000);
   const signal = AbortSignal.abort();
   const err = await errorWithin(conn.read(100, { signal }), 500, "read({ aborted signal })");
   assert.equal(err, signal.reason, `read rejects with signal.reason, got ${show(err)}`);

@@ -10,8 +10,9 @@ import { after, test } from "node:test";
 import { ConfigError, type Conn, TlsnetError, tcp, tls } from "../src/index.ts";
 import { rawConnect, withTimeout } from "./helpers/net.ts";
 import { failOnUnhandledRejections, sleep, tcpPair } from "./helpers/pair.ts";
-import { errorWithin, show, until } from "./helpers/regress.ts";
+import { errorWithin, show } from "./helpers/regress.ts";
 import { pki } from "./helpers/tls.ts";
+import { until } from "./helpers/util.ts";
 
 failOnUnhandledRejections(after);
 
@@ -36,7 +37,7 @@ test("#10 listener.close() during a handler-mode handshake: no onError, no hands
   const peer = await rawConnect(ln.addr.port); // connects, never sends a ClientHello
   peer.on("error", noop);
   t.after(() => peer.destroy());
-  await until(() => ln.stats().accepted === 1, 3000, "the listener accepted the conn");
+  await until(() => ln.stats().accepted === 1, "the listener accepted the conn", 3000);
   await sleep(50); // its handshake is under way
   await withTimeout(ln.close(), 3000, "listener.close()");
   await sleep(200); // a failure report would have arrived by now

@@ -25,8 +25,9 @@ import {
 } from "../src/index.ts";
 import { ipv6Unavailable, withTimeout } from "./helpers/net.ts";
 import { failOnUnhandledRejections, sleep } from "./helpers/pair.ts";
-import { errorWithin, lazyTlsServer, show, tcpProxy, until } from "./helpers/regress.ts";
+import { errorWithin, lazyTlsServer, show, tcpProxy } from "./helpers/regress.ts";
 import { echoServer, hostPort, pki } from "./helpers/tls.ts";
+import { until } from "./helpers/util.ts";
 
 failOnUnhandledRejections(after);
 
@@ -195,7 +196,7 @@ test("#8 garbage in the raw TCP stream of a TLS conn: every error has a code sta
   t.after(() => Promise.allSettled([client.close(), server.close()]).then(noop));
   server.limit(1); // the server stops reading from the socket once a byte is buffered
   await client.write("abc");
-  await until(() => server.unreadBytes === 3, 3000, "abc buffered on the server");
+  await until(() => server.unreadBytes === 3, "abc buffered on the server", 3000);
   proxy.inject("server", Buffer.alloc(64, 0x41)); // not a TLS record
   await sleep(100);
   const errors: unknown[] = [];
@@ -335,7 +336,7 @@ test("#19 tls.client(conn) with plaintext buffered after the go-ahead throws Sta
   const plain = await tcp.connect(`localhost:${(srv.address() as net.AddressInfo).port}`);
   t.after(() => plain.close());
   assert.equal(await withTimeout(plain.readLine(), 3000, "greeting"), "220 Ready");
-  await until(() => plain.unreadBytes === injected.length, 3000, "the injected bytes buffered");
+  await until(() => plain.unreadBytes === injected.length, "the injected bytes buffered", 3000);
   let thrown: unknown;
   try {
     const upgraded = tls.client(plain, { ca: ca.cert, serverName: "localhost" });

@@ -150,15 +150,6 @@ export function errorWithin(p: Promise<unknown>, ms: number, what: string): Prom
   return withTimeout(rejection(p, what), ms, what);
 }
 
-/** Poll `cond` every 5 ms until it holds; fail with `what` after `ms`. */
-export async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
-  const t0 = performance.now();
-  while (!cond()) {
-    if (performance.now() - t0 > ms) assert.fail(`${what}: not true within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 /**
  * Write 8 KiB chunks to `conn`, whose peer does not read, until the kernel's
  * buffers are full and bytes stay unsent in the conn (each write resolved, so no
