@@ -56,10 +56,13 @@ async function nodePeer(
       onSocket(s);
     },
   );
+  // Every TCP connection, handshaken or not, so that a failing test leaves none open.
+  const raw: net.Socket[] = [];
+  server.on("connection", (s: net.Socket) => raw.push(s));
   server.listen(0, "127.0.0.1");
   await once(server, "listening");
   t.after(async () => {
-    for (const s of sockets) s.destroy();
+    for (const s of [...sockets, ...raw]) s.destroy();
     await new Promise((r) => server.close(r));
   });
   return { port: (server.address() as net.AddressInfo).port, sockets };
