@@ -311,6 +311,16 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    * From then on the socket is the caller's to end or destroy: this Conn's ops
    * reject with ClosedError and its close() does nothing.
    *
+   * On the native TLS engine there is no TLSSocket to give: it returns a Duplex (typed as a
+   * Socket, not a net.Socket instance) that stands in for one: reads with backpressure,
+   * writes, end() (close_notify and FIN), destroy() (fd released), and the socket members
+   * HTTP stacks use: `encrypted`, `alpnProtocol`, `servername`, `authorized`, the
+   * remote/local address fields, `address()`, `setNoDelay`, `setKeepAlive`, `setTimeout`,
+   * `ref`/`unref`, `destroySoon`, `getPeerCertificate`, `getProtocol`, `getCipher`,
+   * `isSessionReused`. Its errors carry node's codes (ECONNRESET, ERR_SSL_*). It has no
+   * `_handle`: node:http2 wraps it in a JSStreamSocket, whose session reports `encrypted`
+   * false and has no `remoteAddress` (docs/api.md).
+   *
    * Throws {@link StateError} while a read, write or closeWrite is pending, or before a TLS
    * conn's handshake is done (await `handshake()` first); {@link ClosedError} once closed or
    * handed over.

@@ -42,6 +42,7 @@ import {
 import { HandshakeTransport } from "./handshake.ts";
 import { handshakeLimit } from "./limits.ts";
 import { alpnNames, clientContext, serverContexts } from "./native-context.ts";
+import { NativeSocket, type NativeSocketHost } from "./native-socket.ts";
 import type { TLSTransport } from "./types.ts";
 
 // Events from the addon (native/tlsnet.h).
@@ -100,6 +101,8 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
   private wantPaused = false;
   private queued = 0;
   private peerEnded = false;
+  /** The addon reported a fatal error (EV_CLOSE follows). */
+  private failed = false;
   private finished = false;
   /** Lingering close: drop data, wait for the peer's end. */
   private discarding = false;
@@ -292,6 +295,7 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
   }
 
   private onError(kind: string, code: string, text: string): void {
+    this.failed = true;
     const err = Object.assign(new Error(text), { code, reason: text, library: "native" });
     if (this.hs) {
       const peer = this.peerName;
@@ -432,11 +436,33 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
     });
   }
 
+  /**
+   * toSocket(): a Duplex standing in for the TLSSocket (native-socket.ts) takes the
+   * sink over; the conn's reads stop until its new owner reads.
+   */
   handOff(): Socket {
-    throw new ConfigError(
-      `engine native: handing the connection to ${this.peerName} over as a node socket (toSocket, STARTTLS over TLS) is not supported yet; use engine "node"`,
-      { field: "engine" },
-    );
+    const h = this.handle;
+    if (!this.ready || !h || this.handleClosed || this.failed) {
+      throw new ClosedError(`connection to ${this.peerName} is closed`);
+    }
+    const host: NativeSocketHost = {
+      rawSocket: this.rawSocket,
+      isClosed: () => this.destroyed,
+      peerEnded: this.peerEnded,
+      peerName: this.peerName,
+      state: () => this.state(),
+      write: (data) => this.write(data),
+      writev: (parts) => this.writev(parts),
+      end: () => this.end(),
+      pause: () => this.pause(),
+      resume: () => this.resume(),
+      destroy: () => this.destroy(),
+      unref: () => h.unref(),
+      attach: (sink) => {
+        this.sink = sink;
+      },
+    };
+    return new NativeSocket(host) as unknown as Socket;
   }
 
   destroy(): void {
