@@ -703,6 +703,17 @@ static napi_value m_unref(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* ref(): keep the process alive for this conn again (toSocket()'s owner: undici refs a
+ * pooled socket for its next request). */
+static napi_value m_ref(napi_env env, napi_callback_info info) {
+  size_t argc = 0;
+  conn_t* c = unwrap(env, info, &argc, NULL);
+  if (c == NULL || c->closing || !c->unref) return NULL;
+  c->unref = 0;
+  uv_ref((uv_handle_t*)c->poll);
+  return NULL;
+}
+
 /* setContext(ctx): during EV_SNI only. */
 static napi_value m_set_context(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -763,6 +774,7 @@ napi_value tlsnet_define_conn(napi_env env, addon_t* a) {
       {"discard", NULL, m_discard, NULL, NULL, NULL, napi_default, NULL},
       {"close", NULL, m_close, NULL, NULL, NULL, napi_default, NULL},
       {"unref", NULL, m_unref, NULL, NULL, NULL, napi_default, NULL},
+      {"ref", NULL, m_ref, NULL, NULL, NULL, napi_default, NULL},
       {"setContext", NULL, m_set_context, NULL, NULL, NULL, napi_default, NULL},
       {"info", NULL, m_info, NULL, NULL, NULL, napi_default, NULL},
       {"checkHost", NULL, m_check_host, NULL, NULL, NULL, napi_default, NULL},

@@ -34,6 +34,7 @@ int uv_poll_stop(uv_poll_t* handle);
 void uv_close(uv_handle_t* handle, uv_close_cb close_cb);
 void uv_ref(uv_handle_t* handle);
 void uv_unref(uv_handle_t* handle);
+void uv_ref(uv_handle_t* handle);
 const char* uv_err_name(int err);
 const char* uv_strerror(int err);
 #endif

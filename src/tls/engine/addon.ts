@@ -41,6 +41,7 @@ export interface NativeConn {
   discard(): void;
   close(): void;
   unref(): void;
+  ref(): void;
   setContext(ctx: NativeContext): void;
   info(): NativeInfo;
   checkHost(name: string, isIp: boolean): boolean;

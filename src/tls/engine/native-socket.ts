@@ -47,15 +47,14 @@ export interface NativeSocketHost {
   resume(): void;
   /** Close the native conn now; the sink's onClose follows. */
   destroy(): void;
-  /** Stop the native conn keeping the process alive (for good: the addon has no ref). */
+  /** Stop the native conn keeping the process alive, and start again. */
   unref(): void;
+  ref(): void;
   /** Route the transport's events to `sink` from now on. */
   attach(sink: TransportSink): void;
 }
 
 type Callback = (err?: Error | null) => void;
-
-function noop(): void {}
 
 /** A transport error as node:net / node:tls spell them: `code` ECONNRESET, EPIPE, ERR_SSL_*. */
 function socketError(err: unknown, peer: string): Error {
@@ -109,9 +108,6 @@ export class NativeSocket extends Duplex {
   private closeDone: Callback | undefined;
   private closeErr: Error | null = null;
   private idle: NodeJS.Timeout | undefined;
-  private nativeUnref = false;
-  /** ref() after the native conn was unref'd: a timer keeps the process alive instead. */
-  private keeper: NodeJS.Timeout | undefined;
 
   constructor(host: NativeSocketHost) {
     super({ allowHalfOpen: true, emitClose: true, autoDestroy: true });
@@ -270,20 +266,13 @@ export class NativeSocket extends Duplex {
 
   ref(): this {
     this.host.rawSocket.ref();
-    if (this.nativeUnref && !this.keeper && !this.destroyed) {
-      this.keeper = setInterval(noop, 1 << 30);
-    }
+    if (!this.host.isClosed()) this.host.ref();
     return this;
   }
 
   unref(): this {
     this.host.rawSocket.unref();
-    if (!this.nativeUnref && !this.host.isClosed()) {
-      this.nativeUnref = true;
-      this.host.unref();
-    }
-    if (this.keeper) clearInterval(this.keeper);
-    this.keeper = undefined;
+    if (!this.host.isClosed()) this.host.unref();
     return this;
   }
 
@@ -314,7 +303,5 @@ export class NativeSocket extends Duplex {
   private clearTimers(): void {
     if (this.idle) clearTimeout(this.idle);
     this.idle = undefined;
-    if (this.keeper) clearInterval(this.keeper);
-    this.keeper = undefined;
   }
 }

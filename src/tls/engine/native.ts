@@ -458,6 +458,7 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
       resume: () => this.resume(),
       destroy: () => this.destroy(),
       unref: () => h.unref(),
+      ref: () => h.ref(),
       attach: (sink) => {
         this.sink = sink;
       },
