@@ -3,10 +3,25 @@
  * slab, and the exports (setup, newContext, setRoots, Conn, opensslVersion,
  * selfCheck).
  */
+#define _GNU_SOURCE /* dladdr */
+#include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tlsnet.h"
+
+/*
+ * Node unloads (dlclose) an addon when a worker thread that loaded it ends, but the
+ * close callbacks of the conns that worker still had open run after that, from the
+ * worker's last loop turn: into unmapped code. Pin this library for the process's life.
+ */
+static void pin_library(void) {
+  Dl_info info;
+  if (dladdr((void*)&pin_library, &info) != 0 && info.dli_fname != NULL) {
+    void* self = dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+    (void)self; /* never closed: that is the point */
+  }
+}
 
 napi_value tlsnet_throw(napi_env env, const char* code, const char* msg) {
   napi_throw_error(env, code, msg);
@@ -102,10 +117,21 @@ static void addon_finalize(napi_env env, void* data, void* hint) {
   if (a->slab != NULL) napi_delete_reference(env, a->slab);
   if (a->conn_ctor != NULL) napi_delete_reference(env, a->conn_ctor);
   if (a->roots != NULL) X509_STORE_free(a->roots);
-  free(a);
+  a->dispatch = a->new_slab = a->slab = a->conn_ctor = NULL;
+  a->roots = NULL;
+  a->teardown = 1;
+  a->released = 1;
+  if (a->conns == 0) free(a); /* else the last conn_free does */
+}
+
+/* A conn was freed: the addon struct goes with the last one once the environment let go. */
+void tlsnet_addon_conn_gone(addon_t* a) {
+  a->conns--;
+  if (a->released && a->conns == 0) free(a);
 }
 
 NAPI_MODULE_INIT() {
+  pin_library();
   addon_t* a = calloc(1, sizeof *a);
   if (a == NULL) return NULL;
   a->env = env;

@@ -32,6 +32,7 @@ static void start_close(conn_t* c);
 /* ------------------------------------------------------------- lifetime */
 
 static void conn_free(conn_t* c) {
+  tlsnet_addon_conn_gone(c->addon);
   free(c->keylog);
   free(c->session);
   free(c->servername);
@@ -498,12 +499,13 @@ static napi_value conn_new(napi_env env, napi_callback_info info) {
   conn_t* c = calloc(1, sizeof *c);
   if (c == NULL) return tlsnet_throw(env, "ENOMEM", "out of memory");
   c->addon = a;
+  a->conns++;
   c->server = server;
   c->sni = sni;
   c->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (c->fd < 0) {
     int e = errno;
-    free(c);
+    conn_free(c);
     return tlsnet_throw(env, uv_err_name(-e), strerror(e));
   }
   ERR_clear_error();
@@ -628,7 +630,7 @@ static napi_value m_writev(napi_env env, napi_callback_info info) {
       size_t len;
       napi_get_element(env, arr, i, &v);
       bytes_of(env, v, &d, &len);
-      memcpy(scratch + off, d, len);
+      if (len > 0) memcpy(scratch + off, d, len); /* an empty part may have no data pointer */
       off += len;
     }
     r = submit(c, NULL, scratch, total);

@@ -47,6 +47,11 @@ typedef struct addon_s {
   napi_ref conn_ctor;
   /* The environment is being torn down: no more calls into JS or napi handles. */
   int teardown;
+  /* Conns not yet freed, and whether the environment let go of this struct: it is freed
+     by whichever comes last, since a conn's handle can close after the environment's
+     finalizer ran (uv_close at exit). */
+  size_t conns;
+  int released;
 } addon_t;
 
 /* A write not yet taken by OpenSSL. */
@@ -122,6 +127,7 @@ napi_value tlsnet_self_check(napi_env env, napi_callback_info info);
 napi_value tlsnet_alloc_slab(napi_env env, napi_callback_info info);
 
 /* addon.c */
+void tlsnet_addon_conn_gone(addon_t* a);
 napi_value tlsnet_throw(napi_env env, const char* code, const char* msg);
 void tlsnet_emit(conn_t* c, int type, size_t argc, napi_value* argv);
 int tlsnet_ensure_slab(addon_t* a, size_t min_room);

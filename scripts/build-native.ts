@@ -75,6 +75,7 @@ function main(): void {
     "-o",
     tmp,
     ...sources,
+    "-ldl", // dladdr/dlopen (in libc itself since glibc 2.34)
   ];
   mkdirSync(outDir, { recursive: true });
   console.log(

@@ -9,11 +9,13 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { readdirSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, test } from "node:test";
 import nodeTls from "node:tls";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { createCA } from "../src/certs/index.ts";
 import {
   CertificateError,
@@ -560,3 +562,67 @@ test("file descriptors are back to baseline after closing", { skip: SKIP }, asyn
     10_000,
   );
 });
+
+// The addon's per-environment struct outlived by conns whose handles close after the
+// environment's finalizer ran (a use-after-free at exit that ASan caught in npm run test:asan).
+// Meaningful under the ASan build, where any report aborts the child; a clean exit elsewhere.
+for (const how of ["process.exit", "worker.terminate"] as const) {
+  test(`${how}() with native conns open, closing and mid-handshake exits cleanly`, {
+    skip: SKIP,
+  }, (t) => {
+    const dir = mkdtempSync(join(tmpdir(), "tlsnet-exit-"));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const src = (f: string) => JSON.stringify(pathToFileURL(join(ROOT, "src", f)).href);
+    const open = join(dir, "open.mts");
+    writeFileSync(
+      open,
+      `
+      import net from "node:net";
+      import { parentPort } from "node:worker_threads";
+      import { createCA } from ${src("certs/index.ts")};
+      import { tls } from ${src("index.ts")};
+      const ca = await createCA();
+      const leaf = await ca.issue({ names: ["localhost"] });
+      const ln = await tls.listen({ addr: "127.0.0.1:0", certs: [leaf], engine: "native",
+        handler: async (c) => { for await (const x of c) await c.write(x); } });
+      const port = ln.addr.port;
+      const conns = [];
+      for (let i = 0; i < 4; i++) {
+        const c = await tls.connect("localhost:" + port, { ca: ca.cert, engine: "native" });
+        await c.write("x");
+        await c.readExactly(1);
+        conns.push(c);
+      }
+      void conns[0].close(); // a lingering close in progress
+      net.connect(port, "127.0.0.1"); // a handshake that never starts
+      const half = net.connect(port, "127.0.0.1", () => half.write(Buffer.from([22, 3, 1, 0, 200])));
+      await new Promise((r) => setTimeout(r, 50));
+      parentPort?.postMessage("up");
+      if (!parentPort) process.exit(0);
+      `,
+    );
+    const main =
+      how === "process.exit"
+        ? `await import(${JSON.stringify(pathToFileURL(open).href)});`
+        : `
+          import { Worker } from "node:worker_threads";
+          // Loader hooks are per thread: the worker registers tsx before importing TypeScript.
+          const w = new Worker(
+            'import { register } from "tsx/esm/api"; register(); ' +
+              "await import(" + ${JSON.stringify(JSON.stringify(pathToFileURL(open).href))} + ");",
+            { eval: true, type: "module", execArgv: [] },
+          );
+          await new Promise((r, j) => { w.once("message", r); w.once("error", j); });
+          await w.terminate();
+          console.log("terminated");
+        `;
+    const r = spawnSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", main], {
+      cwd: ROOT,
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    assert.equal(r.status, 0, `exit ${r.status} ${r.signal ?? ""}\n${r.stdout}${r.stderr}`);
+    assert.doesNotMatch(r.stderr, /Sanitizer|runtime error/);
+    if (how === "worker.terminate") assert.match(r.stdout, /terminated/);
+  });
+}
