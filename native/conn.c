@@ -32,6 +32,7 @@ static void start_close(conn_t* c);
 /* ------------------------------------------------------------- lifetime */
 
 static void conn_free(conn_t* c) {
+  free(c->err);
   free(c->keylog);
   free(c->session);
   free(c->servername);
@@ -100,9 +101,10 @@ static void fail_now(conn_t* c) {
   c->err_pending = 0;
   napi_env env = c->addon->env;
   napi_value argv[3];
-  napi_create_string_utf8(env, c->err.kind, NAPI_AUTO_LENGTH, &argv[0]);
-  napi_create_string_utf8(env, c->err.code, NAPI_AUTO_LENGTH, &argv[1]);
-  napi_create_string_utf8(env, c->err.text, NAPI_AUTO_LENGTH, &argv[2]);
+  const conn_err_t* err = tlsnet_error_of(c);
+  napi_create_string_utf8(env, err->kind, NAPI_AUTO_LENGTH, &argv[0]);
+  napi_create_string_utf8(env, err->code, NAPI_AUTO_LENGTH, &argv[1]);
+  napi_create_string_utf8(env, err->text, NAPI_AUTO_LENGTH, &argv[2]);
   tlsnet_emit(c, EV_ERROR, 3, argv);
   start_close(c);
 }
@@ -135,6 +137,22 @@ static void flush_side(conn_t* c) {
 }
 
 /* ------------------------------------------------------------- handshake */
+
+/* After a successful handshake: what only a handshake (or its failure) needs goes. The SNI
+   name (SSL_get_servername answers info()), the client's ALPN list (for the mismatch error),
+   and the key log buffer once delivered (a later line allocates it again). */
+static void release_handshake_state(conn_t* c) {
+  free(c->servername);
+  c->servername = NULL;
+  free(c->offered_alpn);
+  c->offered_alpn = NULL;
+  c->offered_alpn_len = 0;
+  if (c->keylog_len == 0) {
+    free(c->keylog);
+    c->keylog = NULL;
+    c->keylog_cap = 0;
+  }
+}
 
 static void handshake(conn_t* c) {
   for (;;) {
@@ -282,6 +300,13 @@ static void do_end(conn_t* c) {
 
 /* ------------------------------------------------------------- reading */
 
+/* The socket is drained and nothing waits to be written: give OpenSSL's record buffers back
+   (up to 16 KiB + 64 KiB with read-ahead) while the conn is idle, as uSockets does.
+   SSL_free_buffers keeps them when they hold bytes; OpenSSL allocates them again on use. */
+static void idle_buffers(conn_t* c) {
+  if (c->wq_head == NULL && !c->read_wants_write && !c->end_wants_write) SSL_free_buffers(c->ssl);
+}
+
 static void emit_data(conn_t* c, size_t start, size_t len) {
   addon_t* a = c->addon;
   napi_env env = a->env;
@@ -331,6 +356,7 @@ static void do_reads(conn_t* c) {
       case SSL_ERROR_NONE:
         continue; /* the batch or the slab was full: go on */
       case SSL_ERROR_WANT_READ:
+        idle_buffers(c);
         return;
       case SSL_ERROR_WANT_WRITE:
         c->read_wants_write = 1;
@@ -370,7 +396,10 @@ static void step(conn_t* c) {
       fail_now(c);
       return;
     }
-    if (c->hs_done) tlsnet_emit(c, EV_HANDSHAKE, 0, NULL);
+    if (c->hs_done) {
+      release_handshake_state(c);
+      tlsnet_emit(c, EV_HANDSHAKE, 0, NULL);
+    }
     return; /* JS starts reading (readStart) once it has checked the peer */
   }
   if (c->wq_head != NULL) flush_writes(c);
