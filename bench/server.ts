@@ -5,7 +5,8 @@
  *   node --import tsx bench/server.ts <tlsnet|node> <tls|tcp> <discard|source|echo|hold>
  *
  * Started by bench/run.ts with an IPC channel, or by bench/servers.ts without
- * one (then it prints {"port":N} on stdout and exits when stdin closes).
+ * one (then it prints {"port":N} on stdout and exits when stdin closes; under
+ * --expose-gc, SIGUSR2 collects garbage and prints its memory as a line).
  *
  * Modes, the same wire behaviour for both implementations:
  * - discard: read to EOF, answer the byte count as a decimal line, close.
@@ -175,6 +176,13 @@ if (!process.send) {
   process.stdin.resume();
   process.stdout.write(`${JSON.stringify({ port: srv.port })}\n`);
   setTimeout(() => process.exit(0), 30 * 60_000).unref();
+  // Under --expose-gc (the servers benchmark's memory workload): on SIGUSR2,
+  // collect garbage and print process.memoryUsage() as a {"type":"memory"} line.
+  if ((globalThis as { gc?: () => void }).gc) {
+    process.on("SIGUSR2", () => {
+      void memoryNow().then((m) => process.stdout.write(`${JSON.stringify(m)}\n`));
+    });
+  }
 } else {
   process.on("message", (raw: ParentMessage) => {
     void (async () => {

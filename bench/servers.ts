@@ -21,6 +21,11 @@
  *   echo     64 conns, 64-byte messages echoed (round trips/s)
  *   full     full handshakes, 8 in flight, one 64 B round trip each (handshakes/s)
  *   resumed  the same with a client session cache (TLS 1.3 tickets)
+ *   memory   server RSS per idle conn (KiB): --idle-conns (4,000) conns, one 64 B
+ *            echo each, held open; VmRSS of the server's processes after a
+ *            warm-up conn and with all of them open, each settled 1 s (Node
+ *            servers: after a forced GC, --expose-gc and SIGUSR2); a fresh
+ *            server per run
  *
  * With `taskset` and 2 or more CPUs, each server runs on CPU 0 and the load
  * generator on the others, so that every server gets one core to itself and
@@ -74,8 +79,14 @@ export const SERVER_IDS = [
   "go",
 ] as const;
 export type ServerId = (typeof SERVER_IDS)[number];
+/** The rate workloads, which every load generator benchmark takes. */
 export const WORKLOAD_IDS = ["bulk", "echo", "full", "resumed"] as const;
-export type WorkloadId = (typeof WORKLOAD_IDS)[number];
+/** The servers benchmark's workloads: the rate ones and idle memory. */
+export const SERVER_WORKLOAD_IDS = [...WORKLOAD_IDS, "memory"] as const;
+export type WorkloadId = (typeof SERVER_WORKLOAD_IDS)[number];
+
+/** Idle conns of the memory workload, unless --idle-conns says otherwise. */
+export const IDLE_CONNS = 4000;
 
 /** Options of a load generator benchmark (servers, proxies). */
 export interface LoadBenchOptions<Id extends string> {
@@ -92,6 +103,8 @@ export interface LoadBenchOptions<Id extends string> {
   /** Server on CPU 0, load generator on the rest (taskset). */
   pin: boolean;
   cache: string;
+  /** Conns the memory workload holds open. */
+  idleConns: number;
 }
 
 export interface ServersOptions extends Omit<LoadBenchOptions<ServerId>, "ids"> {
@@ -109,10 +122,13 @@ export function runHelp(command: string, each: string, quickTime: string): strin
 }
 
 const USAGE = `usage: npm run bench -- servers [--quick] [--seconds S] [--rounds N] [--servers LIST]
-                                [--workloads LIST] [--json] [--svg FILE] [--no-install] [--no-pin]
+                                [--workloads LIST] [--idle-conns N] [--json] [--svg FILE]
+                                [--no-install] [--no-pin]
   servers:    ${SERVER_IDS.join(" ")} (default: all)
-  workloads:  ${WORKLOAD_IDS.join(" ")} (default: all)
+  workloads:  ${SERVER_WORKLOAD_IDS.join(" ")} (default: all)
 ${runHelp("servers", "server", "about a minute")}
+  --idle-conns N  conns the memory workload holds open (default ${IDLE_CONNS}; capped
+                  below the open files limit); the memory chart is servers-memory.svg
   --no-install  do not install Bun, Deno or Node 24 from npm (use them only if cached)
   --no-pin      do not pin the server to CPU 0 and the load generator to the others
   Cache: $TLSNET_BENCH_CACHE, else $XDG_CACHE_HOME/tlsnet-bench, else ~/.cache/tlsnet-bench`;
@@ -154,7 +170,9 @@ export function parseLoadBenchArgs<Id extends string>(
     install: true,
     pin: true,
     cache: defaultCacheDir(),
+    idleConns: IDLE_CONNS,
   };
+  const accepted = [...new Set<WorkloadId>([...WORKLOAD_IDS, ...spec.workloads])];
   const list = <T extends string>(name: string, v: string | undefined, all: readonly T[]): T[] => {
     if (!v) throw new UsageError(`${name} takes a comma-separated list`);
     const out = v.split(",").filter(Boolean);
@@ -182,8 +200,10 @@ export function parseLoadBenchArgs<Id extends string>(
     else if (a === "--seconds") o.seconds = num(a, argv[++i], 0.2, 60);
     else if (a === "--rounds") o.rounds = Math.round(num(a, argv[++i], 1, 20));
     else if (a === spec.idsFlag) o.ids = list(a, argv[++i], spec.ids);
-    else if (a === "--workloads") o.workloads = list(a, argv[++i], WORKLOAD_IDS);
-    else if (a === "--svg") {
+    else if (a === "--workloads") o.workloads = list(a, argv[++i], accepted);
+    else if (a === "--idle-conns" && spec.workloads.includes("memory")) {
+      o.idleConns = Math.round(num(a, argv[++i], 1, 100_000));
+    } else if (a === "--svg") {
       const v = argv[++i];
       if (!v) throw new UsageError("--svg takes a file name");
       o.svg = resolve(v);
@@ -201,7 +221,7 @@ export function parseServersArgs(argv: readonly string[]): ServersOptions {
     command: "servers",
     ids: SERVER_IDS,
     idsFlag: "--servers",
-    workloads: WORKLOAD_IDS,
+    workloads: SERVER_WORKLOAD_IDS,
     installs: true,
   });
   return { servers: ids, ...rest };
@@ -223,6 +243,8 @@ export interface Workload {
   ops(r: LoadResult): number;
   /** CPU seconds → the cpuUnit per op. */
   scale: number;
+  /** The "rate" is a cost (memory): smaller is better. */
+  lowerIsBetter?: boolean;
 }
 
 export const WORKLOADS: Record<WorkloadId, Workload> = {
@@ -262,6 +284,17 @@ export const WORKLOADS: Record<WorkloadId, Workload> = {
     ops: (r) => r.ops,
     scale: 1e6,
   },
+  memory: {
+    id: "memory",
+    title: "RSS per idle conn",
+    unit: "KiB/conn",
+    mode: "echo",
+    // CPU while the conns open: a full handshake and one round trip each.
+    cpuUnit: "µs/conn",
+    ops: (r) => r.ops,
+    scale: 1e6,
+    lowerIsBetter: true,
+  },
 };
 
 /** One line of loadgen output (bench/loadgen/main.go `result`). */
@@ -279,6 +312,22 @@ export interface LoadResult {
   version?: string;
   cipher?: string;
   cpu_s: number;
+  note?: string;
+}
+
+/** What the memory workload saw in one run. */
+export interface MemorySample {
+  /** Conns held open. */
+  conns: number;
+  /** VmRSS summed over the server's processes, KiB: after the warm-up conn, with all conns open. */
+  rssBeforeKiB: number;
+  rssAfterKiB: number;
+  /** How many processes the server had (Deno, Bun or Node may start more than one). */
+  processes: number;
+  /** Whether the server was told to collect garbage before each reading (Node servers). */
+  gc: boolean;
+  /** Node servers: process.memoryUsage() growth per conn, bytes. */
+  perConn?: { heapUsed: number; external: number; arrayBuffers: number };
 }
 
 // ---------------------------------------------------------------- report
@@ -307,6 +356,8 @@ export interface CellStats {
   version: string;
   cipher: string;
   error?: string;
+  /** The memory workload: each measured run. */
+  memory?: MemorySample[];
 }
 
 export interface Cell extends CellStats {
@@ -631,6 +682,11 @@ export interface Launch {
   log?: string;
   /** Stop it with SIGTERM: it does not exit when its stdin closes. */
   sigterm?: boolean;
+  /**
+   * On SIGUSR2 it collects garbage and prints its process.memoryUsage() as a
+   * {"type":"memory",…} line (bench/server.ts under --expose-gc).
+   */
+  gc?: boolean;
 }
 
 /** A server process (or a proxy, or a backend) under test. */
@@ -638,6 +694,8 @@ export class Server {
   readonly proc: ChildProcess;
   private stderr = "";
   private exited = false;
+  private out = "";
+  private lineWaiters: Array<(line: string) => boolean> = [];
   port = 0;
 
   constructor(
@@ -690,7 +748,10 @@ export class Server {
       this.proc.once("exit", (code, sig) => fail(`exited (${sig ?? `code ${code}`})`));
       this.proc.stdout?.setEncoding("utf8");
       this.proc.stdout?.on("data", (s: string) => {
-        if (this.port) return;
+        if (this.port) {
+          this.onStdout(s);
+          return;
+        }
         buf += s;
         for (const line of buf.split("\n")) {
           try {
@@ -707,6 +768,37 @@ export class Server {
         }
       });
     });
+  }
+
+  private onStdout(s: string): void {
+    this.out += s;
+    for (let i = this.out.indexOf("\n"); i >= 0; i = this.out.indexOf("\n")) {
+      const line = this.out.slice(0, i);
+      this.out = this.out.slice(i + 1);
+      this.lineWaiters = this.lineWaiters.filter((w) => !w(line));
+    }
+  }
+
+  /** The next line on stdout (after the port line) that `pred` accepts; undefined after `ms`. */
+  nextLine(pred: (line: string) => boolean, ms: number): Promise<string | undefined> {
+    return new Promise((resolveLine) => {
+      const timer = setTimeout(() => {
+        this.lineWaiters = this.lineWaiters.filter((w) => w !== waiter);
+        resolveLine(undefined);
+      }, ms);
+      const waiter = (line: string) => {
+        if (!pred(line)) return false;
+        clearTimeout(timer);
+        resolveLine(line);
+        return true;
+      };
+      this.lineWaiters.push(waiter);
+    });
+  }
+
+  /** Whether it collects garbage and reports its heap on request ({@link Launch.gc}). */
+  get gc(): boolean {
+    return this.launch.gc === true;
   }
 
   /** Wait until 127.0.0.1:`port` accepts conns: for programs that do not print their port. */
@@ -832,7 +924,8 @@ function runLoadgen(
 interface Setup {
   loadgen: string;
   loadgenVersion: string;
-  launches: Map<ServerId, (mode: Behaviour) => Launch>;
+  /** `gc`: for the memory workload (Node servers: --expose-gc, a heap report on SIGUSR2). */
+  launches: Map<ServerId, (mode: Behaviour, gc?: boolean) => Launch>;
   servers: ServerInfo[];
   notes: string[];
 }
@@ -905,7 +998,8 @@ async function setup(
   // keepNames helper costs a call per closure created).
   const tlsnetEnv = { ...nodeEnv, [DIST_ENV]: compileTlsnet(certDir, log) };
   const serverTs = join(here, "server.ts");
-  const nodeArgs = (impl: "node" | "tlsnet", mode: Behaviour) => [
+  const nodeArgs = (impl: "node" | "tlsnet", mode: Behaviour, gc?: boolean) => [
+    ...(gc ? ["--expose-gc"] : []),
     "--import",
     "tsx",
     serverTs,
@@ -913,10 +1007,10 @@ async function setup(
     "tls",
     mode === "sink" ? "discard" : "echo",
   ];
-  const launches = new Map<ServerId, (mode: Behaviour) => Launch>();
+  const launches = new Map<ServerId, (mode: Behaviour, gc?: boolean) => Launch>();
   const servers: ServerInfo[] = [];
   const ssl = process.versions.openssl;
-  const add = (info: ServerInfo, launch?: (mode: Behaviour) => Launch) => {
+  const add = (info: ServerInfo, launch?: (mode: Behaviour, gc?: boolean) => Launch) => {
     if (!o.servers.includes(info.id)) return;
     servers.push(info);
     if (info.available && launch) launches.set(info.id, launch);
@@ -929,7 +1023,12 @@ async function setup(
       detail: `Node ${process.version}, OpenSSL ${ssl}; bench/server.ts "node" (socket.pipe / on("data"))`,
       available: true,
     },
-    (m) => ({ cmd: process.execPath, args: nodeArgs("node", m), env: nodeEnv }),
+    (m, gc) => ({
+      cmd: process.execPath,
+      args: nodeArgs("node", m, gc),
+      env: nodeEnv,
+      gc: gc === true,
+    }),
   );
   if (o.servers.includes("node24")) {
     const v = rt.node24
@@ -944,7 +1043,12 @@ async function setup(
         available: rt.node24 !== undefined,
         note: `Node ${RUNTIME_PINS.node} from npm is not installed`,
       },
-      (m) => ({ cmd: rt.node24!, args: nodeArgs("node", m), env: nodeEnv }),
+      (m, gc) => ({
+        cmd: rt.node24!,
+        args: nodeArgs("node", m, gc),
+        env: nodeEnv,
+        gc: gc === true,
+      }),
     );
   }
   add(
@@ -954,7 +1058,12 @@ async function setup(
       detail: `tlsnet ${revision()} on Node ${process.version}, OpenSSL ${ssl}; bench/server.ts "tlsnet"`,
       available: true,
     },
-    (m) => ({ cmd: process.execPath, args: nodeArgs("tlsnet", m), env: tlsnetEnv }),
+    (m, gc) => ({
+      cmd: process.execPath,
+      args: nodeArgs("tlsnet", m, gc),
+      env: tlsnetEnv,
+      gc: gc === true,
+    }),
   );
   // The native engine: the addon built in this checkout (npm run build:native).
   const addon = join(root, "build", "native", "tlsnet_native.node");
@@ -966,10 +1075,11 @@ async function setup(
       available: existsSync(addon),
       note: "the native engine is not built (npm run build:native)",
     },
-    (m) => ({
+    (m, gc) => ({
       cmd: process.execPath,
-      args: nodeArgs("tlsnet", m),
+      args: nodeArgs("tlsnet", m, gc),
       env: { ...tlsnetEnv, TLSNET_ENGINE: "native", TLSNET_NATIVE_ADDON: addon },
+      gc: gc === true,
     }),
   );
   if (o.servers.includes("bun")) {
@@ -1049,6 +1159,8 @@ export interface Sample {
   backendCores: number;
   otherCores: number;
   result: LoadResult;
+  /** The memory workload's readings. */
+  memory?: MemorySample;
 }
 
 /**
@@ -1109,6 +1221,181 @@ export async function measure(
   };
 }
 
+/** VmRSS of a process and its descendants, KiB, and how many there are (tsx's esbuild aside). */
+export function treeRssKiB(pid: number): { kib: number; processes: number } {
+  let kib = 0;
+  let processes = 0;
+  for (const [p] of processTree(pid)) {
+    try {
+      // tsx's esbuild service (bench/server.ts is TypeScript) is a tool, not the server.
+      if (readFileSync(`/proc/${p}/comm`, "utf8").trim() === "esbuild") continue;
+      const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${p}/status`, "utf8"));
+      if (m) {
+        kib += Number(m[1]);
+        processes++;
+      }
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return { kib, processes };
+}
+
+/** The soft limit on open files of this process (servers and the load generator inherit it). */
+export function openFilesLimit(): number {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync("/proc/self/limits", "utf8"));
+    return m ? Number(m[1]) : 1024;
+  } catch {
+    return 1024;
+  }
+}
+
+/**
+ * The conns the memory workload can hold: `wanted`, capped so that a server
+ * with two fds per conn (the native engine's dup) stays below the open files
+ * limit it inherits; with a note when capped.
+ */
+export function idleConnsFor(wanted: number, notes: string[]): number {
+  const limit = openFilesLimit();
+  const cap = Math.max(1, Math.floor((limit - 256) / 2));
+  if (wanted <= cap) return wanted;
+  notes.push(
+    `memory: ${wanted} idle conns capped to ${cap}: the open files limit is ${limit} ` +
+      "(ulimit -n; the native engine takes two fds per conn)",
+  );
+  return cap;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Settle, then the server's RSS; Node servers collect garbage first and report their heap. */
+async function settledMemory(
+  s: Server,
+): Promise<{ kib: number; processes: number; heap?: Record<string, number> }> {
+  await sleep(1000);
+  let heap: Record<string, number> | undefined;
+  if (s.gc && s.alive) {
+    const line = s.nextLine((l) => l.includes('"memory"'), 10_000);
+    process.kill(s.pid, "SIGUSR2");
+    const got = await line;
+    if (got === undefined) throw new Error(`${s.name}: no memory report after SIGUSR2`);
+    heap = JSON.parse(got) as Record<string, number>;
+    await sleep(100);
+  }
+  return { ...treeRssKiB(s.pid), ...(heap ? { heap } : {}) };
+}
+
+/**
+ * One memory run against a fresh server `s` (bench/loadgen -mode memory): RSS
+ * after a warm-up conn, then with `conns` conns open and idle (one echo each);
+ * the rate is the growth in KiB per conn, the CPU per op the server's CPU per
+ * conn opened (handshake and echo).
+ */
+export async function measureMemory(
+  s: Server,
+  w: Workload,
+  loadgen: string,
+  certFile: string,
+  cpus: string | undefined,
+  conns: number,
+): Promise<Sample> {
+  const args = ["-addr", `127.0.0.1:${s.port}`, "-mode", "memory", "-pin", certFile];
+  args.push("-conns", String(conns));
+  const [cmd, argv] = pinned(cpus, loadgen, args);
+  const p = spawn(cmd, argv, { stdio: ["pipe", "pipe", "pipe"] });
+  live.add(p);
+  const timer = setTimeout(() => p.kill("SIGKILL"), 120_000 + conns * 20);
+  let out = "";
+  let err = "";
+  const lines: string[] = [];
+  let wake: (() => void) | undefined;
+  p.stdout.setEncoding("utf8").on("data", (x: string) => {
+    out += x;
+    for (let i = out.indexOf("\n"); i >= 0; i = out.indexOf("\n")) {
+      lines.push(out.slice(0, i));
+      out = out.slice(i + 1);
+    }
+    wake?.();
+  });
+  p.stderr.setEncoding("utf8").on("data", (x: string) => {
+    err = (err + x).slice(-2000);
+  });
+  p.stdin.on("error", () => {});
+  const exited = new Promise<void>((r) => p.once("exit", () => r()));
+  let gone = false;
+  void exited.then(() => {
+    gone = true;
+    wake?.();
+  });
+  /** The next line from the load generator, or undefined when it exited. */
+  const next = async (): Promise<string | undefined> => {
+    while (lines.length === 0 && !gone) await new Promise<void>((r) => (wake = r));
+    return lines.shift();
+  };
+  const phase = (line: string | undefined) => {
+    try {
+      return line ? (JSON.parse(line) as { phase?: string }).phase : undefined;
+    } catch {
+      return undefined;
+    }
+  };
+  try {
+    let line = await next();
+    if (phase(line) !== "warm") throw new Error(`warm-up: ${line ?? err.trim().slice(-500)}`);
+    const before = await settledMemory(s);
+    const c0 = processCpuSeconds(s.pid);
+    const t0 = performance.now();
+    p.stdin.write("go\n");
+    line = await next();
+    if (phase(line) !== "held") throw new Error(line ?? `loadgen exited: ${err.trim()}`);
+    const wall = (performance.now() - t0) / 1000;
+    const c1 = processCpuSeconds(s.pid);
+    const after = await settledMemory(s);
+    if (!s.alive) throw new Error(`${s.name} exited: ${s.lastError()}`);
+    p.stdin.end();
+    await exited;
+    line = lines.pop() ?? out.trim();
+    const r = JSON.parse(line) as LoadResult;
+    if (!r.ok) throw new Error(`${r.first_error ?? "failed"} (${r.errors} errors, ${r.ops} ops)`);
+    const held = r.ops;
+    const perConn = (k: string) =>
+      after.heap && before.heap ? (after.heap[k]! - before.heap[k]!) / held : Number.NaN;
+    const memory: MemorySample = {
+      conns: held,
+      rssBeforeKiB: before.kib,
+      rssAfterKiB: after.kib,
+      processes: after.processes,
+      gc: s.gc,
+    };
+    if (after.heap) {
+      memory.perConn = {
+        heapUsed: perConn("heapUsed"),
+        external: perConn("external"),
+        arrayBuffers: perConn("arrayBuffers"),
+      };
+    }
+    return {
+      rate: (after.kib - before.kib) / held,
+      cpuPerOp: ((c1 - c0) * w.scale) / Math.max(1, held),
+      serverCores: (c1 - c0) / wall,
+      loadgenCores: Number.NaN,
+      backendCores: 0,
+      otherCores: Number.NaN,
+      result: r,
+      memory,
+    };
+  } catch (e) {
+    p.kill("SIGKILL");
+    const dead = s.alive ? "" : `; ${s.name} exited: ${s.lastError()}`;
+    throw new Error(`${(e as Error).message}${dead}`);
+  } finally {
+    clearTimeout(timer);
+    await exited;
+    live.delete(p);
+  }
+}
+
 /** What {@link measureRounds} runs. */
 export interface RoundsPlan<Id extends string> {
   ids: readonly Id[];
@@ -1124,8 +1411,13 @@ export interface RoundsPlan<Id extends string> {
   log(s: string): void;
   /** Start, ready, what every server of one behaviour talks to (the proxies' backend). */
   backend?(mode: Behaviour): Promise<Server>;
-  /** Start `id`, ready, for `mode`; throws (having stopped what it started) when it cannot. */
-  start(id: Id, mode: Behaviour, backend: Server | undefined): Promise<Server>;
+  /** Conns the memory workload holds (when it is among the workloads). */
+  idleConns?: number;
+  /**
+   * Start `id`, ready, for `mode`; throws (having stopped what it started) when
+   * it cannot. `gc`: for the memory workload (a Node server reports its heap).
+   */
+  start(id: Id, mode: Behaviour, backend: Server | undefined, gc?: boolean): Promise<Server>;
 }
 
 /** Samples and errors per {@link cellKey}. */
@@ -1150,7 +1442,9 @@ export async function measureRounds<Id extends string>(p: RoundsPlan<Id>): Promi
     }
   };
   for (const mode of ["sink", "echo"] as const) {
-    const ws = p.workloads.map((id) => WORKLOADS[id]).filter((w) => w.mode === mode);
+    const ws = p.workloads
+      .map((id) => WORKLOADS[id])
+      .filter((w) => w.mode === mode && w.id !== "memory");
     if (ws.length === 0) continue;
     const running = new Map<Id, Server>();
     let backend: Server | undefined;
@@ -1213,7 +1507,50 @@ export async function measureRounds<Id extends string>(p: RoundsPlan<Id>): Promi
       await backend?.stop();
     }
   }
+  if (p.workloads.includes("memory")) await measureMemoryRounds(p, samples, fail);
   return { samples, errors };
+}
+
+/**
+ * The memory workload: per round and id (rotating who goes first), a fresh
+ * server, one run, stopped; so that no earlier run's garbage or allocator
+ * caches count. No warm-up run: the run's own warm-up conn is it.
+ */
+async function measureMemoryRounds<Id extends string>(
+  p: RoundsPlan<Id>,
+  samples: Map<string, Sample[]>,
+  fail: (ids: readonly Id[], ws: readonly Workload[], err: unknown, prefix?: string) => void,
+): Promise<void> {
+  const w = WORKLOADS.memory;
+  const conns = p.idleConns ?? IDLE_CONNS;
+  p.log(`${w.title}, ${conns} conns …`);
+  const failed = new Set<Id>();
+  for (let r = 0; r < p.rounds; r++) {
+    const order = p.ids.map((_, i) => p.ids[(i + r) % p.ids.length]!);
+    for (const id of order) {
+      if (failed.has(id)) continue;
+      let s: Server | undefined;
+      try {
+        s = await p.start(id, w.mode, undefined, true);
+        const smp = await measureMemory(s, w, p.loadgen, p.certFile, p.loadgenCpus, conns);
+        samples.set(cellKey(id, w.id), [...(samples.get(cellKey(id, w.id)) ?? []), smp]);
+      } catch (err) {
+        failed.add(id);
+        fail([id], [w], err);
+      } finally {
+        await s?.stop();
+      }
+    }
+    p.log(
+      `  round ${r + 1}/${p.rounds}: ` +
+        p.ids
+          .map((id) => {
+            const last = samples.get(cellKey(id, w.id))?.[r];
+            return `${id} ${last ? fmtRate(last.rate, w.unit) : "failed"}`;
+          })
+          .join(", "),
+    );
+  }
 }
 
 /** Taskset CPU lists: the server on CPU 0, the load generator on the others; null (with a note) when it cannot. */
@@ -1279,16 +1616,30 @@ export function runServers(argv: string[]): Promise<number> {
       `bench servers: ${active.map(labelOf).join(", ")}; ${o.workloads.join(", ")}; ` +
         `${o.rounds} × ${o.seconds} s after a ${o.warmupSeconds} s warm-up`,
     );
+    const idleConns = o.workloads.includes("memory") ? idleConnsFor(o.idleConns, notes) : 0;
+    if (idleConns > 0) {
+      notes.push(
+        `memory: RSS (VmRSS, all of a server's processes) after a warm-up conn and with ` +
+          `${idleConns} idle conns open, each read 1 s after the last conn; Node servers ` +
+          "(node:tls, tlsnet) collect garbage first (--expose-gc, SIGUSR2), the others do not; " +
+          "a fresh server per run",
+      );
+    }
     const measured = await measureRounds({
       ...o,
       ids: active,
       loadgen: st.loadgen,
       certFile: env.certs.cert,
       loadgenCpus: pin?.loadgen,
+      idleConns,
       label: labelOf,
       log: env.log,
-      start: (id, mode) =>
-        startServer(`${labelOf(id)} (${mode})`, st.launches.get(id)!(mode), pin?.server),
+      start: (id, mode, _backend, gc) =>
+        startServer(
+          `${labelOf(id)} (${gc ? "memory" : mode})`,
+          st.launches.get(id)!(mode, gc),
+          pin?.server,
+        ),
     });
     const cells = buildCells(o, measured, pin !== null, nproc);
     finishReport({
@@ -1303,6 +1654,7 @@ export function runServers(argv: string[]): Promise<number> {
       labelOf,
       report: (base): ServersReport => ({ ...base, servers: st.servers, cells }),
       chart: serversChart,
+      memoryChart: (r) => serversChart(r, "memory"),
       ...serverTables,
     });
     return 0;
@@ -1377,6 +1729,8 @@ export interface Finish<R extends LoadBenchReport, Id extends string> {
   /** The whole report, from the fields every report has. */
   report(base: LoadBenchReport): R;
   chart(r: R, what: "rate" | "cpu"): string;
+  /** The memory workload's chart, for reports that can have one. */
+  memoryChart?(r: R): string;
   table(r: R): string;
   markdown(r: R): string;
 }
@@ -1414,11 +1768,21 @@ export function finishReport<R extends LoadBenchReport, Id extends string>(f: Fi
     chart: null,
     elapsedSeconds: 0,
   });
-  if (f.cells.some((c) => c.rates.length > 0)) {
+  const measured = (lower: boolean) =>
+    f.cells.some((c) => c.rates.length > 0 && !!WORKLOADS[c.workload].lowerIsBetter === lower);
+  const charts: string[] = [];
+  if (measured(false)) {
     mkdirSync(dirname(o.svg), { recursive: true });
     writeFileSync(o.svg, f.chart(report, "rate"));
     writeFileSync(cpuChartPath(o.svg), f.chart(report, "cpu"));
     report.chart = o.svg;
+    charts.push(o.svg, cpuChartPath(o.svg));
+  }
+  if (measured(true) && f.memoryChart) {
+    mkdirSync(dirname(o.svg), { recursive: true });
+    writeFileSync(memoryChartPath(o.svg), f.memoryChart(report));
+    report.chart ??= memoryChartPath(o.svg);
+    charts.push(memoryChartPath(o.svg));
   }
   report.elapsedSeconds = Math.round((performance.now() - f.started) / 100) / 10;
   const out = join(here, "out");
@@ -1431,9 +1795,8 @@ export function finishReport<R extends LoadBenchReport, Id extends string>(f: Fi
   }
   console.log(f.table(report));
   if (notes.length) console.log(`\n${notes.map((n) => `- ${n}`).join("\n")}`);
-  if (report.chart) {
-    const rel = (p: string) => relative(process.cwd(), p);
-    console.log(`charts: ${rel(report.chart)}, ${rel(cpuChartPath(report.chart))}`);
+  if (charts.length > 0) {
+    console.log(`charts: ${charts.map((p) => relative(process.cwd(), p)).join(", ")}`);
   }
   console.log(
     `report: ${relative(process.cwd(), join(out, `${f.name}.json`))} and ${f.name}.md; ` +
@@ -1469,6 +1832,17 @@ export function limitOf(
 export function cpuChartPath(svg: string): string {
   return svg.endsWith(".svg") ? `${svg.slice(0, -4)}-cpu.svg` : `${svg}-cpu.svg`;
 }
+
+/** The memory chart too: servers.svg → servers-memory.svg. */
+export function memoryChartPath(svg: string): string {
+  return svg.endsWith(".svg") ? `${svg.slice(0, -4)}-memory.svg` : `${svg}-memory.svg`;
+}
+
+/**
+ * rate: rates / the base's; cpu: the base's CPU per op / each one's; memory:
+ * the memory workload's KiB per conn / the base's (lower is better).
+ */
+export type ChartKind = "rate" | "cpu" | "memory";
 
 /** A cell of any load generator benchmark: its figures, and its rate against a baseline. */
 export interface RatedCell<Id extends string> extends CellStats {
@@ -1524,15 +1898,20 @@ export function rateCells<Id extends string>(
         version: first?.version ?? "",
         cipher: first?.cipher ?? "",
       };
+      const mem = list.flatMap((s) => (s.memory ? [s.memory] : []));
+      if (mem.length > 0) cell.memory = mem;
       const clientSide = { ...cell, loadgenCores: cell.loadgenCores + (cell.backendCores ?? 0) };
-      cell.limit = limitOf(clientSide, pinned, loadgenCpus, nproc);
+      // A memory figure is not held back by a CPU.
+      if (!WORKLOADS[wid].lowerIsBetter)
+        cell.limit = limitOf(clientSide, pinned, loadgenCpus, nproc);
       const err = errors.get(cellKey(id, wid));
       if (err) cell.error = err;
       if (list.length > 0 || err) row.push(cell);
     }
     const baseRate = row.find((c) => c.id === base)?.median ?? Number.NaN;
     const peers = row.filter((c) => !c.id.startsWith("tlsnet") && Number.isFinite(c.median));
-    const best = peers.length ? Math.max(...peers.map((c) => c.median)) : Number.NaN;
+    const pick = WORKLOADS[wid].lowerIsBetter ? Math.min : Math.max;
+    const best = peers.length ? pick(...peers.map((c) => c.median)) : Number.NaN;
     for (const c of row) {
       c.vsBase = c.median / baseRate;
       c.vsBest = c.median / best;
@@ -1616,6 +1995,7 @@ export function machine(): LoadBenchReport["machine"] {
 
 export function fmtRate(v: number, unit: string): string {
   if (!Number.isFinite(v)) return "n/a";
+  if (unit === "KiB/conn") return v.toFixed(1);
   if (unit === "MB/s") return Math.round(v).toLocaleString("en-US");
   return Math.round(v).toLocaleString("en-US");
 }
@@ -1745,17 +2125,20 @@ export function comparisonChart<Id extends string>(
   cells: readonly RatedCell<Id>[],
   base: Id,
   labelOf: (id: Id) => string,
-  what: "rate" | "cpu",
+  what: ChartKind,
   title: string,
   subtitle: string,
 ): string {
   const bars: Bar[] = [];
   for (const w of workloads) {
+    // The memory chart has the memory workload, the others the rest.
+    if (!!WORKLOADS[w.id].lowerIsBetter !== (what === "memory")) continue;
     const row = cells.filter((x) => x.workload === w.id);
     const baseCpu = row.find((c) => c.id === base)?.cpuPerOp ?? Number.NaN;
     for (const c of row) {
-      const r = what === "rate" ? c.vsBase : baseCpu / c.cpuPerOp;
+      const r = what === "cpu" ? baseCpu / c.cpuPerOp : c.vsBase;
       const bar: Bar = { label: `${w.id} · ${labelOf(c.id)}`, ratio: r, group: w.id };
+      if (what === "memory") bar.lowerIsBetter = true;
       if (!c.id.startsWith("tlsnet")) bar.color = c.id === base ? "#9e9e9e" : "#5c7f9c";
       bars.push(bar);
     }
@@ -1764,9 +2147,10 @@ export function comparisonChart<Id extends string>(
 }
 
 /** The servers charts: rate / raw node:tls on this Node, and node:tls's CPU per op / each server's. */
-export function serversChart(report: ServersReport, what: "rate" | "cpu" = "rate"): string {
+export function serversChart(report: ServersReport, what: ChartKind = "rate"): string {
   const m = report.machine;
   const labelOf = serverLabels(report);
+  const conns = report.cells.find((c) => c.memory)?.memory?.[0]?.conns;
   return comparisonChart(
     report.workloads,
     rated(report.cells),
@@ -1775,9 +2159,14 @@ export function serversChart(report: ServersReport, what: "rate" | "cpu" = "rate
     what,
     what === "rate"
       ? `TLS servers under a Go load generator: rate / ${labelOf("node20")}`
-      : "Server CPU efficiency: node:tls's CPU per op / each server's",
-    `${m.nproc} × ${m.cpuModel}; median of ${report.options.rounds} × ${report.options.seconds} s` +
-      `${report.options.pin ? "; server on CPU 0, load generator on the rest" : ""}; tlsnet green/orange`,
+      : what === "cpu"
+        ? "Server CPU efficiency: node:tls's CPU per op / each server's"
+        : `Server RSS per idle TLS conn / ${labelOf("node20")}'s (lower is better)`,
+    what === "memory"
+      ? `${m.nproc} × ${m.cpuModel}; ${conns ?? "?"} idle conns, one 64 B echo each; ` +
+          `median of ${report.options.rounds} runs; tlsnet green/orange`
+      : `${m.nproc} × ${m.cpuModel}; median of ${report.options.rounds} × ${report.options.seconds} s` +
+          `${report.options.pin ? "; server on CPU 0, load generator on the rest" : ""}; tlsnet green/orange`,
   );
 }
 

@@ -5,6 +5,9 @@
  */
 #define _GNU_SOURCE /* dladdr */
 #include <dlfcn.h>
+#if defined(__GLIBC__) || defined(__linux__)
+#include <malloc.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,6 +106,27 @@ static napi_value openssl_version(napi_env env, napi_callback_info info) {
   return arr;
 }
 
+/* mallinfo(): [in use, free in the arenas, mmapped, arena size] bytes of this process's malloc
+ * (glibc mallinfo2), for diagnosing memory per conn (scripts/memory-probe.ts); undefined
+ * elsewhere. Diagnostics only: not part of the engine. */
+static napi_value debug_mallinfo(napi_env env, napi_callback_info info) {
+  (void)info;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  struct mallinfo2 m = mallinfo2();
+  double v[4] = {(double)m.uordblks, (double)m.fordblks, (double)m.hblkhd, (double)m.arena};
+  napi_value arr, x;
+  napi_create_array_with_length(env, 4, &arr);
+  for (uint32_t i = 0; i < 4; i++) {
+    napi_create_double(env, v[i], &x);
+    napi_set_element(env, arr, i, x);
+  }
+  return arr;
+#else
+  (void)env;
+  return NULL;
+#endif
+}
+
 /* Runs first when the environment goes away (worker exit, process exit): from here on,
  * closing conns must not call into JS, which V8 no longer allows. */
 static void addon_teardown(void* data) {
@@ -152,6 +176,7 @@ NAPI_MODULE_INIT() {
       {"opensslVersion", NULL, openssl_version, NULL, NULL, NULL, napi_default, NULL},
       {"allocSlab", NULL, tlsnet_alloc_slab, NULL, NULL, NULL, napi_default, NULL},
       {"selfCheck", NULL, tlsnet_self_check, NULL, NULL, NULL, napi_default, NULL},
+      {"debugMallinfo", NULL, debug_mallinfo, NULL, NULL, NULL, napi_default, NULL},
       {"Conn", NULL, NULL, NULL, NULL, tlsnet_define_conn(env, a), napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

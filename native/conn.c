@@ -33,6 +33,7 @@ static void start_close(conn_t* c);
 
 static void conn_free(conn_t* c) {
   tlsnet_addon_conn_gone(c->addon);
+  free(c->err);
   free(c->keylog);
   free(c->session);
   free(c->servername);
@@ -101,9 +102,10 @@ static void fail_now(conn_t* c) {
   c->err_pending = 0;
   napi_env env = c->addon->env;
   napi_value argv[3];
-  napi_create_string_utf8(env, c->err.kind, NAPI_AUTO_LENGTH, &argv[0]);
-  napi_create_string_utf8(env, c->err.code, NAPI_AUTO_LENGTH, &argv[1]);
-  napi_create_string_utf8(env, c->err.text, NAPI_AUTO_LENGTH, &argv[2]);
+  const conn_err_t* err = tlsnet_error_of(c);
+  napi_create_string_utf8(env, err->kind, NAPI_AUTO_LENGTH, &argv[0]);
+  napi_create_string_utf8(env, err->code, NAPI_AUTO_LENGTH, &argv[1]);
+  napi_create_string_utf8(env, err->text, NAPI_AUTO_LENGTH, &argv[2]);
   tlsnet_emit(c, EV_ERROR, 3, argv);
   start_close(c);
 }
@@ -136,6 +138,22 @@ static void flush_side(conn_t* c) {
 }
 
 /* ------------------------------------------------------------- handshake */
+
+/* After a successful handshake: what only a handshake (or its failure) needs goes. The SNI
+   name (SSL_get_servername answers info()), the client's ALPN list (for the mismatch error),
+   and the key log buffer once delivered (a later line allocates it again). */
+static void release_handshake_state(conn_t* c) {
+  free(c->servername);
+  c->servername = NULL;
+  free(c->offered_alpn);
+  c->offered_alpn = NULL;
+  c->offered_alpn_len = 0;
+  if (c->keylog_len == 0) {
+    free(c->keylog);
+    c->keylog = NULL;
+    c->keylog_cap = 0;
+  }
+}
 
 static void handshake(conn_t* c) {
   for (;;) {
@@ -371,7 +389,10 @@ static void step(conn_t* c) {
       fail_now(c);
       return;
     }
-    if (c->hs_done) tlsnet_emit(c, EV_HANDSHAKE, 0, NULL);
+    if (c->hs_done) {
+      release_handshake_state(c);
+      tlsnet_emit(c, EV_HANDSHAKE, 0, NULL);
+    }
     return; /* JS starts reading (readStart) once it has checked the peer */
   }
   if (c->wq_head != NULL) flush_writes(c);

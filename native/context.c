@@ -473,6 +473,11 @@ napi_value tlsnet_new_context(napi_env env, napi_callback_info info) {
 
   if (server) {
     SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, NULL);
+    /* No server-side session cache, as node:tls (SecureContext::Init): resumption is by
+       tickets only. OpenSSL's internal cache would keep every TLS 1.2 session (up to 20,480
+       of them, ~1 KiB each) well after its conn closed. */
+    SSL_CTX_set_session_cache_mode(
+        ctx, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL | SSL_SESS_CACHE_NO_AUTO_CLEAR);
   } else if (get_bool(env, o, "clientSessions")) {
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx, new_session_cb);

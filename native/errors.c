@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tlsnet.h"
@@ -18,10 +19,18 @@ static void copy(char* dst, size_t n, const char* src) {
 }
 
 void tlsnet_set_error(conn_t* c, const char* kind, const char* code, const char* text) {
-  copy(c->err.kind, sizeof c->err.kind, kind);
-  copy(c->err.code, sizeof c->err.code, code);
-  copy(c->err.text, sizeof c->err.text, text);
   c->err_pending = 1;
+  if (c->err == NULL) c->err = malloc(sizeof *c->err);
+  if (c->err == NULL) return; /* tlsnet_error_of says ENOMEM */
+  copy(c->err->kind, sizeof c->err->kind, kind);
+  copy(c->err->code, sizeof c->err->code, code);
+  copy(c->err->text, sizeof c->err->text, text);
+}
+
+/* The recorded error; without one (no memory to record it), ENOMEM. */
+const conn_err_t* tlsnet_error_of(const conn_t* c) {
+  static const conn_err_t oom = {"sys", "ENOMEM", "out of memory recording an error"};
+  return c->err != NULL ? c->err : &oom;
 }
 
 /* The first error on OpenSSL's queue as a node-style code and its reason text; clears the queue. */
@@ -59,8 +68,8 @@ void tlsnet_take_error(conn_t* c, int ssl_err, int ret) {
     return;
   }
   if (ssl_err == SSL_ERROR_SSL || ERR_peek_error() != 0) {
-    char code[sizeof c->err.code];
-    char text[sizeof c->err.text];
+    char code[sizeof ((conn_err_t*)NULL)->code];
+    char text[sizeof ((conn_err_t*)NULL)->text];
     tlsnet_ssl_error_text(code, sizeof code, text, sizeof text);
     tlsnet_set_error(c, "ssl", code, text);
     return;

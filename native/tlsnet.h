@@ -89,7 +89,7 @@ typedef struct conn_s {
   /* drained: a recv came back short since the poll last said readable, so the socket is empty
      for now; the next read answers "retry" without a syscall (libuv's rule for stream reads). */
   int sys_errno; /* errno of the last failed recv/send */
-  conn_err_t err;
+  conn_err_t* err; /* the recorded error, allocated when there is one (most conns never fail) */
 
   wbuf_t* wq_head;
   wbuf_t* wq_tail;
@@ -139,6 +139,7 @@ BIO* tlsnet_bio_new(conn_t* c);
 /* errors.c */
 void tlsnet_take_error(conn_t* c, int ssl_err, int ret);
 void tlsnet_set_error(conn_t* c, const char* kind, const char* code, const char* text);
+const conn_err_t* tlsnet_error_of(const conn_t* c);
 const char* tlsnet_x509_error_name(long code);
 void tlsnet_ssl_error_text(char* code, size_t code_len, char* text, size_t text_len);
 

@@ -8,7 +8,8 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
+import { constants, createHash, randomBytes } from "node:crypto";
+import { once } from "node:events";
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -626,3 +627,36 @@ for (const how of ["process.exit", "worker.terminate"] as const) {
     if (how === "worker.terminate") assert.match(r.stdout, /terminated/);
   });
 }
+
+test("a native server keeps no session cache: TLS 1.2 resumes by ticket, not by session ID (as node:tls)", {
+  skip: SKIP,
+}, async (t) => {
+  const ln = await echoOn(t, "native");
+  const { ca } = await pki();
+  /** Two node:tls TLS 1.2 conns, the second offering the first one's session. */
+  const resumes = async (tickets: boolean): Promise<boolean> => {
+    let session: Buffer | undefined;
+    for (let i = 0; i < 2; i++) {
+      const s = nodeTls.connect({
+        host: "127.0.0.1",
+        port: ln.addr.port,
+        servername: "localhost",
+        ca: ca.cert,
+        maxVersion: "TLSv1.2",
+        secureOptions: tickets ? 0 : constants.SSL_OP_NO_TICKET,
+        ...(session ? { session } : {}),
+      });
+      t.after(() => s.destroy());
+      await withTimeout(once(s, "secureConnect"), 10_000, "handshake");
+      s.write("x");
+      await withTimeout(once(s, "data"), 10_000, "echo");
+      if (i === 1) return s.isSessionReused();
+      session = s.getSession();
+      s.destroy();
+    }
+    return false;
+  };
+  assert.equal(await resumes(true), true, "a TLS 1.2 ticket resumes");
+  // OpenSSL's internal cache would resume it, and keep every TLS 1.2 session after its conn.
+  assert.equal(await resumes(false), false, "no session ID cache on the server");
+});

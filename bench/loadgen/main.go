@@ -4,7 +4,7 @@
 // Node process, so that the server under test, not the client, saturates
 // first. Standard library only (builds with Go 1.19, Debian's golang-go).
 //
-//	loadgen -addr 127.0.0.1:PORT -mode bulk|echo|full|resumed -ca ca.pem [-duration 2s] ...
+//	loadgen -addr 127.0.0.1:PORT -mode bulk|echo|full|resumed|memory -ca ca.pem [-duration 2s] ...
 //
 // Workloads (the server's side in brackets):
 //
@@ -23,6 +23,15 @@
 //	         every conn (single-use tickets work), else the previous one again.
 //	         The round trip also reads the TLS 1.3 tickets, which come after the
 //	         handshake. Rate: handshakes/s; "resumed" counts the resumed ones.
+//	memory   idle conns, in steps the caller paces through stdin and stdout
+//	         (bench/servers.ts reads the server's memory between them) [echo]:
+//	         one warm-up conn (handshake, one -size (64 B) round trip, close),
+//	         then the line {"phase":"warm"}; on a line from stdin, -conns (4000)
+//	         conns opened by 16 dialers, each with one round trip, all kept
+//	         open and idle, then {"phase":"held","conns":N}; on the next line
+//	         (or stdin's EOF) all are closed and the result printed. The soft
+//	         limit on open files is raised to the hard one, and -conns capped
+//	         below it (the result's "note" says so). Rate: conns/s opened.
 //
 // The server's certificate is checked with -ca (chain verification, as a real
 // client does) or with -pin (the leaf must be exactly this certificate; no
@@ -72,6 +81,7 @@ type result struct {
 	Version    string  `json:"version,omitempty"`
 	Cipher     string  `json:"cipher,omitempty"`
 	CPUS       float64 `json:"cpu_s"`
+	Note       string  `json:"note,omitempty"`
 }
 
 type run struct {
@@ -326,6 +336,104 @@ func (r *run) handshakes() (time.Duration, error) {
 	return time.Since(start), nil
 }
 
+// raiseNoFile raises the soft limit on open files to the hard one; returns the soft limit.
+func raiseNoFile() uint64 {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return 1024
+	}
+	if lim.Cur < lim.Max {
+		want := lim
+		want.Cur = want.Max
+		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want) == nil {
+			lim = want
+		}
+	}
+	return lim.Cur
+}
+
+// roundTrip writes one message and reads its echo.
+func (r *run) roundTrip(c *tls.Conn, msg, in []byte) error {
+	_ = c.SetDeadline(time.Now().Add(r.ioTO))
+	if _, err := c.Write(msg); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	if _, err := io.ReadFull(c, in); err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	if !bytes.Equal(msg, in) {
+		return errors.New("the echo differs from what was sent")
+	}
+	return c.SetDeadline(time.Time{})
+}
+
+// memory: see the package comment. step prints a phase line and waits for the
+// caller's next line (false: stdin ended or the wait timed out).
+func (r *run) memory(step func(phase string, conns int) bool) (time.Duration, error) {
+	msg := make([]byte, r.size)
+	for j := range msg {
+		msg[j] = byte(j)
+	}
+	in := make([]byte, r.size)
+	c, err := r.dial()
+	if err != nil {
+		return 0, err
+	}
+	err = r.roundTrip(c, msg, in)
+	c.Close()
+	if err != nil {
+		return 0, fmt.Errorf("warm-up: %w", err)
+	}
+	if !step("warm", 0) {
+		return 0, errors.New("no go-ahead on stdin after the warm-up")
+	}
+	conns := make([]*tls.Conn, r.conns)
+	var next int64 = -1
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			msg := append([]byte(nil), msg...)
+			in := make([]byte, r.size)
+			for {
+				i := atomic.AddInt64(&next, 1)
+				if i >= int64(len(conns)) || atomic.LoadInt64(&r.errs) > 0 {
+					return
+				}
+				c, err := r.dial()
+				if err != nil {
+					r.fail(fmt.Errorf("conn %d: handshake: %w", i, err))
+					return
+				}
+				conns[i] = c
+				if err := r.roundTrip(c, msg, in); err != nil {
+					r.fail(fmt.Errorf("conn %d: %w", i, err))
+					return
+				}
+				r.count(1)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	if atomic.LoadInt64(&r.errs) > 0 {
+		return elapsed, nil
+	}
+	if !step("held", int(atomic.LoadInt64(&r.ops))) {
+		return elapsed, errors.New("no go-ahead on stdin while holding the conns")
+	}
+	return elapsed, nil
+}
+
 func cpuSeconds() float64 {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
@@ -337,12 +445,12 @@ func cpuSeconds() float64 {
 
 func main() {
 	addr := flag.String("addr", "", "server address, host:port (loopback only)")
-	mode := flag.String("mode", "", "bulk | echo | full | resumed")
+	mode := flag.String("mode", "", "bulk | echo | full | resumed | memory")
 	caFile := flag.String("ca", "", "PEM file with the CA that signed the server's certificate")
 	pinFile := flag.String("pin", "", "PEM file with the server's exact leaf certificate (instead of -ca)")
 	serverName := flag.String("servername", "localhost", "TLS server name (SNI and verification)")
 	duration := flag.Duration("duration", 2*time.Second, "how long to drive the server")
-	conns := flag.Int("conns", 0, "conns (bulk: 1, echo: 64) or handshakes in flight (full/resumed: 8)")
+	conns := flag.Int("conns", 0, "conns (bulk: 1, echo: 64, memory: 4000) or handshakes in flight (full/resumed: 8)")
 	size := flag.Int("size", 0, "write size (bulk: 262144) or message size (others: 64)")
 	max := flag.Int64("max", 0, "stop after this many operations (bulk: bytes); 0: no limit")
 	timeout := flag.Duration("timeout", 20*time.Second, "I/O time limit past -duration")
@@ -368,16 +476,24 @@ func main() {
 	}
 	defaults := map[string][2]int{
 		"bulk": {1, 256 << 10}, "echo": {64, 64}, "full": {8, 64}, "resumed": {8, 64},
+		"memory": {4000, 64},
 	}
 	def, ok := defaults[*mode]
 	if !ok {
-		die(fmt.Errorf("-mode must be bulk, echo, full or resumed, not %q", *mode))
+		die(fmt.Errorf("-mode must be bulk, echo, full, resumed or memory, not %q", *mode))
 	}
 	if *conns <= 0 {
 		*conns = def[0]
 	}
 	if *size <= 0 {
 		*size = def[1]
+	}
+	if *mode == "memory" {
+		// Each conn is one fd here; keep some for the runtime and stdio.
+		if soft := raiseNoFile(); uint64(*conns) > soft-64 {
+			res.Note = fmt.Sprintf("-conns %d capped to %d: the open files limit is %d", *conns, soft-64, soft)
+			*conns = int(soft - 64)
+		}
 	}
 	res.Conns, res.Size = *conns, *size
 	cfg := &tls.Config{
@@ -422,7 +538,12 @@ func main() {
 	}
 
 	// Watchdog: whatever happens, this process ends.
-	time.AfterFunc(*duration+*timeout+5*time.Second, func() {
+	limit := *duration + *timeout + 5*time.Second
+	if *mode == "memory" {
+		// Opening the conns, and two waits for the caller of at most -timeout each.
+		limit = 3**timeout + 5*time.Second + time.Duration(*conns)*5*time.Millisecond
+	}
+	time.AfterFunc(limit, func() {
 		die(errors.New("watchdog: the run did not finish in time"))
 	})
 
@@ -434,6 +555,25 @@ func main() {
 		elapsed, err = r.bulk()
 	case "echo":
 		elapsed, err = r.echo()
+	case "memory":
+		lines := make(chan bool)
+		go func() {
+			sc := bufio.NewScanner(os.Stdin)
+			for sc.Scan() {
+				lines <- true
+			}
+			close(lines)
+		}()
+		elapsed, err = r.memory(func(phase string, n int) bool {
+			b, _ := json.Marshal(map[string]interface{}{"phase": phase, "conns": n})
+			fmt.Println(string(b))
+			select {
+			case _, ok := <-lines:
+				return ok || phase == "held" // held: stdin's EOF also says "close them"
+			case <-time.After(*timeout):
+				return false
+			}
+		})
 	default:
 		elapsed, err = r.handshakes()
 	}
@@ -455,6 +595,9 @@ func main() {
 		res.Rate = float64(res.Bytes) / 1e6 / res.ElapsedS
 	case "echo":
 		res.Unit = "rt/s"
+		res.Rate = float64(res.Ops) / res.ElapsedS
+	case "memory":
+		res.Unit = "conns/s"
 		res.Rate = float64(res.Ops) / res.ElapsedS
 	default:
 		res.Unit = "hs/s"

@@ -85,6 +85,11 @@ export interface NativeAddon {
   selfCheck(): string;
   /** A slab to decrypt into: reused memory once no chunk of it is alive. */
   allocSlab(): ArrayBuffer;
+  /**
+   * Diagnostics (scripts/memory-probe.ts): glibc malloc's [in use, free in the
+   * arenas, mmapped, arena] bytes; undefined without glibc 2.33+.
+   */
+  debugMallinfo(): [number, number, number, number] | undefined;
   Conn: new (
     fd: number,
     ctx: NativeContext,
