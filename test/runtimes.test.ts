@@ -71,8 +71,12 @@ function runSmoke(
   return new Promise((resolve, reject) => {
     const env: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: "1", DENO_NO_UPDATE_CHECK: "1" };
     // Bun and Deno run the node engine only: a suite run under TLSNET_ENGINE=native says nothing
-    // about them (and would make every check a ConfigError, as it should).
-    if (cmd !== process.execPath) delete env.TLSNET_ENGINE;
+    // about them (and would make every check a ConfigError, as it should), and the ASan run's
+    // sanitizer preload (npm run test:asan) is for Node processes that load the addon.
+    if (cmd !== process.execPath) {
+      delete env.TLSNET_ENGINE;
+      delete env.LD_PRELOAD;
+    }
     const child = spawn(cmd, [...args, SMOKE, FIXTURE], {
       cwd: ROOT,
       stdio: ["ignore", "pipe", "pipe"],

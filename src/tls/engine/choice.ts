@@ -1,6 +1,8 @@
 /**
  * Which TLS engine a config runs on: `engine` in the options, else the
- * TLSNET_ENGINE environment variable, else "node" (for now). Asking for "native" explicitly where the addon is not available is
+ * TLSNET_ENGINE environment variable, else the default: "native" where the
+ * addon is built, loads into this Node and passes its self-check, "node"
+ * otherwise. Asking for "native" explicitly where the addon is not available is
  * a ConfigError before any I/O: never a silent fallback.
  * @module
  */
@@ -16,7 +18,7 @@ const ENGINES: readonly EngineName[] = ["node", "native"];
 export function resolveEngine(option: unknown): EngineName {
   const fromEnv = option === undefined;
   const engine = fromEnv ? envEngine() : option;
-  if (engine === undefined) return "node";
+  if (engine === undefined) return loadAddon().addon ? "native" : "node";
   if (!ENGINES.includes(engine as EngineName)) {
     throw new ConfigError(`engine must be "node" or "native", got ${JSON.stringify(engine)}`, {
       field: "engine",
@@ -55,10 +57,13 @@ export function defaultEngine(): { engine: EngineName; why: string } {
       : { engine: "node", why: `TLSNET_ENGINE=native, but ${native.why}` };
   }
   if (v === "node") return { engine: "node", why: "TLSNET_ENGINE=node" };
-  return {
-    engine: "node",
-    why: native.addon
-      ? `the default (the native engine is built and its self-check passed (${native.check}); select it with engine or TLSNET_ENGINE=native)`
-      : `the default (native engine: ${native.why})`,
-  };
+  return native.addon
+    ? {
+        engine: "native",
+        why: `the default: the addon loads and its self-check passed (${native.check}); TLSNET_ENGINE=node or engine "node" selects node:tls`,
+      }
+    : {
+        engine: "node",
+        why: `the default, since the native engine is not available: ${native.why}`,
+      };
 }
