@@ -121,7 +121,9 @@ export class Alarm {
 
   private readonly onTimer = () => {
     this.timer = undefined;
-    if (performance.now() + 1 < this.expiry) this.set(this.expiry);
+    // Strictly after: an op that checks the deadline right after the alarm fired must see it
+    // passed too (a 1 ms tolerance here let a read return buffered data after its deadline).
+    if (performance.now() < this.expiry) this.set(this.expiry);
     else {
       this.expiry = NEVER;
       this.fire();
