@@ -776,6 +776,8 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     const maxBytes = maxBytesOf(opts, DEFAULT_MAX_LINE, "split");
     // readUntil's attempt, with a clean EOF as the end (null).
     const one = (): Buffer | null | undefined => {
+      const piece = this.takeThrough(d, maxBytes);
+      if (piece !== undefined) return piece;
       try {
         return this.scanFor(d, maxBytes, false);
       } catch (err) {
