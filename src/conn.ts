@@ -558,6 +558,13 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    */
   readExactly(n: number, opts?: OpOptions): Promise<Buffer> {
     checkSize(n, "readExactly(n)", 0, Number.MAX_SAFE_INTEGER);
+    // Fast path: the bytes are buffered and nothing is in the way (see canTakeNow): no
+    // closure, no turn, no timer; an already-resolved promise.
+    if (opts === undefined && this.buf.length >= n && this.canTakeNow()) {
+      const out = this.buf.take(n);
+      if (this.paused) this.updateFlow();
+      return Promise.resolve(out);
+    }
     return this.readOp(opts, () => (this.buf.length >= n ? this.buf.take(n) : this.short(n)));
   }
 
@@ -672,6 +679,14 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     }
     if (d.length === 0) throw new RangeError("readUntil(delim): delimiter must not be empty");
     const maxBytes = maxBytesOf(opts, DEFAULT_MAX_LINE, "readUntil");
+    // Fast path: a one-byte delimiter found in the head chunk, nothing in the way.
+    if (opts === undefined && d.length === 1 && this.canTakeNow()) {
+      const hit = this.buf.takeThroughByte(d[0]!, maxBytes);
+      if (hit !== undefined) {
+        if (this.paused) this.updateFlow();
+        return Promise.resolve(hit);
+      }
+    }
     return this.readOp(opts, () => this.scanFor(d, maxBytes, false) ?? undefined);
   }
 
@@ -687,6 +702,13 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    */
   readLine(opts?: MaxBytesOptions): Promise<string | null> {
     const maxBytes = maxBytesOf(opts, DEFAULT_MAX_LINE, "readLine");
+    if (opts === undefined && this.canTakeNow()) {
+      const hit = this.buf.takeThroughByte(0x0a, maxBytes);
+      if (hit !== undefined) {
+        if (this.paused) this.updateFlow();
+        return Promise.resolve(decodeLine(hit));
+      }
+    }
     return this.readOp(opts, () => {
       const line = this.scanFor(LF, maxBytes, true);
       return line === undefined || line === null ? line : decodeLine(line);
@@ -994,6 +1016,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     // Fast path, the common case of a busy reader: no options, no other reader, a
     // ready transport, no deadline passed, the answer already buffered. No async
     // frame, no turn, no timer. Every check is a plain read.
+    let tried = false;
     if (opts === undefined && this.canTakeNow()) {
       let result: T | undefined;
       try {
@@ -1005,6 +1028,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
         if (this.paused) this.updateFlow();
         return Promise.resolve(result);
       }
+      tried = true; // nothing changes before the wait below: no second attempt
     }
     // Next most common: nobody else reading, nothing in the way, more data needed.
     // Wait in the reader's turn with the data event settling the read itself.
@@ -1016,13 +1040,15 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       this.readError === undefined &&
       this.readWait.deadline === NEVER
     ) {
-      let result: T | undefined;
-      try {
-        result = attempt();
-      } catch (err) {
-        return Promise.reject(err);
+      if (!tried) {
+        let result: T | undefined;
+        try {
+          result = attempt();
+        } catch (err) {
+          return Promise.reject(err);
+        }
+        if (result !== undefined) return Promise.resolve(result);
       }
-      if (result !== undefined) return Promise.resolve(result);
       this.readers.tryAcquire();
       const settled = this.readWait.waitFor(
         NEVER,
