@@ -98,9 +98,12 @@ export class ChunkList {
       const c = this.chunks[this.head];
       if (c === undefined) return count;
       const from = this.headOffset;
+      // Views made straight from the chunk's memory: Buffer#subarray per piece costs more.
+      const ab = c.buffer;
+      const base = c.byteOffset;
       let start = from;
       for (let i = c.indexOf(byte, start); i >= 0 && i + 1 - start <= maxEnd; ) {
-        out.push(c.subarray(start, i + 1));
+        out.push(Buffer.from(ab, base + start, i + 1 - start));
         count++;
         start = i + 1;
         i = c.indexOf(byte, start);
@@ -108,6 +111,48 @@ export class ChunkList {
       if (start === from) return count;
       this.consumeHead(start - from, c.length - from);
       if (start < c.length) return count; // a piece continues into the next chunk
+    }
+  }
+
+  /**
+   * Every length-prefixed frame buffered whole (a big-endian length of `n` bytes, then that
+   * many bytes) whose length is at most `maxLen`, payloads pushed to `out` and consumed. One
+   * pass over each chunk: frames inside it are views, consumed in one step; a frame that spans
+   * chunks is copied once. Stops at the first frame not buffered whole or over `maxLen`
+   * (nothing of it consumed). Returns how many.
+   */
+  takeFrames(n: 1 | 2 | 4, maxLen: number, out: Buffer[]): number {
+    let count = 0;
+    for (;;) {
+      const c = this.chunks[this.head];
+      if (c === undefined) return count;
+      const from = this.headOffset;
+      const end = c.length;
+      const ab = c.buffer;
+      const base = c.byteOffset;
+      let off = from;
+      while (off + n <= end) {
+        const len =
+          n === 4
+            ? c[off]! * 0x1000000 + ((c[off + 1]! << 16) | (c[off + 2]! << 8) | c[off + 3]!)
+            : n === 2
+              ? (c[off]! << 8) | c[off + 1]!
+              : c[off]!;
+        const stop = off + n + len;
+        if (len > maxLen || stop > end) break;
+        out.push(Buffer.from(ab, base + off + n, len));
+        off = stop;
+        count++;
+      }
+      if (off > from) this.consumeHead(off - from, end - from);
+      if (off === end) continue; // the chunk is used up: on to the next one
+      // The next frame spans chunks (or is over maxLen): one copy if it is all here.
+      if (this.length < n) return count;
+      const len = this.uintAt(n);
+      if (len > maxLen || this.length < n + len) return count;
+      this.skip(n);
+      out.push(this.take(len));
+      count++;
     }
   }
 

@@ -568,6 +568,13 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    */
   readExactly(n: number, opts?: OpOptions): Promise<Buffer> {
     checkSize(n, "readExactly(n)", 0, Number.MAX_SAFE_INTEGER);
+    // Fast path: the bytes are buffered and nothing is in the way (see canTakeNow): no
+    // closure, no turn, no timer; an already-resolved promise.
+    if (opts === undefined && this.buf.length >= n && this.canTakeNow()) {
+      const out = this.buf.take(n);
+      if (this.paused) this.updateFlow();
+      return Promise.resolve(out);
+    }
     return this.readOp(opts, () => (this.buf.length >= n ? this.buf.take(n) : this.short(n)));
   }
 
@@ -682,6 +689,14 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     }
     if (d.length === 0) throw new RangeError("readUntil(delim): delimiter must not be empty");
     const maxBytes = maxBytesOf(opts, DEFAULT_MAX_LINE, "readUntil");
+    // Fast path: a one-byte delimiter found in the head chunk, nothing in the way.
+    if (opts === undefined && d.length === 1 && this.canTakeNow()) {
+      const hit = this.buf.takeThroughByte(d[0]!, maxBytes);
+      if (hit !== undefined) {
+        if (this.paused) this.updateFlow();
+        return Promise.resolve(hit);
+      }
+    }
     return this.readOp(opts, () => this.scanFor(d, maxBytes, false) ?? undefined);
   }
 
@@ -697,6 +712,13 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    */
   readLine(opts?: MaxBytesOptions): Promise<string | null> {
     const maxBytes = maxBytesOf(opts, DEFAULT_MAX_LINE, "readLine");
+    if (opts === undefined && this.canTakeNow()) {
+      const hit = this.buf.takeThroughByte(0x0a, maxBytes);
+      if (hit !== undefined) {
+        if (this.paused) this.updateFlow();
+        return Promise.resolve(decodeLine(hit));
+      }
+    }
     return this.readOp(opts, () => {
       const line = this.scanFor(LF, maxBytes, true);
       return line === undefined || line === null ? line : decodeLine(line);
@@ -746,14 +768,19 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     opts?: MaxBytesOptions & { batch?: boolean },
   ): AsyncIterableIterator<string> | AsyncIterableIterator<string[]> {
     const maxBytes = maxBytesOf(opts, DEFAULT_MAX_LINE, "lines");
-    return this.iterate(
-      opts?.batch === true,
-      () => {
-        const line = this.takeThrough(LF, maxBytes);
-        return line === undefined ? undefined : decodeLine(line);
-      },
-      () => this.readLine(opts),
-    );
+    // readLine's attempt: a line, undefined to wait, null at the end.
+    const one = (): string | null | undefined => {
+      const line = this.scanFor(LF, maxBytes, true);
+      return line === undefined || line === null ? line : decodeLine(line);
+    };
+    if (opts?.batch !== true) return this.iterateEach(opts, one);
+    return this.iterateEach<string[]>(opts, () => {
+      const pieces = this.takeAllThrough(LF, maxBytes);
+      if (pieces === undefined) return asBatch(one());
+      const out = new Array<string>(pieces.length);
+      for (let i = 0; i < pieces.length; i++) out[i] = decodeLine(pieces[i]!);
+      return out;
+    });
   }
 
   /**
@@ -779,20 +806,31 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       throw new TypeError("split(delim) takes a non-empty string or Uint8Array");
     }
     const maxBytes = maxBytesOf(opts, DEFAULT_MAX_LINE, "split");
-    const one = () => this.takeThrough(d, maxBytes);
-    return this.iterate(
-      opts?.batch === true,
-      one,
-      () => this.readUntil(d, opts).catch(endOfStream),
-      d.length === 1 ? () => this.takeAllThrough(d, maxBytes) : undefined,
+    // readUntil's attempt, with a clean EOF as the end (null).
+    const one = (): Buffer | null | undefined => {
+      const piece = this.takeThrough(d, maxBytes);
+      if (piece !== undefined) return piece;
+      try {
+        return this.scanFor(d, maxBytes, false);
+      } catch (err) {
+        return endOfStream(err);
+      }
+    };
+    if (opts?.batch !== true) return this.iterateEach(opts, one);
+    return this.iterateEach<Buffer[]>(
+      opts,
+      () => this.takeAllThrough(d, maxBytes) ?? asBatch(one()),
     );
   }
 
-  /** Batch step for a one-byte delimiter: whole pieces chunk by chunk, one straddler at a time. */
+  /**
+   * Every piece through `d` buffered whole within maxBytes, consumed, or undefined if none.
+   * A one-byte delimiter goes chunk by chunk (views, one pass), one straddler at a time.
+   */
   private takeAllThrough(d: Uint8Array, maxBytes: number): Buffer[] | undefined {
     const out: Buffer[] = [];
     for (;;) {
-      if (this.buf.splitHead(d[0]!, maxBytes, out) > 0) continue;
+      if (d.length === 1 && this.buf.splitHead(d[0]!, maxBytes, out) > 0) continue;
       const piece = this.takeThrough(d, maxBytes); // spans chunks, or none left
       if (piece === undefined) break;
       out.push(piece);
@@ -818,95 +856,79 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       throw new RangeError("frames: lengthBytes must be 1, 2 or 4");
     const maxBytes = maxBytesOf(opts, MAX_READ_SIZE, "frames");
     const buf = this.buf;
-    const lengthAt = (): number => {
-      const len = buf.uintAt(n);
-      if (len > maxBytes) {
-        throw new LimitExceededError(
-          `frame of ${len} bytes from ${this.peerName} is over maxBytes (${maxBytes})`,
-          { limit: maxBytes },
-        );
-      }
-      return len;
-    };
-    return this.iterate(
-      opts?.batch === true,
-      () => {
-        if (buf.length < n) return undefined;
-        const len = lengthAt();
-        if (buf.length < n + len) return undefined;
+    // One frame, undefined to wait, null at a clean EOF between frames.
+    const one = (): Buffer | null | undefined => {
+      if (buf.length >= n) {
+        const len = buf.uintAt(n);
+        if (len > maxBytes) {
+          throw new LimitExceededError(
+            `frame of ${len} bytes from ${this.peerName} is over maxBytes (${maxBytes})`,
+            { limit: maxBytes },
+          );
+        }
+        if (buf.length < n + len) return this.short(n + len);
         buf.skip(n);
         return buf.take(len);
-      },
-      async () => {
-        const head = await this.peek(n, opts).catch(endOfStream);
-        if (head === null) return null;
-        return this.readExactly(n + lengthAt(), opts).then((b) => b.subarray(n));
-      },
-    );
+      }
+      if (buf.length === 0 && this.eof) {
+        this.throwIfFailed();
+        return null;
+      }
+      return this.short(n);
+    };
+    if (opts?.batch !== true) return this.iterateEach(opts, one);
+    return this.iterateEach<Buffer[]>(opts, () => {
+      const out: Buffer[] = [];
+      return buf.takeFrames(n, maxBytes, out) > 0 ? out : asBatch(one());
+    });
   }
 
   /**
-   * An async iterator that takes what `quick` finds in the buffer at once, and
-   * otherwise waits through `slow` (a full read op; null ends the iteration).
-   * With `batch`, each step hands out everything `quick` finds, as an array.
+   * An async iterator over `attempt`, a read op's attempt: a value, undefined to wait for more
+   * data, null for the end; a throw fails the step and ends the iteration. What is buffered is
+   * handed out at once (no turn, no timer); otherwise the step is a read op whose wait the
+   * data event settles with the attempt's value. `opts`' timeout and signal bound each wait.
    */
-  private iterate<T>(
-    batch: boolean,
-    quick: () => T | undefined,
-    slow: () => Promise<T | null>,
-    quickBatch?: () => T[] | undefined,
-  ): AsyncIterableIterator<T> | AsyncIterableIterator<T[]> {
-    if (!batch) return this.iterateEach(quick, slow);
-    return this.iterateEach<T[]>(
-      quickBatch ??
-        (() => {
-          const first = quick(); // a failure here, with nothing taken, fails this step
-          if (first === undefined) return undefined;
-          const out = [first];
-          try {
-            for (let v = quick(); v !== undefined; v = quick()) out.push(v);
-          } catch {
-            // Hand out what was taken; the next step meets the same error again.
-          }
-          return out;
-        }),
-      () => slow().then((v) => (v === null ? null : [v])),
-    );
-  }
-
   private iterateEach<T>(
-    quick: () => T | undefined,
-    slow: () => Promise<T | null>,
+    opts: OpOptions | undefined,
+    attempt: () => T | null | undefined,
   ): AsyncIterableIterator<T> {
+    const waitOpts =
+      opts !== undefined && (opts.timeout !== undefined || opts.signal !== undefined)
+        ? opts
+        : undefined;
     let finished = false;
     const end = (): IteratorResult<T> => {
       finished = true;
       return { done: true, value: undefined };
+    };
+    const result = (value: T | null): IteratorResult<T> =>
+      value === null ? end() : { done: false, value };
+    const fail = (err: unknown): never => {
+      finished = true;
+      throw err;
     };
     const it: AsyncIterableIterator<T> = {
       [Symbol.asyncIterator]: () => it,
       next: (): Promise<IteratorResult<T>> => {
         if (finished) return Promise.resolve({ done: true, value: undefined });
         if (this.canTakeNow()) {
-          let value: T | undefined;
+          let value: T | null | undefined;
           try {
-            value = quick();
+            value = attempt();
           } catch (err) {
-            finished = true;
-            return Promise.reject(err);
+            if (waitOpts === undefined) {
+              finished = true;
+              return Promise.reject(err);
+            }
+            value = undefined; // a timeout or signal may come first: the full op decides
           }
-          if (value !== undefined) {
+          if (value !== undefined && (value !== null || waitOpts === undefined)) {
             if (this.paused) this.updateFlow();
-            return Promise.resolve({ done: false, value });
+            return Promise.resolve(result(value));
           }
         }
-        return slow().then(
-          (value) => (value === null ? end() : { done: false, value }),
-          (err: unknown) => {
-            finished = true;
-            throw err;
-          },
-        );
+        return this.readOp(waitOpts, attempt).then(result, fail);
       },
       return: () => Promise.resolve(end()),
     };
@@ -1004,6 +1026,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     // Fast path, the common case of a busy reader: no options, no other reader, a
     // ready transport, no deadline passed, the answer already buffered. No async
     // frame, no turn, no timer. Every check is a plain read.
+    let tried = false;
     if (opts === undefined && this.canTakeNow()) {
       let result: T | undefined;
       try {
@@ -1015,6 +1038,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
         if (this.paused) this.updateFlow();
         return Promise.resolve(result);
       }
+      tried = true; // nothing changes before the wait below: no second attempt
     }
     // Next most common: nobody else reading, nothing in the way, more data needed.
     // Wait in the reader's turn with the data event settling the read itself.
@@ -1026,13 +1050,15 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       this.readError === undefined &&
       this.readWait.deadline === NEVER
     ) {
-      let result: T | undefined;
-      try {
-        result = attempt();
-      } catch (err) {
-        return Promise.reject(err);
+      if (!tried) {
+        let result: T | undefined;
+        try {
+          result = attempt();
+        } catch (err) {
+          return Promise.reject(err);
+        }
+        if (result !== undefined) return Promise.resolve(result);
       }
-      if (result !== undefined) return Promise.resolve(result);
       this.readers.tryAcquire();
       const settled = this.readWait.waitFor(
         NEVER,
@@ -1401,6 +1427,12 @@ function decodeLine(line: Buffer): string {
     if (end > 0 && line[end - 1] === 0x0d) end--;
   }
   return utf8.decode(line.subarray(0, end));
+}
+
+/** One piece as a batch of one; undefined (wait) and null (the end) as they are. */
+function asBatch<T>(v: T | null | undefined): T[] | null | undefined {
+  if (v === undefined) return undefined;
+  return v === null ? null : [v];
 }
 
 /** A clean EOF (nothing partial) ends an iteration; anything else is an error. */

@@ -428,3 +428,161 @@ describe("indexAfter(): differential against Buffer.concat + indexOf", () => {
     );
   });
 });
+
+// ------------------------------------------------------------------ batch takers
+
+/**
+ * Chunks as Node hands them over: views at a nonzero offset inside a larger allocation, with
+ * other bytes around them, so a view made with the wrong base offset shows wrong bytes.
+ */
+function embedded(bytes: Uint8Array): Buffer {
+  const host = Buffer.alloc(bytes.length + 14, 0xee);
+  host.set(bytes, 7);
+  return host.subarray(7, 7 + bytes.length);
+}
+
+/** Split `wire` at `cuts` (offsets, any order) into embedded chunks. */
+function chunked(wire: Buffer, cuts: number[]): Buffer[] {
+  const at = [...new Set(cuts.map((c) => c % (wire.length + 1)))].sort((a, b) => a - b);
+  const out: Buffer[] = [];
+  let prev = 0;
+  for (const c of [...at, wire.length]) {
+    if (c > prev) out.push(embedded(wire.subarray(prev, c)));
+    prev = Math.max(prev, c);
+  }
+  return out;
+}
+
+/** The frames a parser of `data` finds from its start: complete, each length <= maxLen. */
+function modelFrames(
+  data: Buffer,
+  n: 1 | 2 | 4,
+  maxLen: number,
+): { frames: Buffer[]; used: number } {
+  const frames: Buffer[] = [];
+  let off = 0;
+  while (data.length - off >= n) {
+    const len = data.readUIntBE(off, n);
+    if (len > maxLen || data.length - off - n < len) break;
+    frames.push(data.subarray(off + n, off + n + len));
+    off += n + len;
+  }
+  return { frames, used: off };
+}
+
+describe("takeFrames(): every whole frame buffered, views inside a chunk, one copy across", () => {
+  test("example: frames inside one chunk are views of it; one across chunks is copied", () => {
+    const list = new ChunkList();
+    const a = embedded(Buffer.from([0, 2, 0x61, 0x62, 0, 3, 0x63]));
+    const b = embedded(Buffer.from([0x64, 0x65, 0, 9]));
+    list.push(a);
+    list.push(b);
+    const out: Buffer[] = [];
+    assert.equal(list.takeFrames(2, 100, out), 2);
+    assert.deepEqual(
+      out.map((f) => f.toString()),
+      ["ab", "cde"],
+    );
+    assert.equal(out[0]!.buffer, a.buffer, "inside one chunk: a view of it");
+    assert.equal(out[0]!.byteOffset, a.byteOffset + 2);
+    assert.notEqual(out[1]!.buffer, b.buffer, "across chunks: a copy");
+    assert.equal(list.length, 2, "the incomplete frame is left, length and all");
+    assert.equal(list.takeFrames(2, 100, out), 0);
+    assert.equal(list.length, 2);
+  });
+
+  test("a frame exactly maxLen long is taken; one byte longer stops the batch, unconsumed", () => {
+    const list = new ChunkList();
+    const wire = Buffer.concat([
+      Buffer.from([0, 0, 0, 4]),
+      Buffer.from("abcd"),
+      Buffer.from([0, 0, 0, 5]),
+      Buffer.from("vwxyz"),
+    ]);
+    const chunks = chunked(wire, [10]);
+    for (const c of chunks) list.push(c);
+    const out: Buffer[] = [];
+    assert.equal(list.takeFrames(4, 4, out), 1);
+    assert.deepEqual(out, [Buffer.from("abcd")]);
+    assert.equal(out[0]!.buffer, chunks[0]!.buffer, "taken in the one pass, as a view");
+    assert.equal(list.length, 9);
+    assert.equal(list.takeFrames(4, 5, out), 1, "within the limit it is taken");
+    assert.deepEqual(out[1], Buffer.from("vwxyz"));
+    assert.equal(list.length, 0);
+  });
+
+  test("random frames, chunkings and limits agree with a parser of the concatenated bytes", () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(1 as const, 2 as const, 4 as const),
+        fc.array(fc.nat(40), { maxLength: 30 }),
+        fc.array(fc.nat(2000), { maxLength: 30 }),
+        fc.nat(45),
+        fc.array(fc.integer({ min: 1, max: 6 }), { minLength: 1, maxLength: 10 }),
+        (n, sizes, cuts, maxLen, pushesPerTake) => {
+          let seed = sizes.length;
+          const wire = Buffer.concat(
+            sizes.map((len) => {
+              const f = Buffer.alloc(n + len);
+              f.writeUIntBE(len, 0, n);
+              for (let i = 0; i < len; i++) f[n + i] = seed = (seed * 31 + 7) & 0xff;
+              return f;
+            }),
+          );
+          const chunks = chunked(wire, cuts);
+          const list = new ChunkList();
+          let model = Buffer.alloc(0);
+          let k = 0;
+          for (let step = 0; k < chunks.length || step === 0; step++) {
+            const pushes = pushesPerTake[step % pushesPerTake.length]!;
+            for (let p = 0; p < pushes && k < chunks.length; p++, k++) {
+              list.push(chunks[k]!);
+              model = Buffer.concat([model, chunks[k]!]);
+            }
+            const out: Buffer[] = [];
+            const got = list.takeFrames(n, maxLen, out);
+            const want = modelFrames(model, n, maxLen);
+            assert.equal(got, want.frames.length);
+            assert.deepEqual(out, want.frames);
+            model = model.subarray(want.used);
+            assert.equal(list.length, model.length);
+            assert.deepEqual(list.peek(list.length), model, "what is left is untouched");
+          }
+        },
+      ),
+      { seed: SEED, numRuns: 500 },
+    );
+  });
+});
+
+describe("splitHead(): pieces through a byte, views of the chunk that holds them", () => {
+  test("random chunkings and limits: pieces are whole, within maxEnd, and nothing is lost", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.constantFrom(0x61, 0x0a), { maxLength: 200 }),
+        fc.array(fc.nat(300), { maxLength: 20 }),
+        fc.integer({ min: 1, max: 12 }),
+        (bytes, cuts, maxEnd) => {
+          const wire = Buffer.from(bytes);
+          const list = new ChunkList();
+          for (const c of chunked(wire, cuts)) list.push(c);
+          const out: Buffer[] = [];
+          const got = list.splitHead(0x0a, maxEnd, out);
+          assert.equal(got, out.length);
+          const taken = Buffer.concat(out);
+          assert.deepEqual(taken, wire.subarray(0, taken.length), "pieces in order, bytes right");
+          for (const p of out) {
+            assert.ok(p.length <= maxEnd, "within maxEnd");
+            assert.equal(p.indexOf(0x0a), p.length - 1, "one piece: through the first newline");
+          }
+          assert.equal(list.length, wire.length - taken.length);
+          // It stops only where the head chunk has no whole piece within maxEnd left.
+          const head = list.peek(list.headLength());
+          const nl = head.indexOf(0x0a);
+          assert.ok(nl < 0 || nl + 1 > maxEnd, "no whole piece left in the head chunk");
+        },
+      ),
+      { seed: SEED, numRuns: 500 },
+    );
+  });
+});

@@ -374,3 +374,71 @@ describe("flow control", () => {
     assert.equal(client.unreadBytes, data.length);
   });
 });
+
+describe("reads answered at once from the buffer (the synchronous fast path)", () => {
+  type Kind = "readExactly" | "readUntil" | "readLine";
+  const KINDS: Kind[] = ["readExactly", "readUntil", "readLine"];
+  /** One two-byte "x\n" record read the `kind` way, as a string. */
+  const readRecord = async (conn: Conn, kind: Kind): Promise<string | null> => {
+    if (kind === "readExactly") return (await conn.readExactly(2)).toString();
+    if (kind === "readUntil") return (await conn.readUntil("\n")).toString();
+    return conn.readLine();
+  };
+
+  test("a buffered answer never jumps ahead of a read already waiting", async (t) => {
+    for (const kind of KINDS) {
+      const { client, server, close } = await tcpPair();
+      t.after(close);
+      await client.write("a\n");
+      await buffered(server, 2);
+      const order: string[] = [];
+      const waiting = server.readUntil("!").then((b) => order.push(`waiting:${b}`));
+      await sleep(10); // it waits for "!" with "a\n" buffered
+      const next = readRecord(server, kind).then((v) => order.push(`next:${v}`));
+      await sleep(10);
+      assert.deepEqual(order, [], `${kind}: answered while an earlier read waits`);
+      await client.write("!b\n");
+      await Promise.all([waiting, next]);
+      const b = kind === "readLine" ? "b" : "b\n";
+      assert.deepEqual(order, ["waiting:a\n!", `next:${b}`], kind);
+    }
+  });
+
+  test("a past read deadline or a closed conn fails the read, data or not", async (t) => {
+    for (const kind of KINDS) {
+      const { client, server, close } = await tcpPair();
+      t.after(close);
+      await client.write("a\nb\n");
+      await buffered(server, 4);
+      server.setReadDeadline(Date.now() - 1000);
+      const err = await readRecord(server, kind).catch((e: unknown) => e);
+      assert.ok(err instanceof DeadlineExceededError, `${kind}: ${String(err)}`);
+      server.setReadDeadline(null);
+      assert.equal(server.unreadBytes, 4, `${kind}: nothing consumed`);
+      assert.match(String(await readRecord(server, kind)), /^a\n?$/);
+      await server.close();
+      const closed = await readRecord(server, kind).catch((e: unknown) => e);
+      assert.ok(closed instanceof ClosedError, `${kind} after close: ${String(closed)}`);
+    }
+  });
+
+  test("taking the buffer below limit() resumes the paused socket at once", async (t) => {
+    for (const kind of KINDS) {
+      const { client, server, close } = await tcpPair();
+      t.after(close);
+      await client.write("a\n");
+      await buffered(server, 2);
+      server.limit(2); // at the limit, nobody waiting: the socket is paused
+      await client.write("b\n");
+      await sleep(30);
+      assert.equal(server.unreadBytes, 2, `${kind}: paused at the limit`);
+      assert.match(String(await readRecord(server, kind)), /^a\n?$/);
+      // No read waits now: only the read that took the bytes can have resumed the socket.
+      await until(
+        () => server.unreadBytes === 2,
+        () => `${kind}: socket still paused after the buffer dropped below the limit`,
+        3000,
+      );
+    }
+  });
+});
