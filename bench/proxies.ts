@@ -12,7 +12,8 @@
  *   stunnel  stunnel4 (Debian), its defaults: one process, a thread per conn
  *   hitch    hitch (Debian), workers = 1
  *   haproxy  HAProxy (Debian) in TCP mode, `bind … ssl crt`, nbthread 1
- *   tlsnet   `tlsnet proxy`, the CLI compiled by tsc, on this Node
+ *   tlsnet   `tlsnet proxy`, the CLI compiled by tsc, on this Node (node engine)
+ *   tlsnet-native  the same on the native engine (needs npm run build:native)
  * A proxy whose program is not installed is reported and its rows skipped
  * (Debian: apt-get install -y stunnel4 hitch haproxy).
  *
@@ -33,11 +34,11 @@
  * @module
  */
 
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import { join, resolve } from "node:path";
-import { pathToFileURL } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import {
   comparisonChart,
   compileTlsnet,
@@ -65,7 +66,7 @@ import {
   type WorkloadId,
 } from "./servers.ts";
 
-export const PROXY_IDS = ["stunnel", "hitch", "haproxy", "tlsnet"] as const;
+export const PROXY_IDS = ["stunnel", "hitch", "haproxy", "tlsnet", "tlsnet-native"] as const;
 export type ProxyId = (typeof PROXY_IDS)[number];
 /** The workloads of a default run; `resumed` only when asked for. */
 const DEFAULT_WORKLOADS: readonly WorkloadId[] = ["bulk", "echo", "full"];
@@ -266,34 +267,46 @@ function proxies(files: Files, dist: string, only: readonly ProxyId[]): Proxy[] 
   });
 
   const node = `Node ${process.version}`;
-  all.push({
-    info: {
-      id: "tlsnet",
-      label: `tlsnet proxy, ${node}`,
-      detail:
-        `tlsnet ${revision()} compiled by tsc, on ${node} (OpenSSL ${process.versions.openssl}); ` +
-        "`tlsnet proxy --cert --key`, its defaults (logs each conn)",
-      available: true,
-    },
-    launch: (port, backend) => ({
-      cmd: process.execPath,
-      args: [
-        join(dist, "cli", "main.js"),
-        "proxy",
-        "--listen",
-        `127.0.0.1:${port}`,
-        "--to",
-        `127.0.0.1:${backend}`,
-        "--cert",
-        files.cert,
-        "--key",
-        files.key,
-      ],
-      env: { ...process.env, NO_COLOR: "1" },
-      log: log("tlsnet", port),
-      sigterm: true,
-    }),
-  });
+  const addon = resolve(
+    fileURLToPath(import.meta.url),
+    "..",
+    "..",
+    "build",
+    "native",
+    "tlsnet_native.node",
+  );
+  for (const engine of ["node", "native"] as const) {
+    all.push({
+      info: {
+        id: engine === "node" ? "tlsnet" : "tlsnet-native",
+        label: `tlsnet proxy${engine === "native" ? " native" : ""}, ${node}`,
+        detail:
+          `tlsnet ${revision()} compiled by tsc, on ${node} (OpenSSL ${process.versions.openssl}), ` +
+          `${engine} engine (TLSNET_ENGINE=${engine}); ` +
+          "`tlsnet proxy --cert --key`, its defaults (logs each conn)",
+        available: engine === "node" || existsSync(addon),
+      },
+      launch: (port, backend) => ({
+        cmd: process.execPath,
+        args: [
+          join(dist, "cli", "main.js"),
+          "proxy",
+          "--listen",
+          `127.0.0.1:${port}`,
+          "--to",
+          `127.0.0.1:${backend}`,
+          "--cert",
+          files.cert,
+          "--key",
+          files.key,
+        ],
+        // The compiled copy lives outside the checkout: it gets the checkout's addon by path.
+        env: { ...process.env, NO_COLOR: "1", TLSNET_ENGINE: engine, TLSNET_NATIVE_ADDON: addon },
+        log: log(engine === "node" ? "tlsnet" : "tlsnet-native", port),
+        sigterm: true,
+      }),
+    });
+  }
   return all.filter((p) => only.includes(p.info.id));
 }
 
@@ -331,7 +344,7 @@ export function runProxies(argv: string[]): Promise<number> {
       { mode: 0o600 },
     );
     // `tlsnet proxy` is measured as users run it: compiled by tsc.
-    const dist = o.ids.includes("tlsnet") ? compileTlsnet(env.tmp, env.log) : "";
+    const dist = o.ids.some((id) => id.startsWith("tlsnet")) ? compileTlsnet(env.tmp, env.log) : "";
     const list = proxies(files, dist, o.ids);
     const notes: string[] = [];
     for (const p of list) {

@@ -885,6 +885,10 @@ export async function run(argv: string[]): Promise<number> {
       mode: 0o600,
     });
     const env: NodeJS.ProcessEnv = { ...process.env, [CERTS_ENV]: certFile };
+    // The engine is explicit (TLSNET_ENGINE=native to measure the addon, node by default): the
+    // compiled copy lives outside the checkout, so it is handed the checkout's addon by path.
+    env.TLSNET_ENGINE = process.env.TLSNET_ENGINE || "node";
+    env.TLSNET_NATIVE_ADDON ||= join(here, "..", "build", "native", "tlsnet_native.node");
     if (opts.src) env[SRC_ENV] = opts.src;
     else {
       delete env[SRC_ENV];

@@ -1055,13 +1055,13 @@ async function setup(
     {
       id: "tlsnet",
       label: `tlsnet, Node ${process.version}`,
-      detail: `tlsnet ${revision()} on Node ${process.version}, OpenSSL ${ssl}; bench/server.ts "tlsnet"`,
+      detail: `tlsnet ${revision()} on Node ${process.version}, node engine (node:tls, OpenSSL ${ssl}); bench/server.ts "tlsnet", TLSNET_ENGINE=node`,
       available: true,
     },
     (m, gc) => ({
       cmd: process.execPath,
       args: nodeArgs("tlsnet", m, gc),
-      env: tlsnetEnv,
+      env: { ...tlsnetEnv, TLSNET_ENGINE: "node" },
       gc: gc === true,
     }),
   );
