@@ -12,6 +12,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -726,6 +728,35 @@ static napi_value m_unref(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* setNoDelay(on): TCP_NODELAY on the conn's socket (node:net no longer holds an fd for it). */
+static napi_value m_set_no_delay(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  conn_t* c = unwrap(env, info, &argc, argv);
+  bool on = true;
+  if (c == NULL || c->fd < 0) return NULL;
+  napi_get_value_bool(env, argv[0], &on);
+  int v = on ? 1 : 0;
+  setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v);
+  return NULL;
+}
+
+/* setKeepAlive(on, idleSeconds): SO_KEEPALIVE, and TCP_KEEPIDLE when given (as libuv does). */
+static napi_value m_set_keep_alive(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  conn_t* c = unwrap(env, info, &argc, argv);
+  bool on = false;
+  int32_t idle = 0;
+  if (c == NULL || c->fd < 0) return NULL;
+  napi_get_value_bool(env, argv[0], &on);
+  napi_get_value_int32(env, argv[1], &idle);
+  int v = on ? 1 : 0;
+  setsockopt(c->fd, SOL_SOCKET, SO_KEEPALIVE, &v, sizeof v);
+  if (on && idle > 0) setsockopt(c->fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  return NULL;
+}
+
 /* ref(): keep the process alive for this conn again (toSocket()'s owner: undici refs a
  * pooled socket for its next request). */
 static napi_value m_ref(napi_env env, napi_callback_info info) {
@@ -798,6 +829,8 @@ napi_value tlsnet_define_conn(napi_env env, addon_t* a) {
       {"close", NULL, m_close, NULL, NULL, NULL, napi_default, NULL},
       {"unref", NULL, m_unref, NULL, NULL, NULL, napi_default, NULL},
       {"ref", NULL, m_ref, NULL, NULL, NULL, napi_default, NULL},
+      {"setNoDelay", NULL, m_set_no_delay, NULL, NULL, NULL, napi_default, NULL},
+      {"setKeepAlive", NULL, m_set_keep_alive, NULL, NULL, NULL, napi_default, NULL},
       {"setContext", NULL, m_set_context, NULL, NULL, NULL, napi_default, NULL},
       {"info", NULL, m_info, NULL, NULL, NULL, napi_default, NULL},
       {"checkHost", NULL, m_check_host, NULL, NULL, NULL, napi_default, NULL},

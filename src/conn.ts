@@ -415,7 +415,10 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   /**
    * The node socket that carries the bytes (TLS: the TLSSocket once created), for inspection
    * only: tlsnet keeps reading from it, so do not read, write or pause it. To give the
-   * connection to code that wants a socket, use {@link Conn.toSocket}.
+   * connection to code that wants a socket, use {@link Conn.toSocket}. On the native TLS engine
+   * it is the node socket the conn started on, without its fd once the addon took the
+   * connection over (one fd per conn): its remote address stays, its local address is
+   * {@link Conn.localAddr}, and destroying it still ends the connection.
    */
   get socket(): Socket {
     return this.transport.socket;

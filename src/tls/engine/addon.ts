@@ -42,6 +42,8 @@ export interface NativeConn {
   close(): void;
   unref(): void;
   ref(): void;
+  setNoDelay(on: boolean): void;
+  setKeepAlive(on: boolean, idleSeconds: number): void;
   setContext(ctx: NativeContext): void;
   info(): NativeInfo;
   checkHost(name: string, isIp: boolean): boolean;

@@ -10,9 +10,9 @@
  * closes the native conn (fd released) and the node socket under it.
  *
  * Socket members it carries: encrypted, alpnProtocol, servername, authorized,
- * the addresses, address(), setNoDelay/setKeepAlive (the TCP socket's options,
- * which the addon's dup of the fd shares), setTimeout (its own idle timer: the
- * node socket sees no traffic), ref/unref, destroySoon, getPeerCertificate,
+ * the addresses, address(), setNoDelay/setKeepAlive (set by the addon on its
+ * fd, the only one: node:net's was closed at the takeover), setTimeout (its own
+ * idle timer), ref/unref (the addon's poll handle), destroySoon, getPeerCertificate,
  * getProtocol, getCipher, isSessionReused. No `_handle`: node:http2 wraps it in
  * a JSStreamSocket, node:http reads it as a stream.
  *
@@ -50,6 +50,11 @@ export interface NativeSocketHost {
   /** Stop the native conn keeping the process alive, and start again. */
   unref(): void;
   ref(): void;
+  /** The TCP socket's local address, as node:net's address() gave it before the takeover. */
+  readonly tcpLocal: AddressInfo | Record<string, never>;
+  /** TCP_NODELAY and SO_KEEPALIVE on the addon's fd (node:net holds none). */
+  setNoDelay(on: boolean): void;
+  setKeepAlive(on: boolean, idleSeconds: number): void;
   /** Route the transport's events to `sink` from now on. */
   attach(sink: TransportSink): void;
 }
@@ -121,10 +126,13 @@ export class NativeSocket extends Duplex {
     this.remoteAddress = raw.remoteAddress;
     this.remotePort = raw.remotePort;
     this.remoteFamily = raw.remoteFamily;
-    this.localAddress = raw.localAddress;
-    this.localPort = raw.localPort;
-    this.localFamily = (raw as { localFamily?: string }).localFamily;
-    this.local = raw.address() as AddressInfo | Record<string, never>;
+    // node:net forgets its local address with its handle (closed at the takeover): the
+    // transport kept it.
+    const local = host.tcpLocal;
+    this.localAddress = local.address;
+    this.localPort = local.port;
+    this.localFamily = local.family;
+    this.local = local;
     this.eofPending = host.peerEnded;
     host.pause(); // until the new owner reads (_read)
     host.attach(this.sink);
@@ -231,15 +239,14 @@ export class NativeSocket extends Duplex {
     return "closed";
   }
 
-  setNoDelay(noDelay?: boolean): this {
-    const raw = this.host.rawSocket;
-    if (!raw.destroyed) raw.setNoDelay(noDelay);
+  setNoDelay(noDelay = true): this {
+    if (!this.host.isClosed()) this.host.setNoDelay(noDelay);
     return this;
   }
 
-  setKeepAlive(enable?: boolean, initialDelay?: number): this {
-    const raw = this.host.rawSocket;
-    if (!raw.destroyed) raw.setKeepAlive(enable, initialDelay);
+  setKeepAlive(enable = false, initialDelay = 0): this {
+    // node:net's units: ms, rounded down to whole seconds (0: the system's default).
+    if (!this.host.isClosed()) this.host.setKeepAlive(enable, Math.floor(initialDelay / 1000));
     return this;
   }
 
@@ -265,13 +272,11 @@ export class NativeSocket extends Duplex {
   }
 
   ref(): this {
-    this.host.rawSocket.ref();
     if (!this.host.isClosed()) this.host.ref();
     return this;
   }
 
   unref(): this {
-    this.host.rawSocket.unref();
     if (!this.host.isClosed()) this.host.unref();
     return this;
   }

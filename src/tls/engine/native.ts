@@ -9,13 +9,14 @@
  * caller's buffers.
  *
  * Taking the socket over: node:net stops reading it (pause, readStop), hands
- * over what it had buffered, and the addon polls a dup of its fd. The node
- * socket stays open, idle, until the TLS conn closes, so its addresses and
- * its "close" event keep their meaning.
+ * over what it had buffered, and the addon polls a dup of its fd; node:net's
+ * handle (its fd) is then closed, so a conn holds one fd. The node Socket
+ * object stays, without a handle, until the TLS conn closes, so its cached
+ * addresses and its "close" event keep their meaning.
  * @module
  */
 import { X509Certificate } from "node:crypto";
-import { isIP, type Socket } from "node:net";
+import { type AddressInfo, isIP, type Socket } from "node:net";
 import { unbracket } from "../../addr.ts";
 import { Alarm, abortReason, type OpOptions } from "../../deadline.ts";
 import {
@@ -118,6 +119,8 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
   private sni:
     | { contexts: NativeContext[]; select: (name: string | undefined) => number }
     | undefined;
+  /** The TCP socket's local address, read before node:net's handle (which knows it) is closed. */
+  private tcpLocal: AddressInfo | Record<string, never> = {};
   /** Client: the identity this handshake verifies, stored with the sessions it yields. */
   private readonly identity: SessionIdentity = { chain: [], verified: false };
 
@@ -171,7 +174,9 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
         { reason: (err as { code?: string }).code, cause: err },
       );
     }
-    // Whoever destroys the node socket underneath (conn.netConn.socket) ends the connection.
+    this.tcpLocal = this.rawSocket.address() as AddressInfo;
+    releaseFd(this.rawSocket);
+    // Whoever destroys the node socket underneath (conn.socket) ends the connection.
     this.rawSocket.once("close", () => {
       if (!this.handleClosed) this.handle?.close();
     });
@@ -459,6 +464,9 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
       destroy: () => this.destroy(),
       unref: () => h.unref(),
       ref: () => h.ref(),
+      tcpLocal: this.tcpLocal,
+      setNoDelay: (on) => h.setNoDelay(on),
+      setKeepAlive: (on, idleSeconds) => h.setKeepAlive(on, idleSeconds),
       attach: (sink) => {
         this.sink = sink;
       },
@@ -499,6 +507,23 @@ function takeOver(raw: Socket): { fd: number; pre: Buffer | undefined } | undefi
   const pre =
     chunks.length === 0 ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
   return { fd: handle.fd, pre };
+}
+
+/**
+ * Once the addon holds its own dup of the fd: close node:net's handle (and so its fd) without
+ * destroying the Socket. One fd per conn instead of two; the Socket keeps its cached addresses,
+ * and its destroy() still emits 'close' when the TLS conn ends (what the listener counts, and
+ * net.Server's connection count), since node:net closes a handle-less socket without I/O.
+ */
+function releaseFd(raw: Socket): void {
+  // Cache the addresses first: node:net reads them from the handle the first time.
+  void raw.remoteAddress;
+  void raw.localAddress;
+  const s = raw as unknown as { _handle?: { close(): void } | null };
+  const handle = s._handle;
+  if (!handle) return;
+  s._handle = null;
+  handle.close();
 }
 
 /** The peer's leaf certificate from a native handshake's chain, if it sent one. */
