@@ -16,7 +16,7 @@ import {
   type OpOptions,
   toMonotonic,
 } from "./deadline.ts";
-import { acceptChannel, errorChannel, publish, traced } from "./diagnostics.ts";
+import { acceptChannel, errorChannel, publish } from "./diagnostics.ts";
 import {
   asError,
   ClosedError,
@@ -102,7 +102,7 @@ export interface ConnFactory<C extends Conn> {
   /** `proxy`: the PROXY header read from the socket first, or null. */
   wrap(socket: Socket, proxy: ProxyHeader | null): C;
   /** Runs before a handler gets the conn (TLS: the handshake); a failure counts as a handshake failure. */
-  prepare?: ((conn: C) => Promise<void>) | undefined;
+  prepare?: ((conn: C) => Promise<unknown>) | undefined;
   /** The handler for this conn (TLS: by ALPN protocol); default: options.handler. */
   pick?: ((conn: C) => ((conn: C) => void | Promise<void>) | undefined) | undefined;
 }
@@ -359,9 +359,8 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     }
     conn[kOnClose](inactive); // a conn closed by the app is no longer active, even while it lingers
     if (this.opts.handler) {
-      const run = this.runHandler(conn);
-      this.handled.set(conn, run);
-      void run.finally(() => this.handled.delete(conn));
+      // runHandler deletes the entry itself when it ends, always after this set: it awaits first.
+      this.handled.set(conn, this.runHandler(conn));
       return;
     }
     if (acceptChannel.hasSubscribers) {
@@ -376,14 +375,12 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
   private async runHandler(conn: C): Promise<void> {
     const remoteAddr = conn.remoteAddr;
     try {
-      if (this.factory.prepare) {
+      const prepare = this.factory.prepare;
+      if (prepare) {
         try {
-          const prepare = this.factory.prepare;
-          await traced(
-            acceptChannel,
-            () => this.acceptContext(conn),
-            () => prepare(conn),
-          );
+          if (acceptChannel.hasSubscribers) {
+            await acceptChannel.tracePromise(() => prepare(conn), this.acceptContext(conn));
+          } else await prepare(conn);
         } catch (err) {
           // Our own shutdown cutting a handshake short is not the client's failure.
           if (!(this.closing && err instanceof ClosedError)) this.report(asError(err), remoteAddr);
@@ -400,6 +397,7 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
       this.report(asError(err), remoteAddr);
     } finally {
       await conn.close();
+      this.handled.delete(conn);
     }
   }
 

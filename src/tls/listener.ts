@@ -94,9 +94,7 @@ export class TLSListener extends Listener<TLSConn> {
             proxy,
           }),
         ),
-      prepare: async (conn) => {
-        await conn.handshake();
-      },
+      prepare: (conn) => conn.handshake(),
       pick: handlers
         ? (conn) => (conn.alpnProtocol ? handlers[conn.alpnProtocol] : undefined) ?? fallback
         : undefined,

@@ -78,12 +78,16 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
     }
     await this.waitSecure(socket, cfg, opts);
     const isClient = this.init.role === "client";
-    const resumed = socket.isSessionReused() && this.offered !== undefined;
+    const resumed = this.offered !== undefined && socket.isSessionReused();
     const verified = isClient
       ? resumed
         ? this.offered!.identity.verified && cfg.verifyPeer
         : this.verifyServer(socket, cfg)
-      : this.clientVerdict(cfg, socket.getPeerX509Certificate(), () => chainError(socket));
+      : this.clientVerdict(
+          cfg,
+          () => socket.getPeerX509Certificate(),
+          () => chainError(socket),
+        );
     const chain = resumed ? this.offered!.identity.chain : this.peerDer(socket, cfg);
     if (isClient && !resumed) {
       this.identity.chain = chain;
@@ -189,10 +193,11 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
           ),
         );
       const onClose = () => done(peerClosedDuringHandshake(peer));
-      socket.once(isClient ? "secureConnect" : "secure", onSecure);
+      // `on`, not `once` (no wrapper per listener): done() removes all four at the first.
+      socket.on(isClient ? "secureConnect" : "secure", onSecure);
       socket.on("error", onError);
-      socket.once("close", onClose);
-      socket.once("end", onClose); // half-open sockets do not close on their own at EOF
+      socket.on("close", onClose);
+      socket.on("end", onClose); // half-open sockets do not close on their own at EOF
       this.abortRun = done;
       signal?.addEventListener("abort", onAbort, { once: true });
       alarm.set(expiry);
