@@ -84,7 +84,8 @@ type Turn = { grant: () => void };
  */
 class TurnQueue {
   private busy = false;
-  private waiting: Turn[] = [];
+  /** Made on the first wait: most turns are taken at once. */
+  private waiting: Turn[] | undefined;
 
   /** undefined: the caller has the turn now; else a promise of it. Pair every grant with release(). */
   acquire(
@@ -98,12 +99,12 @@ class TurnQueue {
     }
     return new Promise<void>((resolve, reject) => {
       if (callExpiry === NEVER && signal === undefined) {
-        this.waiting.push({ grant: resolve });
+        (this.waiting ??= []).push({ grant: resolve });
         return;
       }
       const leave = (err: unknown) => {
-        const i = this.waiting.indexOf(turn);
-        if (i >= 0) this.waiting.splice(i, 1);
+        const i = this.waiting!.indexOf(turn);
+        if (i >= 0) this.waiting!.splice(i, 1);
         alarm.clear();
         signal?.removeEventListener("abort", onAbort);
         reject(err);
@@ -117,7 +118,7 @@ class TurnQueue {
           resolve();
         },
       };
-      this.waiting.push(turn);
+      (this.waiting ??= []).push(turn);
       alarm.set(callExpiry);
       signal?.addEventListener("abort", onAbort, { once: true });
     });
@@ -131,13 +132,13 @@ class TurnQueue {
   }
 
   release(): void {
-    const next = this.waiting.shift();
+    const next = this.waiting?.shift();
     if (next) next.grant();
     else this.busy = false;
   }
 
   get pending(): number {
-    return this.waiting.length;
+    return this.waiting?.length ?? 0;
   }
 
   get idle(): boolean {
@@ -914,14 +915,15 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    * ```
    */
   [Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    const attempt = () => this.nextChunk(); // one per iterator, reused by every step
     return {
-      next: () => this.readOp(undefined, this.nextChunk),
+      next: () => this.readOp(undefined, attempt),
       return: () => Promise.resolve({ done: true, value: undefined }),
     };
   }
 
-  /** read()'s attempt, as an iterator result; bound once. */
-  private readonly nextChunk = (): IteratorResult<Buffer> | undefined => {
+  /** read()'s attempt, as an iterator result. */
+  private nextChunk(): IteratorResult<Buffer> | undefined {
     if (this.buf.length > 0) {
       return {
         done: false,
@@ -930,7 +932,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     }
     if (this.eof) return this.endOrThrow(DONE);
     return undefined;
-  };
+  }
 
   /** The bytes through `delim` if they are buffered within maxBytes, consumed; else undefined. */
   private takeThrough(delim: Uint8Array, maxBytes: number): Buffer | undefined {
@@ -1065,7 +1067,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     if (signal?.aborted) throw abortReason(signal); // one rule for every op: at once
     const callExpiry = expiryAfter(opts?.timeout);
     this.checkUsable();
-    const turn = this.readers.acquire(callExpiry, signal, this.readTimeoutError);
+    const turn = this.readers.acquire(callExpiry, signal, () => this.readTimeoutError());
     if (turn) await turn;
     try {
       this.checkUsable();
@@ -1092,21 +1094,23 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     }
   }
 
-  private readonly readTimeoutError = (): DeadlineExceededError =>
-    new DeadlineExceededError(
+  private readTimeoutError(): DeadlineExceededError {
+    return new DeadlineExceededError(
       "read",
       `read from ${this.peerName} ran past its read deadline or timeout` +
         (this.transport.ready
           ? "; buffered data is kept for the next read"
           : " while the TLS handshake was still running; the handshake goes on"),
     );
+  }
 
-  private readonly writeTimeoutError = (): DeadlineExceededError =>
-    new DeadlineExceededError(
+  private writeTimeoutError(): DeadlineExceededError {
+    return new DeadlineExceededError(
       "write",
       `write to ${this.peerName} ran past its write deadline or timeout before anything was sent` +
         (this.transport.ready ? "" : " (the TLS handshake was still running)"),
     );
+  }
 
   private checkUsable(): void {
     if (this.closed) throw new ClosedError(this.closedMessage());
@@ -1130,22 +1134,25 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     if (!this.readyHooked) {
       this.readyHooked = true;
       // The transport handles its own rejection; a failure reaches us through onError.
-      this.transport.whenReady().then(this.onReady, this.onReadyFailed);
+      this.transport.whenReady().then(
+        () => this.onReady(),
+        (err: unknown) => this.onReadyFailed(err),
+      );
     }
     return wait.wait(callExpiry, signal);
   }
 
-  private readonly onReadyFailed = (err: unknown) => {
+  private onReadyFailed(err: unknown): void {
     this.readyError = this.transport.mapError(err, "read");
     this.readWait.resolve();
     this.writeWait.resolve();
-  };
+  }
 
-  private readonly onReady = () => {
+  private onReady(): void {
     this.readWait.resolve();
     this.writeWait.resolve();
     this.updateFlow();
-  };
+  }
 
   private waitReadable(callExpiry: number, signal: AbortSignal | undefined): Promise<void> {
     const waiting = this.readWait.wait(callExpiry, signal);
@@ -1207,16 +1214,18 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       this.writers.tryAcquire(); // idle, so taken at once: later writes queue behind the drain
       this.draining = true;
       const drained = this.writeWait.wait(NEVER, undefined);
-      drained.then(this.releaseDrained, this.releaseDrained);
+      const release = (this.releaseDrained ??= () => {
+        this.draining = false;
+        this.writers.release();
+      });
+      drained.then(release, release);
       return drained;
     }
     return this.writeInTurn(data, opts);
   }
 
-  private readonly releaseDrained = () => {
-    this.draining = false;
-    this.writers.release();
-  };
+  /** Made on the first write that waits for drain; reused after. */
+  private releaseDrained: (() => void) | undefined;
 
   private async writeInTurn(
     data: string | Uint8Array | ReadonlyArray<string | Uint8Array>,
@@ -1228,7 +1237,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     if (signal?.aborted) throw abortReason(signal);
     const callExpiry = expiryAfter(opts?.timeout);
     this.checkWritable();
-    const turn = this.writers.acquire(callExpiry, signal, this.writeTimeoutError);
+    const turn = this.writers.acquire(callExpiry, signal, () => this.writeTimeoutError());
     if (turn) await turn;
     try {
       this.checkWritable();
@@ -1275,7 +1284,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     this.checkUsable();
     if (this.writeError) throw this.writeError;
     if (this.writeEnded) return;
-    const turn = this.writers.acquire(callExpiry, signal, this.writeTimeoutError);
+    const turn = this.writers.acquire(callExpiry, signal, () => this.writeTimeoutError());
     if (turn) await turn;
     try {
       this.checkUsable();
@@ -1284,7 +1293,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       await this.writerReady(callExpiry, signal);
       this.writeEnded = true;
       this.finishing = true;
-      this.transport.end().then(this.onFinished, this.sink.onError);
+      this.transport.end().then(() => this.writeWait.resolve(), this.sink.onError);
       this.draining = true; // a timeout from here on is permanent: the FIN may be half out
       await this.writeWait.wait(callExpiry, signal);
     } finally {
@@ -1293,8 +1302,6 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       this.writers.release();
     }
   }
-
-  private readonly onFinished = () => this.writeWait.resolve();
 
   private checkWritable(): void {
     this.checkUsable();

@@ -320,7 +320,7 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
       if (counted) this.counters.active--;
       counted = false;
     };
-    socket.once("close", inactive);
+    socket.on("close", inactive); // "close" comes once: no once() wrapper needed
     if (this.proxyPolicy) this.readHeader(socket, this.proxyPolicy, inactive);
     else this.admit(socket, null, inactive);
   }

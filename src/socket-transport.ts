@@ -124,6 +124,9 @@ export class SocketTransport implements Transport {
         s.destroy();
       });
     }
+    // The peer has ended already (the usual end of a request/response exchange): nothing more
+    // can arrive, so there is nothing to linger for. FIN after what is queued, then release.
+    if (this.peerEnded || s.readableEnded) return closeEnded(s, lingerMs);
     // A lingering close: FIN after what is queued, then read and discard until the
     // peer's EOF (or lingerMs) before releasing the socket, so that input arriving
     // after our FIN never makes the kernel answer with a reset that throws away
@@ -175,6 +178,37 @@ export class SocketTransport implements Transport {
 }
 
 function noop(): void {}
+
+/**
+ * Close a socket whose peer has ended: FIN after what is queued, then destroy it. Resolves
+ * once our FIN is out (or the socket closed); `lingerMs` bounds a flush that never ends.
+ */
+function closeEnded(s: Socket, lingerMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const linger = setTimeout(destroySocket, lingerMs, s);
+    const done = () => {
+      clearTimeout(linger);
+      resolve();
+      s.destroy(); // a no-op once destroyed
+    };
+    // `on`, not `once`: each comes at most once, and done() may run twice.
+    s.on("close", done);
+    s.on("error", destroyThis);
+    if (s.writableFinished) done();
+    else {
+      s.on("finish", done);
+      if (!s.writableEnded) s.end();
+    }
+  });
+}
+
+function destroySocket(s: Socket): void {
+  s.destroy();
+}
+
+function destroyThis(this: Socket): void {
+  this.destroy();
+}
 
 /**
  * The peer's address of a socket (0.0.0.0:0 when the socket no longer knows it).

@@ -18,7 +18,10 @@ export class DeadlineWait {
   private producer: (() => unknown) | undefined;
   /** waitFor(): runs once the wait settles, either way, before the caller hears of it. */
   private onSettle: (() => void) | undefined;
-  private readonly alarm = new Alarm(() => this.reject(this.timeoutError()));
+  /** Made on the first wait that has an expiry: most conns never have one. */
+  private alarm: Alarm | undefined;
+  /** Made on the first wait that has a signal. */
+  private abortHandler: (() => void) | undefined;
 
   /** `timeoutError` makes the error a timed-out wait rejects with. */
   constructor(private readonly timeoutError: () => unknown) {}
@@ -43,10 +46,12 @@ export class DeadlineWait {
       this.callExpiry = callExpiry;
       if (signal) {
         this.signal = signal;
-        signal.addEventListener("abort", this.onAbort, { once: true });
+        signal.addEventListener("abort", (this.abortHandler ??= () => this.onAbort()), {
+          once: true,
+        });
       }
       const expiry = Math.min(this.deadline, callExpiry);
-      if (expiry !== NEVER) this.alarm.set(expiry);
+      if (expiry !== NEVER) this.armAlarm(expiry);
     });
   }
 
@@ -75,7 +80,11 @@ export class DeadlineWait {
   /** Move the deadline; a pending wait follows it. */
   setDeadline(monotonic: number): void {
     this.deadline = monotonic;
-    if (this.pending) this.alarm.set(Math.min(this.deadline, this.callExpiry));
+    if (this.pending) {
+      const expiry = Math.min(this.deadline, this.callExpiry);
+      if (expiry !== NEVER) this.armAlarm(expiry);
+      else this.alarm?.clear();
+    }
   }
 
   /** Wake the pending wait, if any (with a producer: settle if it has the result). */
@@ -106,10 +115,12 @@ export class DeadlineWait {
     if (!resolve || !reject) return undefined;
     this.resolveFn = undefined;
     this.rejectFn = undefined;
-    if (this.alarm.armed) this.alarm.clear();
+    if (this.alarm?.armed) this.alarm.clear();
     this.callExpiry = NEVER;
-    this.signal?.removeEventListener("abort", this.onAbort);
-    this.signal = undefined;
+    if (this.signal) {
+      this.signal.removeEventListener("abort", this.abortHandler!);
+      this.signal = undefined;
+    }
     this.producer = undefined;
     const onSettle = this.onSettle;
     if (onSettle !== undefined) {
@@ -119,8 +130,12 @@ export class DeadlineWait {
     return [resolve, reject];
   }
 
-  private readonly onAbort = () => {
+  private armAlarm(expiry: number): void {
+    (this.alarm ??= new Alarm(() => this.reject(this.timeoutError()))).set(expiry);
+  }
+
+  private onAbort(): void {
     const signal = this.signal;
     if (signal) this.reject(abortReason(signal));
-  };
+  }
 }

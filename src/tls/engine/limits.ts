@@ -4,6 +4,7 @@
  * timeout of the call that started it; the earliest wins, with its own error.
  * @module
  */
+import type { SocketAddr } from "../../addr.ts";
 import type { OpOptions } from "../../deadline.ts";
 import { NEVER } from "../../deadline.ts";
 import {
@@ -18,7 +19,8 @@ import type { TLSConfig } from "../config.ts";
 export function handshakeLimit(
   role: "client" | "server",
   cfg: TLSConfig,
-  peer: string,
+  /** The peer, for messages: a SocketAddr is formatted only when an error is made. */
+  peer: string | SocketAddr,
   dialExpiry: number | undefined,
   opts: OpOptions | undefined,
 ): [number, () => TlsnetError] {
@@ -71,7 +73,7 @@ export function handshakeLimit(
 }
 
 /** The error of a handshake call's own timeout. */
-export function callTimeoutError(peer: string, ms: number): HandshakeTimeoutError {
+export function callTimeoutError(peer: string | SocketAddr, ms: number): HandshakeTimeoutError {
   return new HandshakeTimeoutError(
     `TLS handshake with ${peer} did not finish within the ${Math.round(ms)} ms given to this call`,
     { timeout: ms },

@@ -50,7 +50,7 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
   /** Client: the chain Node built while checking the server's name (full handshakes). */
   private peerDetail: NodePeerCertificate | undefined;
   /** Client: the identity this handshake verifies, stored with the session it yields. */
-  private readonly identity: SessionIdentity = { chain: [], verified: false };
+  private identity: SessionIdentity | undefined;
   /** Client: a session (ticket) arrived for this conn. */
   private gotTicket = false;
   /** Server: the ALPN list the client offered, for error messages. */
@@ -90,8 +90,8 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
         );
     const chain = resumed ? this.offered!.identity.chain : this.peerDer(socket, cfg);
     if (isClient && !resumed) {
-      this.identity.chain = chain;
-      this.identity.verified = verified;
+      this.identity!.chain = chain;
+      this.identity!.verified = verified;
     }
     const serverName = isClient ? (this.init.serverName ?? null) : serverNameOf(socket);
     const state = stateOf(socket, serverName, verified, chain);
@@ -101,6 +101,8 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
   private wrapClient(cfg: TLSConfig): TLSSocket {
     const { serverName: name, verifyName, sessionKey: key, sessions } = this.init;
     this.offered = key && sessions ? sessions.get(key) : undefined;
+    const identity: SessionIdentity = { chain: [], verified: false };
+    this.identity = identity;
     const socket = tlsConnect({
       socket: this.rawSocket,
       secureContext: cfg.clientContext(),
@@ -118,9 +120,8 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
       socket.on("session", (session: Buffer) => {
         this.gotTicket = true;
         // A resumed conn hands on the identity of the full handshake it came from.
-        const identity =
-          socket.isSessionReused() && this.offered ? this.offered.identity : this.identity;
-        sessions.set(key, { session, identity });
+        const from = socket.isSessionReused() && this.offered ? this.offered.identity : identity;
+        sessions.set(key, { session, identity: from });
       });
     }
     return socket;
@@ -156,11 +157,10 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
     opts: OpOptions | undefined,
   ): Promise<void> {
     const isClient = this.init.role === "client";
-    const peer = this.peerName;
     const [expiry, timeoutError] = handshakeLimit(
       this.init.role,
       cfg,
-      peer,
+      this.remoteAddr, // formatted only if an error needs it
       this.init.dialExpiry,
       opts,
     );
@@ -187,12 +187,12 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
       const onError = (err: Error) =>
         done(
           this.alpnFailure(
-            mapTLSError(err, { op: "handshake", peer, role: this.init.role }),
+            mapTLSError(err, { op: "handshake", peer: this.peerName, role: this.init.role }),
             cfg.alpnProtocols,
             this.offeredAlpn,
           ),
         );
-      const onClose = () => done(peerClosedDuringHandshake(peer));
+      const onClose = () => done(peerClosedDuringHandshake(this.peerName));
       // `on`, not `once` (no wrapper per listener): done() removes all four at the first.
       socket.on(isClient ? "secureConnect" : "secure", onSecure);
       socket.on("error", onError);
@@ -217,11 +217,11 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
     const release = (socket as unknown as { _releaseControl?: () => boolean })._releaseControl;
     if (typeof release === "function") release.call(socket);
     const role = this.init.role;
-    const peer = this.peerName;
     this.stream = new SocketTransport(
       socket,
       this.rawSocket,
-      (err, op) => mapTLSError(err, { op: op === "close" ? "write" : op, peer, role }),
+      (err, op) =>
+        mapTLSError(err, { op: op === "close" ? "write" : op, peer: this.peerName, role }),
       this,
     );
     if (this.sink) this.stream.start(this.sink);
