@@ -46,7 +46,10 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
   /** Bytes flow through this once the TLS socket is secure. */
   private stream: SocketTransport | undefined;
   private wantPaused = false;
-  private abortRun: ((err: TlsnetError) => void) | undefined;
+  /** Ends the handshake run's wait for "secure": undefined for success, else the error. */
+  private abortRun: ((err: TlsnetError | undefined) => void) | undefined;
+  /** The config of the running handshake (a listener's reload does not change it midway). */
+  private runConfig: TLSConfig | undefined;
   /** Client: the chain Node built while checking the server's name (full handshakes). */
   private peerDetail: NodePeerCertificate | undefined;
   /** Client: the identity this handshake verifies, stored with the session it yields. */
@@ -129,8 +132,8 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
 
   private wrapServer(cfg: TLSConfig): TLSSocket {
     const contexts = cfg.serverContexts();
-    const select = contexts.length > 1 ? sniSelector(cfg.identities) : undefined;
-    return new TLSSocket(this.rawSocket, {
+    // One options object, filled in place (no spread of a temporary per optional field).
+    const options: ConstructorParameters<typeof TLSSocket>[1] & Record<string, unknown> = {
       isServer: true,
       secureContext: contexts[0]!,
       requestCert: cfg.clientAuth !== "none",
@@ -140,14 +143,13 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
       // standalone server TLSSocket does not destroy itself on a verify error.
       rejectUnauthorized:
         cfg.clientAuth === "require-any" || cfg.clientAuth === "require-and-verify",
-      ...(cfg.alpnProtocols ? { ALPNCallback: this.alpnSelector(cfg.alpnProtocols) } : {}),
-      ...(select
-        ? {
-            SNICallback: (sni: string, cb: (e: Error | null, c?: unknown) => void) =>
-              cb(null, contexts[select(sni)]),
-          }
-        : {}),
-    } as ConstructorParameters<typeof TLSSocket>[1]);
+    };
+    if (cfg.alpnProtocols) options.ALPNCallback = this.alpnSelector(cfg.alpnProtocols);
+    if (contexts.length > 1) {
+      const select = sniSelector(cfg.identities);
+      options.SNICallback = (sni, cb) => cb(null, contexts[select(sni)]);
+    }
+    return new TLSSocket(this.rawSocket, options);
   }
 
   /** Resolve on "secure"; reject on error, early close, timeout, abort or close(). */
@@ -156,7 +158,7 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
     cfg: TLSConfig,
     opts: OpOptions | undefined,
   ): Promise<void> {
-    const isClient = this.init.role === "client";
+    const secureEvent = this.init.role === "client" ? "secureConnect" : "secure";
     const [expiry, timeoutError] = handshakeLimit(
       this.init.role,
       cfg,
@@ -165,46 +167,56 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
       opts,
     );
     const signal = opts?.signal;
+    this.runConfig = cfg;
+    (socket as OwnedSocket)[kOwner] = this;
     return new Promise<void>((resolve, reject) => {
       const alarm = new Alarm(() => done(timeoutError()));
+      const onAbort = signal ? () => done(abortReason(signal)) : undefined;
       const done = (err?: unknown) => {
         alarm.clear();
-        socket.off(isClient ? "secureConnect" : "secure", onSecure);
-        socket.off("error", onError);
-        socket.off("close", onClose);
-        socket.off("end", onClose);
-        signal?.removeEventListener("abort", onAbort);
+        socket.off(secureEvent, onRunSecure);
+        socket.off("error", onRunError);
+        socket.off("close", onRunClose);
+        socket.off("end", onRunClose);
+        if (onAbort) signal!.removeEventListener("abort", onAbort);
         this.abortRun = undefined;
         if (err === undefined) resolve();
         else reject(err);
       };
-      const onSecure = () => {
-        // Start the byte stream now, before verification: data that came with the
-        // peer's Finished is buffered, not lost; the Conn reads it once ready.
-        this.startStream(socket);
-        done();
-      };
-      const onError = (err: Error) =>
-        done(
-          this.alpnFailure(
-            mapTLSError(err, { op: "handshake", peer: this.peerName, role: this.init.role }),
-            cfg.alpnProtocols,
-            this.offeredAlpn,
-          ),
-        );
-      const onClose = () => done(peerClosedDuringHandshake(this.peerName));
+      // Shared listeners that find this transport on the socket: no closure per listener.
       // `on`, not `once` (no wrapper per listener): done() removes all four at the first.
-      socket.on(isClient ? "secureConnect" : "secure", onSecure);
-      socket.on("error", onError);
-      socket.on("close", onClose);
-      socket.on("end", onClose); // half-open sockets do not close on their own at EOF
+      socket.on(secureEvent, onRunSecure);
+      socket.on("error", onRunError);
+      socket.on("close", onRunClose);
+      socket.on("end", onRunClose); // half-open sockets do not close on their own at EOF
       this.abortRun = done;
-      signal?.addEventListener("abort", onAbort, { once: true });
+      if (onAbort) signal!.addEventListener("abort", onAbort, { once: true });
       alarm.set(expiry);
-      function onAbort() {
-        done(abortReason(signal!));
-      }
     });
+  }
+
+  /** "secure": start the byte stream and end the run's wait. @internal */
+  secured(socket: TLSSocket): void {
+    // Start the byte stream now, before verification: data that came with the
+    // peer's Finished is buffered, not lost; the Conn reads it once ready.
+    this.startStream(socket);
+    this.abortRun?.(undefined);
+  }
+
+  /** A TLS error during the run's wait. @internal */
+  runFailed(err: Error): void {
+    this.abortRun?.(
+      this.alpnFailure(
+        mapTLSError(err, { op: "handshake", peer: this.peerName, role: this.init.role }),
+        this.runConfig?.alpnProtocols,
+        this.offeredAlpn,
+      ),
+    );
+  }
+
+  /** The peer left (FIN or close) during the run's wait. @internal */
+  peerLeft(): void {
+    this.abortRun?.(peerClosedDuringHandshake(this.peerName));
   }
 
   private startStream(socket: TLSSocket): void {
@@ -353,6 +365,22 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
 }
 
 function noop(): void {}
+
+/** A TLS socket in a handshake run: its transport, for the shared listeners below. */
+const kOwner = Symbol("tlsnet.nodeTLSTransport");
+type OwnedSocket = TLSSocket & { [kOwner]?: NodeTLSTransport };
+
+function onRunSecure(this: OwnedSocket): void {
+  this[kOwner]?.secured(this);
+}
+
+function onRunError(this: OwnedSocket, err: Error): void {
+  this[kOwner]?.runFailed(err);
+}
+
+function onRunClose(this: OwnedSocket): void {
+  this[kOwner]?.peerLeft();
+}
 
 /**
  * OpenSSL's verdict on the peer's chain: null when it verified, else the reason code.
