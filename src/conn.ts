@@ -221,16 +221,25 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   private readonly readers = new TurnQueue();
   private readonly writers = new TurnQueue();
   /** The reader waiting for data or readiness; a timeout leaves the conn readable. */
-  private readonly readWait = new DeadlineWait(() => this.readTimeoutError());
+  private readonly readWait = new DeadlineWait(
+    () => this.readTimeoutError(),
+    () => this.readError, // a waiting read that the buffer does not satisfy never will
+  );
+  /** The writer's wait, made on first need (most writes never wait): see the writeWait getter. */
+  private writeWaitMade: DeadlineWait | undefined;
+
   /** The writer waiting for drain (a timeout is permanent: a partial record cannot be resumed) or readiness. */
-  private readonly writeWait = new DeadlineWait(() => {
-    if (!this.draining) return this.writeTimeoutError();
-    this.writeError ??= new DeadlineExceededError(
-      "write",
-      `write to ${this.peerName} timed out; the connection can no longer be written to`,
-    );
-    return this.writeError;
-  });
+  private get writeWait(): DeadlineWait {
+    this.writeWaitMade ??= new DeadlineWait(() => {
+      if (!this.draining) return this.writeTimeoutError();
+      this.writeError ??= new DeadlineExceededError(
+        "write",
+        `write to ${this.peerName} timed out; the connection can no longer be written to`,
+      );
+      return this.writeError;
+    });
+    return this.writeWaitMade;
+  }
 
   private limitBytes = DEFAULT_LIMIT;
   private paused = false;
@@ -256,17 +265,17 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       if (!this.eof) this.readError ??= this.transport.mapError(err, "read");
       this.writeError ??= this.transport.mapError(err, "write");
       this.readWait.resolve();
-      this.writeWait.reject(this.writeError);
+      this.writeWaitMade?.reject(this.writeError);
     },
     onClose: () => {
       this.notifyClosed();
       if (!this.readError) this.eof = true; // ended without FIN (destroyed)
       this.readWait.resolve();
-      if (this.writeWait.pending) {
-        this.writeWait.reject(this.writeError ?? new ClosedError(this.closedMessage()));
+      if (this.writeWaitMade?.pending) {
+        this.writeWaitMade.reject(this.writeError ?? new ClosedError(this.closedMessage()));
       }
     },
-    onDrain: () => this.writeWait.resolve(),
+    onDrain: () => this.writeWaitMade?.resolve(),
   };
 
   /**
@@ -387,7 +396,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   private notifyClosed(): void {
     if (this.closeNotified) return;
     this.closeNotified = true;
-    publish(closeChannel, () => ({ conn: this }));
+    if (closeChannel.hasSubscribers) closeChannel.publish({ conn: this }); // no closure per close
     const listeners = this.closeListeners;
     this.closeListeners = undefined;
     if (listeners) for (const fn of listeners) fn();
@@ -916,10 +925,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    */
   [Symbol.asyncIterator](): AsyncIterator<Buffer> {
     const attempt = () => this.nextChunk(); // one per iterator, reused by every step
-    return {
-      next: () => this.readOp(undefined, attempt),
-      return: () => Promise.resolve({ done: true, value: undefined }),
-    };
+    return { next: () => this.readOp(undefined, attempt), return: iteratorReturn };
   }
 
   /** read()'s attempt, as an iterator result. */
@@ -1026,16 +1032,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       }
       if (result !== undefined) return Promise.resolve(result);
       this.readers.tryAcquire();
-      const settled = this.readWait.waitFor(
-        NEVER,
-        undefined,
-        () => {
-          const value = attempt();
-          if (value === undefined && this.readError) throw this.readError; // never coming
-          return value;
-        },
-        this.releaseReader,
-      );
+      const settled = this.readWait.waitFor(NEVER, undefined, attempt, this.releaseReader);
       this.updateFlow(); // a waiting reader lifts the limit
       return settled;
     }
@@ -1145,12 +1142,12 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   private onReadyFailed(err: unknown): void {
     this.readyError = this.transport.mapError(err, "read");
     this.readWait.resolve();
-    this.writeWait.resolve();
+    this.writeWaitMade?.resolve();
   }
 
   private onReady(): void {
     this.readWait.resolve();
-    this.writeWait.resolve();
+    this.writeWaitMade?.resolve();
     this.updateFlow();
   }
 
@@ -1208,7 +1205,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       !this.closed &&
       !this.writeEnded &&
       !t.destroyed &&
-      !this.writeWait.expired(NEVER)
+      (this.writeWaitMade === undefined || !this.writeWaitMade.expired(NEVER))
     ) {
       if (data.length === 0 || t.write(data)) return RESOLVED;
       this.writers.tryAcquire(); // idle, so taken at once: later writes queue behind the drain
@@ -1338,10 +1335,10 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       return this.closing;
     }
     this.closed = true;
-    if (this.readWait.pending || (this.writeWait.pending && !this.finishing)) {
+    if (this.readWait.pending || (this.writeWaitMade?.pending && !this.finishing)) {
       const closedErr = new ClosedError(`connection to ${this.peerName} was closed`);
       this.readWait.reject(closedErr);
-      if (!this.finishing) this.writeWait.reject(closedErr);
+      if (!this.finishing) this.writeWaitMade?.reject(closedErr);
     }
     const flush = this.writeError === undefined || this.finishing;
     this.closing = this.transport.close(CLOSE_LINGER_MS, flush).then(() => this.notifyClosed());
@@ -1389,6 +1386,11 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
 }
 
 function noop(): void {}
+
+/** The `return()` of the chunk iterator: breaking out leaves the conn open. */
+function iteratorReturn(): Promise<IteratorResult<Buffer>> {
+  return Promise.resolve({ done: true, value: undefined });
+}
 
 /** A line's text without its "\n" or "\r\n" (only a "\r" before the "\n" is line ending). */
 function decodeLine(line: Buffer): string {

@@ -23,8 +23,15 @@ export class DeadlineWait {
   /** Made on the first wait that has a signal. */
   private abortHandler: (() => void) | undefined;
 
-  /** `timeoutError` makes the error a timed-out wait rejects with. */
-  constructor(private readonly timeoutError: () => unknown) {}
+  /**
+   * `timeoutError` makes the error a timed-out wait rejects with. `failure`, if given, is asked
+   * when a waitFor() producer has no result yet: an error there means the result will never
+   * come, and the wait rejects with it (bound once here, not a closure per wait).
+   */
+  constructor(
+    private readonly timeoutError: () => unknown,
+    private readonly failure?: () => unknown,
+  ) {}
 
   get pending(): boolean {
     return this.resolveFn !== undefined;
@@ -58,8 +65,9 @@ export class DeadlineWait {
   /**
    * Like wait(), but the wait settles with `produce()`'s value, asked on every
    * resolve(): the event that brings the data also hands it to the caller, with
-   * no async frame in between. `produce` returning undefined keeps waiting; its
-   * throw rejects. `onSettle` runs when the wait ends, however it ends.
+   * no async frame in between. `produce` returning undefined keeps waiting, unless
+   * the constructor's `failure` gives an error then; its throw rejects. `onSettle` runs
+   * when the wait ends, however it ends.
    */
   waitFor<T>(
     callExpiry: number,
@@ -102,6 +110,10 @@ export class DeadlineWait {
       return;
     }
     if (value !== undefined) (this.settle()?.[0] as ((v: unknown) => void) | undefined)?.(value);
+    else {
+      const err = this.failure?.();
+      if (err !== undefined) this.reject(err); // it will never come
+    }
   }
 
   /** Fail the pending wait, if any. */
