@@ -99,8 +99,11 @@ export interface ListenerStats {
  * @internal
  */
 export interface ConnFactory<C extends Conn> {
-  /** `proxy`: the PROXY header read from the socket first, or null. */
-  wrap(socket: Socket, proxy: ProxyHeader | null): C;
+  /**
+   * `proxy`: the PROXY header read from the socket first, or null. `localAddr`: the conn's
+   * local address when the listener knows it without asking the socket (bound to one IP).
+   */
+  wrap(socket: Socket, proxy: ProxyHeader | null, localAddr: SocketAddr | undefined): C;
   /** Runs before a handler gets the conn (TLS: the handshake); a failure counts as a handshake failure. */
   prepare?: ((conn: C) => Promise<unknown>) | undefined;
   /** The handler for this conn (TLS: by ALPN protocol); default: options.handler. */
@@ -138,6 +141,8 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
   private readonly handled = new Map<C, Promise<void>>();
   private closing: Promise<void> | undefined;
   private deadline = NEVER;
+  /** Bound to one IP address (not a wildcard): conns' local address is `addr`. */
+  private readonly specificAddr: boolean;
   /** Resolved `proxyProtocol` option, if on. */
   private readonly proxyPolicy: ProxyProtocolPolicy | undefined;
   /** Sockets whose PROXY header is being read (not conns yet). */
@@ -159,6 +164,7 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     const a = server.address();
     if (a === null || typeof a === "string") throw new Error("listener has no TCP address");
     this.addr = new SocketAddr(a.address, a.port, a.family === "IPv6" ? "IPv6" : "IPv4");
+    this.specificAddr = a.address !== "0.0.0.0" && a.address !== "::";
     server.on("connection", (socket: Socket) => this.onConnection(socket));
     server.on("error", (err) => this.report(err, undefined));
   }
@@ -351,7 +357,11 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
   private admit(socket: Socket, proxy: ProxyHeader | null, inactive: () => void): void {
     let conn: C;
     try {
-      conn = this.factory.wrap(socket, proxy);
+      // Bound to one IP, every accepted socket's local address is the listener's: no
+      // getsockname() per conn.
+      const a = this.addr;
+      const local = this.specificAddr ? new SocketAddr(a.address, a.port, a.family) : undefined;
+      conn = this.factory.wrap(socket, proxy, local);
     } catch (err) {
       socket.destroy();
       this.report(asError(err), undefined);

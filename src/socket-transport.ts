@@ -32,13 +32,16 @@ export class SocketTransport implements Transport {
     readonly socket: Socket,
     readonly rawSocket: Socket = socket,
     private readonly map?: (err: unknown, op: TransportOp) => TlsnetError,
-    /** The addresses, when the caller already has them (a TLS stream over a known socket). */
-    addrs?: { remoteAddr: SocketAddr; localAddr: SocketAddr },
+    /**
+     * The addresses the caller already has (a TLS stream over a known socket; a listener
+     * bound to one IP knows the local one); the others are asked of the socket.
+     */
+    addrs?: { remoteAddr?: SocketAddr | undefined; localAddr?: SocketAddr | undefined },
     /** The PROXY header a listener read first: its source and destination are the addresses. */
     readonly proxy: ProxyHeader | null = null,
   ) {
-    this.remoteAddr = addrs?.remoteAddr ?? proxy?.source ?? remoteAddrOf(rawSocket);
-    this.localAddr = addrs?.localAddr ?? proxy?.destination ?? localAddrOf(rawSocket);
+    this.remoteAddr = proxy?.source ?? addrs?.remoteAddr ?? remoteAddrOf(rawSocket);
+    this.localAddr = proxy?.destination ?? addrs?.localAddr ?? localAddrOf(rawSocket);
   }
 
   whenReady(): Promise<void> {

@@ -49,6 +49,8 @@ export interface TLSInit {
   onHandshakeFailure?: ((err: TlsnetError) => void) | undefined;
   /** Server: the PROXY header read before TLS; its source is the peer reported. */
   proxy?: ProxyHeader | null | undefined;
+  /** Server: the local address, when the listener knows it without asking the socket. */
+  localAddr?: SocketAddr | undefined;
 }
 
 type Phase = "idle" | "running" | "done" | "failed";
@@ -77,7 +79,7 @@ export abstract class HandshakeTransport {
     protected readonly init: TLSInit,
   ) {
     this.remoteAddr = init.proxy?.source ?? remoteAddrOf(rawSocket);
-    this.localAddr = init.proxy?.destination ?? localAddrOf(rawSocket);
+    this.localAddr = init.proxy?.destination ?? init.localAddr ?? localAddrOf(rawSocket);
     rawSocket.on("error", noop); // until the engine takes the socket over: never crash on a reset
   }
 
