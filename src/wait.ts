@@ -97,9 +97,12 @@ export class DeadlineWait {
 
   /** Wake the pending wait, if any (with a producer: settle if it has the result). */
   resolve(): void {
+    const resolve = this.resolveFn as ((value?: unknown) => void) | undefined;
+    if (resolve === undefined) return;
     const produce = this.producer;
     if (produce === undefined) {
-      this.settle()?.[0]();
+      this.settle();
+      resolve();
       return;
     }
     let value: unknown;
@@ -109,8 +112,10 @@ export class DeadlineWait {
       this.reject(err);
       return;
     }
-    if (value !== undefined) (this.settle()?.[0] as ((v: unknown) => void) | undefined)?.(value);
-    else {
+    if (value !== undefined) {
+      this.settle();
+      resolve(value);
+    } else {
       const err = this.failure?.();
       if (err !== undefined) this.reject(err); // it will never come
     }
@@ -118,13 +123,14 @@ export class DeadlineWait {
 
   /** Fail the pending wait, if any. */
   reject(err: unknown): void {
-    this.settle()?.[1](err);
+    const reject = this.rejectFn;
+    if (reject === undefined) return;
+    this.settle();
+    reject(err);
   }
 
-  private settle(): [() => void, (err: unknown) => void] | undefined {
-    const resolve = this.resolveFn;
-    const reject = this.rejectFn;
-    if (!resolve || !reject) return undefined;
+  /** End the pending wait's bookkeeping (the caller then settles its promise). */
+  private settle(): void {
     this.resolveFn = undefined;
     this.rejectFn = undefined;
     if (this.alarm?.armed) this.alarm.clear();
@@ -139,7 +145,6 @@ export class DeadlineWait {
       this.onSettle = undefined;
       onSettle();
     }
-    return [resolve, reject];
   }
 
   private armAlarm(expiry: number): void {
