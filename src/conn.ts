@@ -84,7 +84,8 @@ type Turn = { grant: () => void };
  */
 class TurnQueue {
   private busy = false;
-  private waiting: Turn[] = [];
+  /** Made on the first wait: most turns are taken at once. */
+  private waiting: Turn[] | undefined;
 
   /** undefined: the caller has the turn now; else a promise of it. Pair every grant with release(). */
   acquire(
@@ -98,12 +99,12 @@ class TurnQueue {
     }
     return new Promise<void>((resolve, reject) => {
       if (callExpiry === NEVER && signal === undefined) {
-        this.waiting.push({ grant: resolve });
+        (this.waiting ??= []).push({ grant: resolve });
         return;
       }
       const leave = (err: unknown) => {
-        const i = this.waiting.indexOf(turn);
-        if (i >= 0) this.waiting.splice(i, 1);
+        const i = this.waiting!.indexOf(turn);
+        if (i >= 0) this.waiting!.splice(i, 1);
         alarm.clear();
         signal?.removeEventListener("abort", onAbort);
         reject(err);
@@ -117,7 +118,7 @@ class TurnQueue {
           resolve();
         },
       };
-      this.waiting.push(turn);
+      (this.waiting ??= []).push(turn);
       alarm.set(callExpiry);
       signal?.addEventListener("abort", onAbort, { once: true });
     });
@@ -131,13 +132,13 @@ class TurnQueue {
   }
 
   release(): void {
-    const next = this.waiting.shift();
+    const next = this.waiting?.shift();
     if (next) next.grant();
     else this.busy = false;
   }
 
   get pending(): number {
-    return this.waiting.length;
+    return this.waiting?.length ?? 0;
   }
 
   get idle(): boolean {
@@ -220,16 +221,25 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   private readonly readers = new TurnQueue();
   private readonly writers = new TurnQueue();
   /** The reader waiting for data or readiness; a timeout leaves the conn readable. */
-  private readonly readWait = new DeadlineWait(() => this.readTimeoutError());
+  private readonly readWait = new DeadlineWait(
+    () => this.readTimeoutError(),
+    () => this.readError, // a waiting read that the buffer does not satisfy never will
+  );
+  /** The writer's wait, made on first need (most writes never wait): see the writeWait getter. */
+  private writeWaitMade: DeadlineWait | undefined;
+
   /** The writer waiting for drain (a timeout is permanent: a partial record cannot be resumed) or readiness. */
-  private readonly writeWait = new DeadlineWait(() => {
-    if (!this.draining) return this.writeTimeoutError();
-    this.writeError ??= new DeadlineExceededError(
-      "write",
-      `write to ${this.peerName} timed out; the connection can no longer be written to`,
-    );
-    return this.writeError;
-  });
+  private get writeWait(): DeadlineWait {
+    this.writeWaitMade ??= new DeadlineWait(() => {
+      if (!this.draining) return this.writeTimeoutError();
+      this.writeError ??= new DeadlineExceededError(
+        "write",
+        `write to ${this.peerName} timed out; the connection can no longer be written to`,
+      );
+      return this.writeError;
+    });
+    return this.writeWaitMade;
+  }
 
   private limitBytes = DEFAULT_LIMIT;
   private paused = false;
@@ -255,17 +265,17 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       if (!this.eof) this.readError ??= this.transport.mapError(err, "read");
       this.writeError ??= this.transport.mapError(err, "write");
       this.readWait.resolve();
-      this.writeWait.reject(this.writeError);
+      this.writeWaitMade?.reject(this.writeError);
     },
     onClose: () => {
       this.notifyClosed();
       if (!this.readError) this.eof = true; // ended without FIN (destroyed)
       this.readWait.resolve();
-      if (this.writeWait.pending) {
-        this.writeWait.reject(this.writeError ?? new ClosedError(this.closedMessage()));
+      if (this.writeWaitMade?.pending) {
+        this.writeWaitMade.reject(this.writeError ?? new ClosedError(this.closedMessage()));
       }
     },
-    onDrain: () => this.writeWait.resolve(),
+    onDrain: () => this.writeWaitMade?.resolve(),
   };
 
   /**
@@ -396,7 +406,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   private notifyClosed(): void {
     if (this.closeNotified) return;
     this.closeNotified = true;
-    publish(closeChannel, () => ({ conn: this }));
+    if (closeChannel.hasSubscribers) closeChannel.publish({ conn: this }); // no closure per close
     const listeners = this.closeListeners;
     this.closeListeners = undefined;
     if (listeners) for (const fn of listeners) fn();
@@ -949,14 +959,12 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    * ```
    */
   [Symbol.asyncIterator](): AsyncIterator<Buffer> {
-    return {
-      next: () => this.readOp(undefined, this.nextChunk),
-      return: () => Promise.resolve({ done: true, value: undefined }),
-    };
+    const attempt = () => this.nextChunk(); // one per iterator, reused by every step
+    return { next: () => this.readOp(undefined, attempt), return: iteratorReturn };
   }
 
-  /** read()'s attempt, as an iterator result; bound once. */
-  private readonly nextChunk = (): IteratorResult<Buffer> | undefined => {
+  /** read()'s attempt, as an iterator result. */
+  private nextChunk(): IteratorResult<Buffer> | undefined {
     if (this.buf.length > 0) {
       return {
         done: false,
@@ -965,7 +973,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     }
     if (this.eof) return this.endOrThrow(DONE);
     return undefined;
-  };
+  }
 
   /** The bytes through `delim` if they are buffered within maxBytes, consumed; else undefined. */
   private takeThrough(delim: Uint8Array, maxBytes: number): Buffer | undefined {
@@ -1063,16 +1071,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
         if (result !== undefined) return Promise.resolve(result);
       }
       this.readers.tryAcquire();
-      const settled = this.readWait.waitFor(
-        NEVER,
-        undefined,
-        () => {
-          const value = attempt();
-          if (value === undefined && this.readError) throw this.readError; // never coming
-          return value;
-        },
-        this.releaseReader,
-      );
+      const settled = this.readWait.waitFor(NEVER, undefined, attempt, this.releaseReader);
       this.updateFlow(); // a waiting reader lifts the limit
       return settled;
     }
@@ -1104,7 +1103,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     if (signal?.aborted) throw abortReason(signal); // one rule for every op: at once
     const callExpiry = expiryAfter(opts?.timeout);
     this.checkUsable();
-    const turn = this.readers.acquire(callExpiry, signal, this.readTimeoutError);
+    const turn = this.readers.acquire(callExpiry, signal, () => this.readTimeoutError());
     if (turn) await turn;
     try {
       this.checkUsable();
@@ -1131,21 +1130,23 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     }
   }
 
-  private readonly readTimeoutError = (): DeadlineExceededError =>
-    new DeadlineExceededError(
+  private readTimeoutError(): DeadlineExceededError {
+    return new DeadlineExceededError(
       "read",
       `read from ${this.peerName} ran past its read deadline or timeout` +
         (this.transport.ready
           ? "; buffered data is kept for the next read"
           : " while the TLS handshake was still running; the handshake goes on"),
     );
+  }
 
-  private readonly writeTimeoutError = (): DeadlineExceededError =>
-    new DeadlineExceededError(
+  private writeTimeoutError(): DeadlineExceededError {
+    return new DeadlineExceededError(
       "write",
       `write to ${this.peerName} ran past its write deadline or timeout before anything was sent` +
         (this.transport.ready ? "" : " (the TLS handshake was still running)"),
     );
+  }
 
   private checkUsable(): void {
     if (this.closed) throw new ClosedError(this.closedMessage());
@@ -1169,22 +1170,25 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     if (!this.readyHooked) {
       this.readyHooked = true;
       // The transport handles its own rejection; a failure reaches us through onError.
-      this.transport.whenReady().then(this.onReady, this.onReadyFailed);
+      this.transport.whenReady().then(
+        () => this.onReady(),
+        (err: unknown) => this.onReadyFailed(err),
+      );
     }
     return wait.wait(callExpiry, signal);
   }
 
-  private readonly onReadyFailed = (err: unknown) => {
+  private onReadyFailed(err: unknown): void {
     this.readyError = this.transport.mapError(err, "read");
     this.readWait.resolve();
-    this.writeWait.resolve();
-  };
+    this.writeWaitMade?.resolve();
+  }
 
-  private readonly onReady = () => {
+  private onReady(): void {
     this.readWait.resolve();
-    this.writeWait.resolve();
+    this.writeWaitMade?.resolve();
     this.updateFlow();
-  };
+  }
 
   private waitReadable(callExpiry: number, signal: AbortSignal | undefined): Promise<void> {
     const waiting = this.readWait.wait(callExpiry, signal);
@@ -1240,22 +1244,24 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       !this.closed &&
       !this.writeEnded &&
       !t.destroyed &&
-      !this.writeWait.expired(NEVER)
+      (this.writeWaitMade === undefined || !this.writeWaitMade.expired(NEVER))
     ) {
       if (data.length === 0 || t.write(data)) return RESOLVED;
       this.writers.tryAcquire(); // idle, so taken at once: later writes queue behind the drain
       this.draining = true;
       const drained = this.writeWait.wait(NEVER, undefined);
-      drained.then(this.releaseDrained, this.releaseDrained);
+      const release = (this.releaseDrained ??= () => {
+        this.draining = false;
+        this.writers.release();
+      });
+      drained.then(release, release);
       return drained;
     }
     return this.writeInTurn(data, opts);
   }
 
-  private readonly releaseDrained = () => {
-    this.draining = false;
-    this.writers.release();
-  };
+  /** Made on the first write that waits for drain; reused after. */
+  private releaseDrained: (() => void) | undefined;
 
   private async writeInTurn(
     data: string | Uint8Array | ReadonlyArray<string | Uint8Array>,
@@ -1267,7 +1273,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     if (signal?.aborted) throw abortReason(signal);
     const callExpiry = expiryAfter(opts?.timeout);
     this.checkWritable();
-    const turn = this.writers.acquire(callExpiry, signal, this.writeTimeoutError);
+    const turn = this.writers.acquire(callExpiry, signal, () => this.writeTimeoutError());
     if (turn) await turn;
     try {
       this.checkWritable();
@@ -1314,7 +1320,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     this.checkUsable();
     if (this.writeError) throw this.writeError;
     if (this.writeEnded) return;
-    const turn = this.writers.acquire(callExpiry, signal, this.writeTimeoutError);
+    const turn = this.writers.acquire(callExpiry, signal, () => this.writeTimeoutError());
     if (turn) await turn;
     try {
       this.checkUsable();
@@ -1323,7 +1329,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       await this.writerReady(callExpiry, signal);
       this.writeEnded = true;
       this.finishing = true;
-      this.transport.end().then(this.onFinished, this.sink.onError);
+      this.transport.end().then(() => this.writeWait.resolve(), this.sink.onError);
       this.draining = true; // a timeout from here on is permanent: the FIN may be half out
       await this.writeWait.wait(callExpiry, signal);
     } finally {
@@ -1332,8 +1338,6 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       this.writers.release();
     }
   }
-
-  private readonly onFinished = () => this.writeWait.resolve();
 
   private checkWritable(): void {
     this.checkUsable();
@@ -1370,10 +1374,10 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       return this.closing;
     }
     this.closed = true;
-    if (this.readWait.pending || (this.writeWait.pending && !this.finishing)) {
+    if (this.readWait.pending || (this.writeWaitMade?.pending && !this.finishing)) {
       const closedErr = new ClosedError(`connection to ${this.peerName} was closed`);
       this.readWait.reject(closedErr);
-      if (!this.finishing) this.writeWait.reject(closedErr);
+      if (!this.finishing) this.writeWaitMade?.reject(closedErr);
     }
     const flush = this.writeError === undefined || this.finishing;
     this.closing = this.transport.close(CLOSE_LINGER_MS, flush).then(() => this.notifyClosed());
@@ -1421,6 +1425,11 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
 }
 
 function noop(): void {}
+
+/** The `return()` of the chunk iterator: breaking out leaves the conn open. */
+function iteratorReturn(): Promise<IteratorResult<Buffer>> {
+  return Promise.resolve({ done: true, value: undefined });
+}
 
 /** A line's text without its "\n" or "\r\n" (only a "\r" before the "\n" is line ending). */
 function decodeLine(line: Buffer): string {

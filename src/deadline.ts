@@ -108,7 +108,11 @@ export class Alarm {
   set(expiry: number): void {
     this.expiry = expiry;
     if (this.timer !== undefined) clearTimeout(this.timer);
-    this.timer = expiry === NEVER ? undefined : setTimeout(this.onTimer, msUntil(expiry));
+    // Whole milliseconds: node keeps one timer list per distinct duration, so a fractional
+    // one (an expiry minus the current time) made a new list, with heap work, per arm. Rounded
+    // up, arms of one duration share a list; never early, and onTimer re-arms if the loop is.
+    this.timer =
+      expiry === NEVER ? undefined : setTimeout(this.onTimer, Math.ceil(msUntil(expiry)));
   }
 
   clear(): void {

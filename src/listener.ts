@@ -16,7 +16,7 @@ import {
   type OpOptions,
   toMonotonic,
 } from "./deadline.ts";
-import { acceptChannel, errorChannel, publish, traced } from "./diagnostics.ts";
+import { acceptChannel, errorChannel, publish } from "./diagnostics.ts";
 import {
   asError,
   ClosedError,
@@ -99,10 +99,13 @@ export interface ListenerStats {
  * @internal
  */
 export interface ConnFactory<C extends Conn> {
-  /** `proxy`: the PROXY header read from the socket first, or null. */
-  wrap(socket: Socket, proxy: ProxyHeader | null): C;
+  /**
+   * `proxy`: the PROXY header read from the socket first, or null. `localAddr`: the conn's
+   * local address when the listener knows it without asking the socket (bound to one IP).
+   */
+  wrap(socket: Socket, proxy: ProxyHeader | null, localAddr: SocketAddr | undefined): C;
   /** Runs before a handler gets the conn (TLS: the handshake); a failure counts as a handshake failure. */
-  prepare?: ((conn: C) => Promise<void>) | undefined;
+  prepare?: ((conn: C) => Promise<unknown>) | undefined;
   /** The handler for this conn (TLS: by ALPN protocol); default: options.handler. */
   pick?: ((conn: C) => ((conn: C) => void | Promise<void>) | undefined) | undefined;
 }
@@ -138,6 +141,8 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
   private readonly handled = new Map<C, Promise<void>>();
   private closing: Promise<void> | undefined;
   private deadline = NEVER;
+  /** Bound to one IP address (not a wildcard): conns' local address is `addr`. */
+  private readonly specificAddr: boolean;
   /** Resolved `proxyProtocol` option, if on. */
   private readonly proxyPolicy: ProxyProtocolPolicy | undefined;
   /** Sockets whose PROXY header is being read (not conns yet). */
@@ -159,6 +164,7 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     const a = server.address();
     if (a === null || typeof a === "string") throw new Error("listener has no TCP address");
     this.addr = new SocketAddr(a.address, a.port, a.family === "IPv6" ? "IPv6" : "IPv4");
+    this.specificAddr = a.address !== "0.0.0.0" && a.address !== "::";
     server.on("connection", (socket: Socket) => this.onConnection(socket));
     server.on("error", (err) => this.report(err, undefined));
   }
@@ -320,7 +326,7 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
       if (counted) this.counters.active--;
       counted = false;
     };
-    socket.once("close", inactive);
+    socket.on("close", inactive); // "close" comes once: no once() wrapper needed
     if (this.proxyPolicy) this.readHeader(socket, this.proxyPolicy, inactive);
     else this.admit(socket, null, inactive);
   }
@@ -351,7 +357,11 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
   private admit(socket: Socket, proxy: ProxyHeader | null, inactive: () => void): void {
     let conn: C;
     try {
-      conn = this.factory.wrap(socket, proxy);
+      // Bound to one IP, every accepted socket's local address is the listener's: no
+      // getsockname() per conn.
+      const a = this.addr;
+      const local = this.specificAddr ? new SocketAddr(a.address, a.port, a.family) : undefined;
+      conn = this.factory.wrap(socket, proxy, local);
     } catch (err) {
       socket.destroy();
       this.report(asError(err), undefined);
@@ -359,9 +369,8 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
     }
     conn[kOnClose](inactive); // a conn closed by the app is no longer active, even while it lingers
     if (this.opts.handler) {
-      const run = this.runHandler(conn);
-      this.handled.set(conn, run);
-      void run.finally(() => this.handled.delete(conn));
+      // runHandler deletes the entry itself when it ends, always after this set: it awaits first.
+      this.handled.set(conn, this.runHandler(conn));
       return;
     }
     if (acceptChannel.hasSubscribers) {
@@ -376,14 +385,12 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
   private async runHandler(conn: C): Promise<void> {
     const remoteAddr = conn.remoteAddr;
     try {
-      if (this.factory.prepare) {
+      const prepare = this.factory.prepare;
+      if (prepare) {
         try {
-          const prepare = this.factory.prepare;
-          await traced(
-            acceptChannel,
-            () => this.acceptContext(conn),
-            () => prepare(conn),
-          );
+          if (acceptChannel.hasSubscribers) {
+            await acceptChannel.tracePromise(() => prepare(conn), this.acceptContext(conn));
+          } else await prepare(conn);
         } catch (err) {
           // Our own shutdown cutting a handshake short is not the client's failure.
           if (!(this.closing && err instanceof ClosedError)) this.report(asError(err), remoteAddr);
@@ -400,6 +407,7 @@ export class Listener<C extends Conn> implements AsyncIterable<C>, AsyncDisposab
       this.report(asError(err), remoteAddr);
     } finally {
       await conn.close();
+      this.handled.delete(conn);
     }
   }
 

@@ -32,13 +32,16 @@ export class SocketTransport implements Transport {
     readonly socket: Socket,
     readonly rawSocket: Socket = socket,
     private readonly map?: (err: unknown, op: TransportOp) => TlsnetError,
-    /** The addresses, when the caller already has them (a TLS stream over a known socket). */
-    addrs?: { remoteAddr: SocketAddr; localAddr: SocketAddr },
+    /**
+     * The addresses the caller already has (a TLS stream over a known socket; a listener
+     * bound to one IP knows the local one); the others are asked of the socket.
+     */
+    addrs?: { remoteAddr?: SocketAddr | undefined; localAddr?: SocketAddr | undefined },
     /** The PROXY header a listener read first: its source and destination are the addresses. */
     readonly proxy: ProxyHeader | null = null,
   ) {
-    this.remoteAddr = addrs?.remoteAddr ?? proxy?.source ?? remoteAddrOf(rawSocket);
-    this.localAddr = addrs?.localAddr ?? proxy?.destination ?? localAddrOf(rawSocket);
+    this.remoteAddr = proxy?.source ?? addrs?.remoteAddr ?? remoteAddrOf(rawSocket);
+    this.localAddr = proxy?.destination ?? addrs?.localAddr ?? localAddrOf(rawSocket);
   }
 
   whenReady(): Promise<void> {
@@ -124,6 +127,9 @@ export class SocketTransport implements Transport {
         s.destroy();
       });
     }
+    // The peer has ended already (the usual end of a request/response exchange): nothing more
+    // can arrive, so there is nothing to linger for. FIN after what is queued, then release.
+    if (this.peerEnded || s.readableEnded) return closeEnded(s, lingerMs);
     // A lingering close: FIN after what is queued, then read and discard until the
     // peer's EOF (or lingerMs) before releasing the socket, so that input arriving
     // after our FIN never makes the kernel answer with a reset that throws away
@@ -175,6 +181,37 @@ export class SocketTransport implements Transport {
 }
 
 function noop(): void {}
+
+/**
+ * Close a socket whose peer has ended: FIN after what is queued, then destroy it. Resolves
+ * once our FIN is out (or the socket closed); `lingerMs` bounds a flush that never ends.
+ */
+function closeEnded(s: Socket, lingerMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const linger = setTimeout(destroySocket, lingerMs, s);
+    const done = () => {
+      clearTimeout(linger);
+      resolve();
+      s.destroy(); // a no-op once destroyed
+    };
+    // `on`, not `once`: each comes at most once, and done() may run twice.
+    s.on("close", done);
+    s.on("error", destroyThis);
+    if (s.writableFinished) done();
+    else {
+      s.on("finish", done);
+      if (!s.writableEnded) s.end();
+    }
+  });
+}
+
+function destroySocket(s: Socket): void {
+  s.destroy();
+}
+
+function destroyThis(this: Socket): void {
+  this.destroy();
+}
 
 /**
  * The peer's address of a socket (0.0.0.0:0 when the socket no longer knows it).

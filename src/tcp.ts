@@ -13,7 +13,7 @@
  * @module
  */
 import type { Socket } from "node:net";
-import type { Address } from "./addr.ts";
+import type { Address, SocketAddr } from "./addr.ts";
 import { Conn } from "./conn.ts";
 import { dialChannel, traced } from "./diagnostics.ts";
 import { type DialOptions, dial } from "./dial.ts";
@@ -26,8 +26,12 @@ import { SocketTransport } from "./socket-transport.ts";
 export type TCPListenOptions = ListenOptions<Conn>;
 
 const plain = {
-  wrap: (socket: Socket, proxy: ProxyHeader | null) =>
-    new Conn(proxy ? new SocketTransport(socket, socket, undefined, undefined, proxy) : socket),
+  wrap: (socket: Socket, proxy: ProxyHeader | null, localAddr: SocketAddr | undefined) =>
+    new Conn(
+      proxy || localAddr
+        ? new SocketTransport(socket, socket, undefined, localAddr && { localAddr }, proxy)
+        : socket,
+    ),
 };
 
 /**

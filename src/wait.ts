@@ -18,10 +18,20 @@ export class DeadlineWait {
   private producer: (() => unknown) | undefined;
   /** waitFor(): runs once the wait settles, either way, before the caller hears of it. */
   private onSettle: (() => void) | undefined;
-  private readonly alarm = new Alarm(() => this.reject(this.timeoutError()));
+  /** Made on the first wait that has an expiry: most conns never have one. */
+  private alarm: Alarm | undefined;
+  /** Made on the first wait that has a signal. */
+  private abortHandler: (() => void) | undefined;
 
-  /** `timeoutError` makes the error a timed-out wait rejects with. */
-  constructor(private readonly timeoutError: () => unknown) {}
+  /**
+   * `timeoutError` makes the error a timed-out wait rejects with. `failure`, if given, is asked
+   * when a waitFor() producer has no result yet: an error there means the result will never
+   * come, and the wait rejects with it (bound once here, not a closure per wait).
+   */
+  constructor(
+    private readonly timeoutError: () => unknown,
+    private readonly failure?: () => unknown,
+  ) {}
 
   get pending(): boolean {
     return this.resolveFn !== undefined;
@@ -43,18 +53,21 @@ export class DeadlineWait {
       this.callExpiry = callExpiry;
       if (signal) {
         this.signal = signal;
-        signal.addEventListener("abort", this.onAbort, { once: true });
+        signal.addEventListener("abort", (this.abortHandler ??= () => this.onAbort()), {
+          once: true,
+        });
       }
       const expiry = Math.min(this.deadline, callExpiry);
-      if (expiry !== NEVER) this.alarm.set(expiry);
+      if (expiry !== NEVER) this.armAlarm(expiry);
     });
   }
 
   /**
    * Like wait(), but the wait settles with `produce()`'s value, asked on every
    * resolve(): the event that brings the data also hands it to the caller, with
-   * no async frame in between. `produce` returning undefined keeps waiting; its
-   * throw rejects. `onSettle` runs when the wait ends, however it ends.
+   * no async frame in between. `produce` returning undefined keeps waiting, unless
+   * the constructor's `failure` gives an error then; its throw rejects. `onSettle` runs
+   * when the wait ends, however it ends.
    */
   waitFor<T>(
     callExpiry: number,
@@ -75,14 +88,21 @@ export class DeadlineWait {
   /** Move the deadline; a pending wait follows it. */
   setDeadline(monotonic: number): void {
     this.deadline = monotonic;
-    if (this.pending) this.alarm.set(Math.min(this.deadline, this.callExpiry));
+    if (this.pending) {
+      const expiry = Math.min(this.deadline, this.callExpiry);
+      if (expiry !== NEVER) this.armAlarm(expiry);
+      else this.alarm?.clear();
+    }
   }
 
   /** Wake the pending wait, if any (with a producer: settle if it has the result). */
   resolve(): void {
+    const resolve = this.resolveFn as ((value?: unknown) => void) | undefined;
+    if (resolve === undefined) return;
     const produce = this.producer;
     if (produce === undefined) {
-      this.settle()?.[0]();
+      this.settle();
+      resolve();
       return;
     }
     let value: unknown;
@@ -92,35 +112,47 @@ export class DeadlineWait {
       this.reject(err);
       return;
     }
-    if (value !== undefined) (this.settle()?.[0] as ((v: unknown) => void) | undefined)?.(value);
+    if (value !== undefined) {
+      this.settle();
+      resolve(value);
+    } else {
+      const err = this.failure?.();
+      if (err !== undefined) this.reject(err); // it will never come
+    }
   }
 
   /** Fail the pending wait, if any. */
   reject(err: unknown): void {
-    this.settle()?.[1](err);
+    const reject = this.rejectFn;
+    if (reject === undefined) return;
+    this.settle();
+    reject(err);
   }
 
-  private settle(): [() => void, (err: unknown) => void] | undefined {
-    const resolve = this.resolveFn;
-    const reject = this.rejectFn;
-    if (!resolve || !reject) return undefined;
+  /** End the pending wait's bookkeeping (the caller then settles its promise). */
+  private settle(): void {
     this.resolveFn = undefined;
     this.rejectFn = undefined;
-    if (this.alarm.armed) this.alarm.clear();
+    if (this.alarm?.armed) this.alarm.clear();
     this.callExpiry = NEVER;
-    this.signal?.removeEventListener("abort", this.onAbort);
-    this.signal = undefined;
+    if (this.signal) {
+      this.signal.removeEventListener("abort", this.abortHandler!);
+      this.signal = undefined;
+    }
     this.producer = undefined;
     const onSettle = this.onSettle;
     if (onSettle !== undefined) {
       this.onSettle = undefined;
       onSettle();
     }
-    return [resolve, reject];
   }
 
-  private readonly onAbort = () => {
+  private armAlarm(expiry: number): void {
+    (this.alarm ??= new Alarm(() => this.reject(this.timeoutError()))).set(expiry);
+  }
+
+  private onAbort(): void {
     const signal = this.signal;
     if (signal) this.reject(abortReason(signal));
-  };
+  }
 }

@@ -1,7 +1,7 @@
 /** Address parsing and formatting, through the public API (tcp.connect, tcp.listen, SocketAddr). */
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { type Address, ConfigError, SocketAddr, TlsnetError, tcp } from "../src/index.ts";
+import { type Address, ConfigError, SocketAddr, TlsnetError, tcp, tls } from "../src/index.ts";
 import {
   closeAll,
   closeAndFail,
@@ -11,7 +11,11 @@ import {
   ipv6Unavailable,
   roundTrip,
 } from "./helpers/net.ts";
+import { pki } from "./helpers/tls.ts";
 import { withTimeout } from "./helpers/util.ts";
+
+const NOT_LINUX =
+  process.platform === "linux" ? false : `needs Linux loopback semantics (${process.platform})`;
 
 describe("malformed addresses reject with ConfigError before any I/O", () => {
   const bad: Array<[label: string, address: Address, shown: string]> = [
@@ -159,6 +163,42 @@ describe("SocketAddr.toString", () => {
       }
     } finally {
       await ln.close();
+    }
+  });
+
+  // A listener bound to one IP gives its conns its own address as their local one (no
+  // getsockname per conn); a wildcard listener must still report the address reached.
+  test("a server conn's localAddr is the address the client reached, wildcard bind or not", {
+    skip: NOT_LINUX,
+  }, async (t) => {
+    const { leaf } = await pki();
+    const listeners = {
+      "tcp 127.0.0.2": await tcp.listen({ addr: "127.0.0.2:0" }),
+      "tcp all interfaces": await tcp.listen({ addr: ":0" }),
+      "tls 127.0.0.2": await tls.listen({ addr: "127.0.0.2:0", certs: [leaf] }),
+      "tls all interfaces": await tls.listen({ addr: ":0", certs: [leaf] }),
+    };
+    t.after(() => Promise.all(Object.values(listeners).map((ln) => ln.close())));
+    for (const [label, ln] of Object.entries(listeners)) {
+      const reached = `127.0.0.2:${ln.addr.port}`;
+      const [c, s] = await Promise.allSettled([
+        tcp.connect(reached, { timeout: 5000 }),
+        ln.accept({ timeout: 5000 }),
+      ]);
+      t.after(() =>
+        closeAll(
+          c.status === "fulfilled" ? c.value : undefined,
+          s.status === "fulfilled" ? s.value : undefined,
+        ),
+      );
+      if (c.status === "rejected") throw c.reason;
+      if (s.status === "rejected") throw s.reason;
+      const [client, server] = [c.value, s.value];
+      assert.equal(client.remoteAddr.toString(), reached, label);
+      // A dual-stack wildcard reports an IPv4 peer's side as ::ffff:127.0.0.2.
+      assert.equal(server.localAddr.address.replace(/^::ffff:/, ""), "127.0.0.2", label);
+      assert.equal(server.localAddr.port, ln.addr.port, label);
+      assert.equal(server.remoteAddr.port, client.localAddr.port, label);
     }
   });
 });

@@ -84,19 +84,15 @@ export class TLSListener extends Listener<TLSConn> {
   ) {
     const handlers = opts.alpnHandlers;
     const fallback = handlers ? Object.values(handlers)[0] : undefined;
+    // Made once per listener, shared by every conn's transport.
+    const config = () => ref.config;
+    const onHandshakeFailure = () => onFailure.count?.();
     super(server, { ...opts, handler: opts.handler ?? fallback }, {
-      wrap: (socket: Socket, proxy) =>
+      wrap: (socket: Socket, proxy, localAddr) =>
         new TLSConn(
-          tlsTransport(socket, {
-            role: "server",
-            config: () => ref.config,
-            onHandshakeFailure: () => onFailure.count?.(),
-            proxy,
-          }),
+          tlsTransport(socket, { role: "server", config, onHandshakeFailure, proxy, localAddr }),
         ),
-      prepare: async (conn) => {
-        await conn.handshake();
-      },
+      prepare: (conn) => conn.handshake(),
       pick: handlers
         ? (conn) => (conn.alpnProtocol ? handlers[conn.alpnProtocol] : undefined) ?? fallback
         : undefined,

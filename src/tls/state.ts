@@ -118,11 +118,19 @@ export function finishedState(
   chain: Buffer[],
 ): ConnectionState {
   const v = fields.version;
-  const state = {
-    ...fields,
-    handshakeComplete: true,
+  // One literal in one shape (no spread); a plain [] when there is no chain to parse (a server
+  // that asks for no client certificate): an accessor makes a slow object, so only when needed.
+  const state: ConnectionState = {
     version: v === "TLSv1.2" || v === "TLSv1.3" ? v : null,
-  } as ConnectionState;
+    cipherSuite: fields.cipherSuite,
+    alpnProtocol: fields.alpnProtocol,
+    serverName: fields.serverName,
+    resumed: fields.resumed,
+    verified: fields.verified,
+    handshakeComplete: true,
+    peerCertificates: [],
+  };
+  if (chain.length === 0) return state;
   let parsed: PeerCertificate[] | undefined;
   Object.defineProperty(state, "peerCertificates", {
     enumerable: true,

@@ -18,7 +18,7 @@ import {
   expiryAfter,
   type OpOptions,
 } from "../../deadline.ts";
-import { handshakeChannel, traced } from "../../diagnostics.ts";
+import { handshakeChannel } from "../../diagnostics.ts";
 import { ClosedError, certificateError, TLSError, type TlsnetError } from "../../errors.ts";
 import type { ProxyHeader } from "../../proxy.ts";
 import { localAddrOf, remoteAddrOf } from "../../socket-transport.ts";
@@ -49,6 +49,8 @@ export interface TLSInit {
   onHandshakeFailure?: ((err: TlsnetError) => void) | undefined;
   /** Server: the PROXY header read before TLS; its source is the peer reported. */
   proxy?: ProxyHeader | null | undefined;
+  /** Server: the local address, when the listener knows it without asking the socket. */
+  localAddr?: SocketAddr | undefined;
 }
 
 type Phase = "idle" | "running" | "done" | "failed";
@@ -77,7 +79,7 @@ export abstract class HandshakeTransport {
     protected readonly init: TLSInit,
   ) {
     this.remoteAddr = init.proxy?.source ?? remoteAddrOf(rawSocket);
-    this.localAddr = init.proxy?.destination ?? localAddrOf(rawSocket);
+    this.localAddr = init.proxy?.destination ?? init.localAddr ?? localAddrOf(rawSocket);
     rawSocket.on("error", noop); // until the engine takes the socket over: never crash on a reset
   }
 
@@ -145,12 +147,10 @@ export abstract class HandshakeTransport {
       );
     }
     this.phase = "running";
-    const context = () => ({
-      role: this.init.role,
-      remoteAddr: this.remoteAddr,
-      serverName: this.init.role === "client" ? (this.init.serverName ?? null) : undefined,
-    });
-    this.running = traced(handshakeChannel, context, () => this.run(opts)).then(
+    const run = handshakeChannel.hasSubscribers
+      ? handshakeChannel.tracePromise(() => this.run(opts), this.traceContext())
+      : this.run(opts);
+    this.running = run.then(
       (state) => {
         this.phase = "done";
         this.result = state;
@@ -172,39 +172,60 @@ export abstract class HandshakeTransport {
     return this.running;
   }
 
+  /** The context of a traced handshake (tlsnet:handshake). */
+  private traceContext(): object {
+    return {
+      role: this.init.role,
+      remoteAddr: this.remoteAddr,
+      serverName: this.init.role === "client" ? (this.init.serverName ?? null) : undefined,
+    };
+  }
+
   /**
    * The last step of every engine's run: the verifyConnection hook, then a
    * check that close() did not come meanwhile. Resolves with `state`.
    */
-  protected async accepted(cfg: TLSConfig, state: ConnectionState): Promise<ConnectionState> {
-    if (cfg.verifyConnection) {
-      try {
-        await cfg.verifyConnection(state);
-      } catch (err) {
-        throw new TLSError(
-          `verifyConnection rejected the connection with ${this.peerName}: ${
-            err instanceof Error ? err.message : String(err)
-          }`,
-          { reason: "VERIFY_CONNECTION", cause: err },
-        );
-      }
+  protected accepted(
+    cfg: TLSConfig,
+    state: ConnectionState,
+  ): ConnectionState | Promise<ConnectionState> {
+    if (cfg.verifyConnection) return this.verifiedConnection(cfg.verifyConnection, state);
+    if (this.closed) throw new ClosedError(`connection to ${this.peerName} was closed`);
+    return state; // no hook: no extra promise on every handshake
+  }
+
+  private async verifiedConnection(
+    hook: NonNullable<TLSConfig["verifyConnection"]>,
+    state: ConnectionState,
+  ): Promise<ConnectionState> {
+    try {
+      await hook(state);
+    } catch (err) {
+      throw new TLSError(
+        `verifyConnection rejected the connection with ${this.peerName}: ${
+          err instanceof Error ? err.message : String(err)
+        }`,
+        { reason: "VERIFY_CONNECTION", cause: err },
+      );
     }
     if (this.closed) throw new ClosedError(`connection to ${this.peerName} was closed`);
     return state;
   }
 
   /**
-   * The clientAuth mode, with Go's semantics, for a server: `leaf` is the client's
-   * certificate (undefined: none sent), `chainError` OpenSSL's verdict on its chain
+   * The clientAuth mode, with Go's semantics, for a server: `leafOf` gives the client's
+   * certificate (undefined: none sent), asked only by the modes that look at it; `chainError`
+   * OpenSSL's verdict on its chain
    * (null: verified). Returns whether a chain was verified; throws the failure.
    */
   protected clientVerdict(
     cfg: TLSConfig,
-    leaf: X509Certificate | undefined,
+    leafOf: () => X509Certificate | undefined,
     chainError: () => string | null,
   ): boolean {
     const mode = cfg.clientAuth;
-    if (mode === "none" || mode === "request") return false;
+    if (mode === "none" || mode === "request") return false; // the certificate is not looked at
+    const leaf = leafOf();
     if (!leaf) {
       if (mode === "verify-if-given") return false;
       throw new TLSError(

@@ -4,6 +4,7 @@
  * timeout of the call that started it; the earliest wins, with its own error.
  * @module
  */
+import type { SocketAddr } from "../../addr.ts";
 import type { OpOptions } from "../../deadline.ts";
 import { NEVER } from "../../deadline.ts";
 import {
@@ -18,46 +19,61 @@ import type { TLSConfig } from "../config.ts";
 export function handshakeLimit(
   role: "client" | "server",
   cfg: TLSConfig,
-  peer: string,
+  /** The peer, for messages: a SocketAddr is formatted only when an error is made. */
+  peer: string | SocketAddr,
   dialExpiry: number | undefined,
   opts: OpOptions | undefined,
 ): [number, () => TlsnetError] {
+  // Every handshake asks this: no array, no sort. On a tie the earlier limit below wins.
   const isClient = role === "client";
-  const limits: Array<[number, () => TlsnetError]> = [];
   const hsTimeout = isClient ? cfg.clientHandshakeTimeout : cfg.handshakeTimeout;
-  if (hsTimeout > 0) {
-    limits.push([
-      performance.now() + hsTimeout,
-      () =>
-        new HandshakeTimeoutError(
-          `TLS handshake with ${peer} did not finish within ${hsTimeout} ms` +
-            (isClient
-              ? "; is the server up and speaking TLS? (raise handshakeTimeout if it is slow)"
-              : "; the client stalled or does not speak TLS"),
-          { timeout: hsTimeout },
-        ),
-    ]);
-  }
-  if (dialExpiry !== undefined && dialExpiry !== NEVER) {
-    limits.push([
-      dialExpiry,
-      () =>
-        new DeadlineExceededError(
-          "connect",
-          `connect to ${peer} timed out during the TLS handshake; raise timeout/deadline or check the server`,
-        ),
-    ]);
-  }
   const callTimeout = opts?.timeout;
-  if (callTimeout !== undefined) {
-    limits.push([performance.now() + callTimeout, () => callTimeoutError(peer, callTimeout)]);
+  const now = hsTimeout > 0 || callTimeout !== undefined ? performance.now() : 0;
+  let expiry = NEVER;
+  let which: "handshake" | "dial" | "call" | undefined;
+  if (hsTimeout > 0) {
+    expiry = now + hsTimeout;
+    which = "handshake";
   }
-  limits.sort((a, b) => a[0] - b[0]);
-  return limits[0] ?? [NEVER, () => new ClosedError()];
+  if (dialExpiry !== undefined && dialExpiry < expiry) {
+    expiry = dialExpiry;
+    which = "dial";
+  }
+  if (callTimeout !== undefined && now + callTimeout < expiry) {
+    expiry = now + callTimeout;
+    which = "call";
+  }
+  switch (which) {
+    case "handshake":
+      return [
+        expiry,
+        () =>
+          new HandshakeTimeoutError(
+            `TLS handshake with ${peer} did not finish within ${hsTimeout} ms` +
+              (isClient
+                ? "; is the server up and speaking TLS? (raise handshakeTimeout if it is slow)"
+                : "; the client stalled or does not speak TLS"),
+            { timeout: hsTimeout },
+          ),
+      ];
+    case "dial":
+      return [
+        expiry,
+        () =>
+          new DeadlineExceededError(
+            "connect",
+            `connect to ${peer} timed out during the TLS handshake; raise timeout/deadline or check the server`,
+          ),
+      ];
+    case "call":
+      return [expiry, () => callTimeoutError(peer, callTimeout!)];
+    default:
+      return [NEVER, () => new ClosedError()];
+  }
 }
 
 /** The error of a handshake call's own timeout. */
-export function callTimeoutError(peer: string, ms: number): HandshakeTimeoutError {
+export function callTimeoutError(peer: string | SocketAddr, ms: number): HandshakeTimeoutError {
   return new HandshakeTimeoutError(
     `TLS handshake with ${peer} did not finish within the ${Math.round(ms)} ms given to this call`,
     { timeout: ms },

@@ -187,7 +187,11 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
       ? resumed
         ? this.offered!.identity.verified && cfg.verifyPeer
         : this.verifyServer(info, cfg)
-      : this.clientVerdict(cfg, leafOf(info), () => info.verifyError);
+      : this.clientVerdict(
+          cfg,
+          () => leafOf(info),
+          () => info.verifyError,
+        );
     const chain = isClient && resumed ? this.offered!.identity.chain : info.chain;
     if (isClient && !resumed) {
       this.identity.chain = chain;

@@ -46,11 +46,14 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
   /** Bytes flow through this once the TLS socket is secure. */
   private stream: SocketTransport | undefined;
   private wantPaused = false;
-  private abortRun: ((err: TlsnetError) => void) | undefined;
+  /** Ends the handshake run's wait for "secure": undefined for success, else the error. */
+  private abortRun: ((err: TlsnetError | undefined) => void) | undefined;
+  /** The config of the running handshake (a listener's reload does not change it midway). */
+  private runConfig: TLSConfig | undefined;
   /** Client: the chain Node built while checking the server's name (full handshakes). */
   private peerDetail: NodePeerCertificate | undefined;
   /** Client: the identity this handshake verifies, stored with the session it yields. */
-  private readonly identity: SessionIdentity = { chain: [], verified: false };
+  private identity: SessionIdentity | undefined;
   /** Client: a session (ticket) arrived for this conn. */
   private gotTicket = false;
   /** Server: the ALPN list the client offered, for error messages. */
@@ -78,16 +81,20 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
     }
     await this.waitSecure(socket, cfg, opts);
     const isClient = this.init.role === "client";
-    const resumed = socket.isSessionReused() && this.offered !== undefined;
+    const resumed = this.offered !== undefined && socket.isSessionReused();
     const verified = isClient
       ? resumed
         ? this.offered!.identity.verified && cfg.verifyPeer
         : this.verifyServer(socket, cfg)
-      : this.clientVerdict(cfg, socket.getPeerX509Certificate(), () => chainError(socket));
+      : this.clientVerdict(
+          cfg,
+          () => socket.getPeerX509Certificate(),
+          () => chainError(socket),
+        );
     const chain = resumed ? this.offered!.identity.chain : this.peerDer(socket, cfg);
     if (isClient && !resumed) {
-      this.identity.chain = chain;
-      this.identity.verified = verified;
+      this.identity!.chain = chain;
+      this.identity!.verified = verified;
     }
     const serverName = isClient ? (this.init.serverName ?? null) : serverNameOf(socket);
     const state = stateOf(socket, serverName, verified, chain);
@@ -97,6 +104,8 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
   private wrapClient(cfg: TLSConfig): TLSSocket {
     const { serverName: name, verifyName, sessionKey: key, sessions } = this.init;
     this.offered = key && sessions ? sessions.get(key) : undefined;
+    const identity: SessionIdentity = { chain: [], verified: false };
+    this.identity = identity;
     const socket = tlsConnect({
       socket: this.rawSocket,
       secureContext: cfg.clientContext(),
@@ -114,9 +123,8 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
       socket.on("session", (session: Buffer) => {
         this.gotTicket = true;
         // A resumed conn hands on the identity of the full handshake it came from.
-        const identity =
-          socket.isSessionReused() && this.offered ? this.offered.identity : this.identity;
-        sessions.set(key, { session, identity });
+        const from = socket.isSessionReused() && this.offered ? this.offered.identity : identity;
+        sessions.set(key, { session, identity: from });
       });
     }
     return socket;
@@ -124,8 +132,8 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
 
   private wrapServer(cfg: TLSConfig): TLSSocket {
     const contexts = cfg.serverContexts();
-    const select = contexts.length > 1 ? sniSelector(cfg.identities) : undefined;
-    return new TLSSocket(this.rawSocket, {
+    // One options object, filled in place (no spread of a temporary per optional field).
+    const options: ConstructorParameters<typeof TLSSocket>[1] & Record<string, unknown> = {
       isServer: true,
       secureContext: contexts[0]!,
       requestCert: cfg.clientAuth !== "none",
@@ -135,14 +143,13 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
       // standalone server TLSSocket does not destroy itself on a verify error.
       rejectUnauthorized:
         cfg.clientAuth === "require-any" || cfg.clientAuth === "require-and-verify",
-      ...(cfg.alpnProtocols ? { ALPNCallback: this.alpnSelector(cfg.alpnProtocols) } : {}),
-      ...(select
-        ? {
-            SNICallback: (sni: string, cb: (e: Error | null, c?: unknown) => void) =>
-              cb(null, contexts[select(sni)]),
-          }
-        : {}),
-    } as ConstructorParameters<typeof TLSSocket>[1]);
+    };
+    if (cfg.alpnProtocols) options.ALPNCallback = this.alpnSelector(cfg.alpnProtocols);
+    if (contexts.length > 1) {
+      const select = sniSelector(cfg.identities);
+      options.SNICallback = (sni, cb) => cb(null, contexts[select(sni)]);
+    }
+    return new TLSSocket(this.rawSocket, options);
   }
 
   /** Resolve on "secure"; reject on error, early close, timeout, abort or close(). */
@@ -151,55 +158,65 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
     cfg: TLSConfig,
     opts: OpOptions | undefined,
   ): Promise<void> {
-    const isClient = this.init.role === "client";
-    const peer = this.peerName;
+    const secureEvent = this.init.role === "client" ? "secureConnect" : "secure";
     const [expiry, timeoutError] = handshakeLimit(
       this.init.role,
       cfg,
-      peer,
+      this.remoteAddr, // formatted only if an error needs it
       this.init.dialExpiry,
       opts,
     );
     const signal = opts?.signal;
+    this.runConfig = cfg;
+    (socket as OwnedSocket)[kOwner] = this;
     return new Promise<void>((resolve, reject) => {
       const alarm = new Alarm(() => done(timeoutError()));
+      const onAbort = signal ? () => done(abortReason(signal)) : undefined;
       const done = (err?: unknown) => {
         alarm.clear();
-        socket.off(isClient ? "secureConnect" : "secure", onSecure);
-        socket.off("error", onError);
-        socket.off("close", onClose);
-        socket.off("end", onClose);
-        signal?.removeEventListener("abort", onAbort);
+        socket.off(secureEvent, onRunSecure);
+        socket.off("error", onRunError);
+        socket.off("close", onRunClose);
+        socket.off("end", onRunClose);
+        if (onAbort) signal!.removeEventListener("abort", onAbort);
         this.abortRun = undefined;
         if (err === undefined) resolve();
         else reject(err);
       };
-      const onSecure = () => {
-        // Start the byte stream now, before verification: data that came with the
-        // peer's Finished is buffered, not lost; the Conn reads it once ready.
-        this.startStream(socket);
-        done();
-      };
-      const onError = (err: Error) =>
-        done(
-          this.alpnFailure(
-            mapTLSError(err, { op: "handshake", peer, role: this.init.role }),
-            cfg.alpnProtocols,
-            this.offeredAlpn,
-          ),
-        );
-      const onClose = () => done(peerClosedDuringHandshake(peer));
-      socket.once(isClient ? "secureConnect" : "secure", onSecure);
-      socket.on("error", onError);
-      socket.once("close", onClose);
-      socket.once("end", onClose); // half-open sockets do not close on their own at EOF
+      // Shared listeners that find this transport on the socket: no closure per listener.
+      // `on`, not `once` (no wrapper per listener): done() removes all four at the first.
+      socket.on(secureEvent, onRunSecure);
+      socket.on("error", onRunError);
+      socket.on("close", onRunClose);
+      socket.on("end", onRunClose); // half-open sockets do not close on their own at EOF
       this.abortRun = done;
-      signal?.addEventListener("abort", onAbort, { once: true });
+      if (onAbort) signal!.addEventListener("abort", onAbort, { once: true });
       alarm.set(expiry);
-      function onAbort() {
-        done(abortReason(signal!));
-      }
     });
+  }
+
+  /** "secure": start the byte stream and end the run's wait. @internal */
+  secured(socket: TLSSocket): void {
+    // Start the byte stream now, before verification: data that came with the
+    // peer's Finished is buffered, not lost; the Conn reads it once ready.
+    this.startStream(socket);
+    this.abortRun?.(undefined);
+  }
+
+  /** A TLS error during the run's wait. @internal */
+  runFailed(err: Error): void {
+    this.abortRun?.(
+      this.alpnFailure(
+        mapTLSError(err, { op: "handshake", peer: this.peerName, role: this.init.role }),
+        this.runConfig?.alpnProtocols,
+        this.offeredAlpn,
+      ),
+    );
+  }
+
+  /** The peer left (FIN or close) during the run's wait. @internal */
+  peerLeft(): void {
+    this.abortRun?.(peerClosedDuringHandshake(this.peerName));
   }
 
   private startStream(socket: TLSSocket): void {
@@ -212,11 +229,11 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
     const release = (socket as unknown as { _releaseControl?: () => boolean })._releaseControl;
     if (typeof release === "function") release.call(socket);
     const role = this.init.role;
-    const peer = this.peerName;
     this.stream = new SocketTransport(
       socket,
       this.rawSocket,
-      (err, op) => mapTLSError(err, { op: op === "close" ? "write" : op, peer, role }),
+      (err, op) =>
+        mapTLSError(err, { op: op === "close" ? "write" : op, peer: this.peerName, role }),
       this,
     );
     if (this.sink) this.stream.start(this.sink);
@@ -348,6 +365,22 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
 }
 
 function noop(): void {}
+
+/** A TLS socket in a handshake run: its transport, for the shared listeners below. */
+const kOwner = Symbol("tlsnet.nodeTLSTransport");
+type OwnedSocket = TLSSocket & { [kOwner]?: NodeTLSTransport };
+
+function onRunSecure(this: OwnedSocket): void {
+  this[kOwner]?.secured(this);
+}
+
+function onRunError(this: OwnedSocket, err: Error): void {
+  this[kOwner]?.runFailed(err);
+}
+
+function onRunClose(this: OwnedSocket): void {
+  this[kOwner]?.peerLeft();
+}
 
 /**
  * OpenSSL's verdict on the peer's chain: null when it verified, else the reason code.
