@@ -98,8 +98,24 @@ static void conn_finalize(napi_env env, void* data, void* hint) {
   else start_close(c); /* on_closed frees it */
 }
 
+/*
+ * A handshake failed here: our alert is written, and the rest of the peer's flight (a TLS 1.2
+ * client's ChangeCipherSpec and Finished after the Certificate we refused) may sit unread in
+ * the kernel. Closing over unread bytes sends a reset, which can reach the peer before it
+ * reads our alert and turn "certificate required" into "connection reset". Read what has
+ * arrived and drop it first (no waiting: the flight came in one piece).
+ */
+static void drop_arrived_input(conn_t* c) {
+  uint8_t buf[4096];
+  for (int i = 0; i < 16; i++) {
+    ssize_t n = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n <= 0) break;
+  }
+}
+
 /* Deliver the recorded error, then close. */
 static void fail_now(conn_t* c) {
+  if (!c->hs_done && c->fd >= 0) drop_arrived_input(c);
   c->failed = 1;
   c->err_pending = 0;
   napi_env env = c->addon->env;
