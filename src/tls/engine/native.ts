@@ -327,8 +327,12 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
     this.handleClosed = true;
     this.rawSocket.destroy();
     this.hs?.reject(peerClosedDuringHandshake(this.peerName));
-    const closed = new ClosedError(`connection to ${this.peerName} is closed`);
-    for (const w of this.ending.splice(0)) w.reject(closed);
+    if (this.ending.length > 0) {
+      // Only when someone waits: an error (its stack) per closed conn costs as much as a
+      // good part of the handshake's JavaScript.
+      const closed = new ClosedError(`connection to ${this.peerName} is closed`);
+      for (const w of this.ending.splice(0)) w.reject(closed);
+    }
     this.sink?.onClose();
     for (const fn of this.closeWaiters.splice(0)) fn();
   }
