@@ -22,6 +22,7 @@
 #include "tlsnet.h"
 
 #define BATCH_MAX (256 * 1024) /* plaintext per EV_DATA */
+#define READ_BUDGET (1024 * 1024) /* plaintext per wake-up before the loop gets a turn */
 #define MIN_ROOM (16 * 1024)   /* one full record */
 #define COPY_MAX (16 * 1024)   /* queued writes up to this size are copied */
 #define SCRATCH (64 * 1024)    /* writev of small parts: one buffer, fewer records */
@@ -331,6 +332,7 @@ static void emit_data(conn_t* c, size_t start, size_t len) {
 
 static void do_reads(conn_t* c) {
   addon_t* a = c->addon;
+  size_t spent = 0;
   for (;;) {
     if (c->closing || c->failed || c->eof || !(c->reading || c->discard)) return;
     if (!tlsnet_ensure_slab(a, MIN_ROOM)) {
@@ -364,9 +366,16 @@ static void do_reads(conn_t* c) {
       emit_data(c, start, got);
       if (c->closing) return;
     }
+    spent += got;
     switch (ssl_err) {
       case SSL_ERROR_NONE:
-        continue; /* the batch or the slab was full: go on */
+        /* The batch or the slab was full: go on, but not forever. A peer that sends faster
+           than we decrypt would keep this loop busy and starve every timer, every other conn
+           and the collection of finished slabs. With bytes still in the socket, the poll
+           (level-triggered) calls again after the loop's turn; bytes already inside OpenSSL
+           have no poll event to come back for, so those are read now. */
+        if (spent >= READ_BUDGET && !c->drained) return;
+        continue;
       case SSL_ERROR_WANT_READ:
         return;
       case SSL_ERROR_WANT_WRITE:

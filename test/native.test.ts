@@ -7,7 +7,7 @@
  * reason shown, when the addon is not built (npm run build:native).
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { constants, createHash, randomBytes } from "node:crypto";
 import { once } from "node:events";
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
@@ -665,4 +665,52 @@ test("a native server keeps no session cache: TLS 1.2 resumes by ticket, not by 
   assert.equal(await resumes(true), true, "a TLS 1.2 ticket resumes");
   // OpenSSL's internal cache would resume it, and keep every TLS 1.2 session after its conn.
   assert.equal(await resumes(false), false, "no session ID cache on the server");
+});
+
+// A peer that sends faster than we consume must not keep the addon's read loop busy for good:
+// timers, other conns and the collection of finished slabs need the loop's turns. The sender
+// is another process (this one's loop is what is under test); with the loop starved, the timer
+// below fires only when that process stops sending, 10 s later.
+test("a peer sending as fast as it can does not starve the event loop", {
+  skip: SKIP,
+  timeout: 30_000,
+}, async (t) => {
+  const { ca } = await pki();
+  let firstByte: () => void = () => {};
+  const flowing = new Promise<void>((resolve) => {
+    firstByte = resolve;
+  });
+  let received = 0;
+  const ln = await echoOn(t, "native", {
+    handler: async (conn: TLSConn) => {
+      for await (const chunk of conn) {
+        received += chunk.length;
+        firstByte();
+        // A slow consumer (1 ms per chunk): the socket never runs dry while the sender sends.
+        const until = performance.now() + 1;
+        while (performance.now() < until);
+      }
+    },
+  });
+  const sender = `
+    const tls = require("node:tls");
+    const s = tls.connect({ host: "127.0.0.1", port: ${ln.addr.port}, servername: "localhost",
+      ca: ${JSON.stringify(ca.cert)} }, () => {
+      const block = Buffer.alloc(64 * 1024, 1);
+      const pump = () => { while (s.write(block)); };
+      s.on("drain", pump);
+      pump();
+    });
+    s.on("error", () => process.exit(0));
+    setTimeout(() => process.exit(0), 10_000);
+  `;
+  const child = spawn(process.execPath, ["-e", sender], { stdio: "ignore" });
+  t.after(() => child.kill("SIGKILL"));
+  await withTimeout(flowing, 10_000, "the first bytes");
+  const t0 = performance.now();
+  const atTimer = await new Promise<number>((resolve) => setTimeout(() => resolve(received), 20));
+  const waited = performance.now() - t0;
+  child.kill("SIGKILL");
+  assert.ok(waited < 3000, `a 20 ms timer fired after ${waited.toFixed(0)} ms`);
+  assert.ok(atTimer > 0, "bytes arrived before the timer");
 });
