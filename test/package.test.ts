@@ -7,7 +7,15 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+} from "node:fs";
 import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -45,8 +53,13 @@ before(() => {
 after(() => rmSync(WORK, { recursive: true, force: true }));
 
 /** Runs `node ...args` in the app directory; returns stdout, throws with stderr on failure. */
-function node(args: string[]): string {
-  const r = spawnSync(process.execPath, args, { cwd: APP, encoding: "utf8", timeout: 60_000 });
+function node(args: string[], env?: NodeJS.ProcessEnv): string {
+  const r = spawnSync(process.execPath, args, {
+    cwd: APP,
+    encoding: "utf8",
+    timeout: 120_000,
+    ...(env ? { env } : {}),
+  });
   assert.equal(r.status, 0, `node ${args.join(" ")} failed:\n${r.stderr}`);
   return r.stdout;
 }
@@ -169,4 +182,38 @@ describe("the built package", () => {
     const pem = readFileSync(join(dir, "api.test.pem"), "utf8");
     assert.match(pem, /^-----BEGIN CERTIFICATE-----\n/);
   });
+
+  test("tlsnet build-native compiles the shipped sources with Node's own headers; info then says native", {
+    skip: canCompile(),
+    timeout: 180_000,
+  }, () => {
+    assert.ok(pkg.files.includes("native"), "the package ships native/");
+    cpSync(join(ROOT, "native"), join(PKG, "native"), { recursive: true });
+    const main = join(PKG, "dist", "cli", "main.js");
+    // Before: nothing built in the package, so the node engine, and info says why.
+    const env = { ...process.env, TLSNET_ENGINE: "", TLSNET_NATIVE_ADDON: "" };
+    const before = JSON.parse(node([main, "info", "--json"], env)) as Record<string, string>;
+    assert.equal(before.engine, "node");
+    assert.match(before.engineReason ?? "", /tlsnet build-native/);
+    // node-api-headers (our dev dependency) cannot resolve from here: Node's include/node serves.
+    const built = node([main, "build-native"], env);
+    assert.match(
+      built,
+      /native engine ready: .*build\/native\/tlsnet_native\.node \(self-check: TLS_/,
+    );
+    const after = JSON.parse(node([main, "info", "--json"], env)) as Record<string, string>;
+    assert.equal(after.engine, "native", after.engineReason);
+  });
 });
+
+/** False when a C compiler and the headers build-native needs are there, else why not. */
+function canCompile(): string | false {
+  const cc = spawnSync(process.env.CC ?? "cc", ["--version"], { encoding: "utf8" });
+  if (cc.error || cc.status !== 0) return "no C compiler (Debian: build-essential)";
+  const nodeHeaders = join(process.execPath, "..", "..", "include", "node", "node_api.h");
+  if (!existsSync(nodeHeaders)) return `this Node ships no N-API headers (${nodeHeaders})`;
+  const ssl =
+    existsSync("/usr/include/openssl/ssl.h") ||
+    existsSync(join(process.execPath, "..", "..", "include", "node", "openssl", "ssl.h"));
+  return ssl ? false : "no OpenSSL 3 headers (Debian: libssl-dev)";
+}

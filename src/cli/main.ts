@@ -17,6 +17,7 @@ const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   cert: () => import("./cert.ts"),
   bench: () => import("./bench.ts"),
   info: () => import("./info.ts"),
+  "build-native": () => import("./build-native.ts"),
 };
 
 const USAGE = `usage: tlsnet <command> [options]
@@ -28,6 +29,7 @@ Commands:
   fetch     GET many https:// URLs concurrently, with a summary table
   cert      make a dev CA and certificates for names (PEM files)
   info      show the TLS backend, versions, protocol range and cipher list
+  build-native  compile the native TLS engine for this Node (C compiler, OpenSSL headers)
   bench     run the benchmarks (from a checkout of the repository)
 
 Run 'tlsnet <command> --help' for a command's options and an example.

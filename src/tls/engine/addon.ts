@@ -120,17 +120,24 @@ export function defaultAddonPath(): string {
 
 /** Load (once) and check the addon. Never throws. */
 export function loadAddon(): AddonStatus {
-  status ??= load();
+  status ??= loadFrom(process.env.TLSNET_NATIVE_ADDON || defaultAddonPath());
   return status;
 }
 
-function load(): AddonStatus {
+/**
+ * Load and check the addon at `path` (loadAddon's work, for any file: `tlsnet build-native`
+ * checks what it built). Never throws.
+ */
+export function loadFrom(path: string): AddonStatus {
   const v = process.versions as Record<string, string | undefined>;
   if (v.bun !== undefined || v.deno !== undefined || process.release?.name !== "node") {
     return { why: "the native engine runs on Node.js only" };
   }
-  const path = process.env.TLSNET_NATIVE_ADDON || defaultAddonPath();
-  if (!existsSync(path)) return { why: `the addon is not built (${path} is missing)` };
+  if (!existsSync(path)) {
+    return {
+      why: `the addon is not built (${path} is missing; npm run build:native in a checkout, tlsnet build-native in a project)`,
+    };
+  }
   const module = { exports: {} as NativeAddon };
   try {
     process.dlopen(module, path, constants.dlopen.RTLD_NOW);
