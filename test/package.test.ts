@@ -21,6 +21,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import { nodeHeaders } from "../src/tls/engine/build.ts";
 
 const ROOT = fileURLToPath(new URL("..", import.meta.url));
 const WORK = mkdtempSync(join(tmpdir(), "tlsnet-package-"));
@@ -210,10 +211,9 @@ describe("the built package", () => {
 function canCompile(): string | false {
   const cc = spawnSync(process.env.CC ?? "cc", ["--version"], { encoding: "utf8" });
   if (cc.error || cc.status !== 0) return "no C compiler (Debian: build-essential)";
-  const nodeHeaders = join(process.execPath, "..", "..", "include", "node", "node_api.h");
-  if (!existsSync(nodeHeaders)) return `this Node ships no N-API headers (${nodeHeaders})`;
+  const include = nodeHeaders(); // what an installed package has: no node-api-headers there
+  if (!include) return "this Node ships no N-API headers (include/node)";
   const ssl =
-    existsSync("/usr/include/openssl/ssl.h") ||
-    existsSync(join(process.execPath, "..", "..", "include", "node", "openssl", "ssl.h"));
+    existsSync("/usr/include/openssl/ssl.h") || existsSync(join(include, "openssl", "ssl.h"));
   return ssl ? false : "no OpenSSL 3 headers (Debian: libssl-dev)";
 }

@@ -12,7 +12,7 @@
  * @module
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, realpathSync, renameSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -35,7 +35,30 @@ function packageRoot(): string {
   return resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 }
 
-function napiInclude(): string {
+/** Where the running Node's own headers may be: beside the real binary, or (npm's `node`
+ * package, whose bin/node is a hard link) in its platform package. */
+function nodeIncludeCandidates(): string[] {
+  const bin = dirname(realpathSync(process.execPath));
+  return [
+    resolve(bin, "..", "include", "node"),
+    resolve(
+      bin,
+      "..",
+      "node_modules",
+      `node-${process.platform}-${process.arch}`,
+      "include",
+      "node",
+    ),
+  ];
+}
+
+/** The running Node's own include/node (N-API and OpenSSL headers), if it ships one. */
+export function nodeHeaders(): string | undefined {
+  return nodeIncludeCandidates().find((dir) => existsSync(join(dir, "node_api.h")));
+}
+
+/** The N-API headers this build uses, or undefined when there are none. */
+function napiHeaders(): string | undefined {
   try {
     const pkg = createRequire(import.meta.url).resolve("node-api-headers/package.json");
     const dir = join(dirname(pkg), "include");
@@ -43,11 +66,15 @@ function napiInclude(): string {
   } catch {
     // not installed (a user's project): the running Node's own headers
   }
-  const dir = resolve(dirname(process.execPath), "..", "include", "node");
-  if (existsSync(join(dir, "node_api.h"))) return dir;
+  return nodeHeaders();
+}
+
+function napiInclude(): string {
+  const dir = napiHeaders();
+  if (dir) return dir;
   throw new Error(
-    `no N-API headers: neither the dev dependency node-api-headers nor ${dir} is there; ` +
-      "use a Node installation that ships include/node (official builds do)",
+    `no N-API headers: neither the dev dependency node-api-headers nor ${nodeIncludeCandidates()[0]} ` +
+      "is there; use a Node installation that ships include/node (official builds do)",
   );
 }
 
