@@ -114,9 +114,36 @@ static void drop_arrived_input(conn_t* c) {
   }
 }
 
+/*
+ * A write or read failed with a reset or a broken pipe after the handshake. The peer may have
+ * said why first, in an alert that is still in the socket (a TLS 1.3 server refusing our
+ * client certificate sends it after our handshake finished, then closes; the reset that follows
+ * our next write can be seen before the alert is read). Read what is there: if it ends in an
+ * alert, that alert is the error to report.
+ */
+static void prefer_peer_alert(conn_t* c) {
+  const conn_err_t* err = tlsnet_error_of(c);
+  if (c->ssl == NULL || c->fd < 0 || strcmp(err->kind, "sys") != 0 ||
+      (strcmp(err->code, "EPIPE") != 0 && strcmp(err->code, "ECONNRESET") != 0)) {
+    return;
+  }
+  uint8_t buf[4096];
+  c->drained = 0; /* the BIO reads the socket again */
+  for (int i = 0; i < 64; i++) {
+    ERR_clear_error();
+    c->sys_errno = 0;
+    int r = SSL_read(c->ssl, buf, sizeof buf);
+    if (r > 0) continue; /* data that came before it: the conn is failing anyway */
+    if (SSL_get_error(c->ssl, r) == SSL_ERROR_SSL) tlsnet_take_error(c, SSL_ERROR_SSL, r);
+    break;
+  }
+  ERR_clear_error();
+}
+
 /* Deliver the recorded error, then close. */
 static void fail_now(conn_t* c) {
   if (!c->hs_done && c->fd >= 0) drop_arrived_input(c);
+  if (c->hs_done) prefer_peer_alert(c);
   c->failed = 1;
   c->err_pending = 0;
   napi_env env = c->addon->env;

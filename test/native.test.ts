@@ -714,3 +714,37 @@ test("a peer sending as fast as it can does not starve the event loop", {
   assert.ok(waited < 3000, `a 20 ms timer fired after ${waited.toFixed(0)} ms`);
   assert.ok(atTimer > 0, "bytes arrived before the timer");
 });
+
+// A TLS 1.3 server that refuses our (missing) client certificate says so in an alert after our
+// handshake finished, then closes; our next writes meet its reset. The reason must win over
+// the reset: the alert is still in the socket when the write fails.
+test("a refused client certificate is reported as such even when our writes hit the reset first", {
+  skip: SKIP,
+}, async (t) => {
+  const { ca } = await pki();
+  const ln = await echoOn(t, "native", {
+    clientAuth: "require-and-verify",
+    clientCa: ca.cert,
+    onError: () => {},
+  });
+  for (let i = 0; i < 5; i++) {
+    const conn = await tls.connect(`localhost:${ln.addr.port}`, {
+      ca: ca.cert,
+      engine: "native",
+      timeout: 10_000,
+    });
+    t.after(() => conn.close());
+    const err = await (async () => {
+      try {
+        for (let j = 0; j < 16; j++) await conn.write(Buffer.alloc(64 * 1024));
+        await conn.read(65_536, { timeout: 10_000 });
+      } catch (e) {
+        return e as Error & { code?: string };
+      }
+      return undefined;
+    })();
+    assert.ok(err, "the conn fails");
+    assert.match(err.message, /client certificate/, `${err.code}: ${err.message}`);
+    assert.notEqual(err.code, "ERR_TLSNET_RESET");
+  }
+});
