@@ -69,6 +69,21 @@ async function echoOn(
   return ln;
 }
 
+/** A client on `clientEngine` and the native listener's conn it reached, both handshaken. */
+async function acceptedPair(t: T, clientEngine: Engine): Promise<[TLSConn, TLSConn]> {
+  const { leaf } = await pki();
+  const ln = await tls.listen({ addr: "127.0.0.1:0", certs: [leaf], engine: "native" });
+  t.after(() => ln.close());
+  return Promise.all([
+    dial(t, ln.addr.port, clientEngine),
+    ln.accept().then(async (c) => {
+      t.after(() => c.close());
+      await c.handshake({ timeout: 10_000 });
+      return c;
+    }),
+  ]);
+}
+
 async function dial(t: T, port: number, engine: Engine, extra: object = {}): Promise<TLSConn> {
   const { ca } = await pki();
   const conn = await tls.connect(`localhost:${port}`, {
@@ -244,17 +259,7 @@ test("16 MiB through a native echo server and client, checksummed", { skip: SKIP
 });
 
 test("half-close both ways: close_notify ends one direction only", { skip: SKIP }, async (t) => {
-  const { leaf } = await pki();
-  const ln = await tls.listen({ addr: "127.0.0.1:0", certs: [leaf], engine: "native" });
-  t.after(() => ln.close());
-  const [client, server] = await Promise.all([
-    dial(t, ln.addr.port, "native"),
-    ln.accept().then(async (c) => {
-      t.after(() => c.close());
-      await c.handshake({ timeout: 10_000 });
-      return c;
-    }),
-  ]);
+  const [client, server] = await acceptedPair(t, "native");
   await client.write("request");
   await client.closeWrite();
   assert.equal((await collect(server)).toString(), "request"); // EOF after the request
@@ -264,17 +269,7 @@ test("half-close both ways: close_notify ends one direction only", { skip: SKIP 
 });
 
 test("backpressure: a write waits while the peer does not read", { skip: SKIP }, async (t) => {
-  const { leaf } = await pki();
-  const ln = await tls.listen({ addr: "127.0.0.1:0", certs: [leaf], engine: "native" });
-  t.after(() => ln.close());
-  const [client, server] = await Promise.all([
-    dial(t, ln.addr.port, "native"),
-    ln.accept().then(async (c) => {
-      t.after(() => c.close());
-      await c.handshake({ timeout: 10_000 });
-      return c;
-    }),
-  ]);
+  const [client, server] = await acceptedPair(t, "native");
   server.limit(64 * 1024); // the server buffers little and reads nothing yet
   const big = randomBytes(32 * 1024 * 1024);
   let done = false;
@@ -337,17 +332,7 @@ test("a reset mid-stream is a ConnectionResetError on a pending read", {
 test("a client's reset is a ConnectionResetError on the native server's read", {
   skip: SKIP,
 }, async (t) => {
-  const { leaf } = await pki();
-  const ln = await tls.listen({ addr: "127.0.0.1:0", certs: [leaf], engine: "native" });
-  t.after(() => ln.close());
-  const [client, server] = await Promise.all([
-    dial(t, ln.addr.port, "node"),
-    ln.accept().then(async (c) => {
-      t.after(() => c.close());
-      await c.handshake({ timeout: 10_000 });
-      return c;
-    }),
-  ]);
+  const [client, server] = await acceptedPair(t, "node");
   await client.write("x");
   assert.equal((await server.readExactly(1, { timeout: 10_000 })).toString(), "x");
   const reading = server.read(1024, { timeout: 10_000 }).then(
