@@ -14,6 +14,7 @@ import { createCA } from "../src/certs/index.ts";
 import { type Conn, type Listener, tcp, tls } from "../src/index.ts";
 import { HOME, type Proc, serve, start, WORK } from "./helpers/cli.ts";
 import { closedPort, rawConnect, rawOutcome } from "./helpers/net.ts";
+import { resumedOn } from "./helpers/tls.ts";
 import { failOnUnhandledRejections, sleep, until, withTimeout } from "./helpers/util.ts";
 
 failOnUnhandledRejections(after);
@@ -120,16 +121,7 @@ describe("serve --ticket-keys", () => {
       serve(["--ticket-keys", file], { t }),
     ]);
     const cfg = tls.config({ caFile: CA_FILE });
-    const resumed = async (port: number) => {
-      const c = await tls.connect(`localhost:${port}`, cfg, { timeout: 5000 });
-      try {
-        await c.write("x");
-        await c.readExactly(1, { timeout: 5000 });
-        return c.state().resumed;
-      } finally {
-        await c.close();
-      }
-    };
+    const resumed = (port: number) => resumedOn(`localhost:${port}`, cfg);
     assert.equal(await resumed(a.port), false);
     assert.equal(await resumed(b.port), true, "b decrypts a's ticket");
     // Rotate on a only: a new first key (hex this time). The native engine decrypts with

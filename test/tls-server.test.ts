@@ -10,12 +10,11 @@ import {
   type ClientAuth,
   ConfigError,
   DialError,
-  type TLSConn,
   TLSError,
   type TlsnetError,
   tls,
 } from "../src/index.ts";
-import { echoServer, hostPort, pki } from "./helpers/tls.ts";
+import { echoServer, hostPort, pki, resumedOn } from "./helpers/tls.ts";
 import { poll, sleep, until } from "./helpers/util.ts";
 
 describe("client authentication (Go's five modes)", async () => {
@@ -283,14 +282,8 @@ describe("session resumption", () => {
       t.after(() => b.close());
       const c = await echoServer({ certs: [leaf], ticketKeys: randomBytes(48), maxVersion });
       t.after(() => c.close());
-      const resumed = async (ln: typeof a, cfg: ReturnType<typeof tls.config>) => {
-        const conn: TLSConn = await tls.connect(hostPort(ln), cfg);
-        await conn.write("x");
-        await conn.readExactly(1); // TLS 1.3 tickets arrive after the handshake
-        const r = conn.state().resumed;
-        await conn.close();
-        return r;
-      };
+      const resumed = (ln: typeof a, cfg: ReturnType<typeof tls.config>) =>
+        resumedOn(hostPort(ln), cfg);
       const cfg = tls.config({ ca: ca.cert, maxVersion });
       assert.equal(await resumed(a, cfg), false);
       assert.equal(await resumed(a, cfg), true);
@@ -315,14 +308,7 @@ describe("session resumption", () => {
       t.after(() => ln.close());
       const cfg = tls.config({ ca: ca.cert, certs: [client], maxVersion });
       const resumed: boolean[] = [];
-      for (let i = 0; i < 2; i++) {
-        const conn: TLSConn = await tls.connect(hostPort(ln), cfg);
-        t.after(() => conn.close());
-        await conn.write("x");
-        await conn.readExactly(1); // TLS 1.3 tickets arrive after the handshake
-        resumed.push(conn.state().resumed);
-        await conn.close();
-      }
+      for (let i = 0; i < 2; i++) resumed.push(await resumedOn(hostPort(ln), cfg));
       assert.deepEqual(resumed, [false, true]);
       await ln.close();
     });
@@ -355,15 +341,7 @@ describe("session resumption", () => {
     const ln = await echoServer({ certs: [leaf], ticketKeys: randomBytes(48) });
     t.after(() => ln.close());
     const cfg = tls.config({ ca: ca.cert, serverName: "localhost" });
-    const once = async () => {
-      const conn = await tls.connect(`127.0.0.1:${ln.addr.port}`, cfg);
-      t.after(() => conn.close());
-      await conn.write("x");
-      await conn.readExactly(1);
-      const r = conn.state().resumed;
-      await conn.close();
-      return r;
-    };
+    const once = () => resumedOn(`127.0.0.1:${ln.addr.port}`, cfg);
     await once();
     assert.equal(await once(), true);
     await ln.reload({ ticketKeys: randomBytes(48) });

@@ -1,6 +1,14 @@
 /** Certificates and TLS listeners for tests, generated at test time with tlsnet/certs. */
+
+import assert from "node:assert/strict";
 import { type CA, createCA } from "../../src/certs/index.ts";
-import { type TLSConn, type TLSListener, type TLSListenOptions, tls } from "../../src/index.ts";
+import {
+  type TLSConfig,
+  type TLSConn,
+  type TLSListener,
+  type TLSListenOptions,
+  tls,
+} from "../../src/index.ts";
 
 export interface TestPKI {
   ca: CA;
@@ -32,6 +40,21 @@ export async function echoServer(
     },
     ...opts,
   } as TLSListenOptions);
+}
+
+/**
+ * Whether a conn to `address` with `cfg` resumes a session: connect, have one byte echoed (TLS
+ * 1.3 tickets arrive after the handshake, with the data), close. The server must echo.
+ */
+export async function resumedOn(address: string, cfg: TLSConfig): Promise<boolean> {
+  const conn = await tls.connect(address, cfg, { timeout: 5000 });
+  try {
+    await conn.write("x");
+    assert.equal((await conn.readExactly(1, { timeout: 5000 })).toString(), "x");
+    return conn.state().resumed;
+  } finally {
+    await conn.close();
+  }
 }
 
 /** `localhost:PORT` for a listener. */
