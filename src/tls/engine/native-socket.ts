@@ -25,6 +25,7 @@ import { X509Certificate } from "node:crypto";
 import type { AddressInfo, Socket } from "node:net";
 import { constants } from "node:os";
 import { Duplex } from "node:stream";
+import type { SocketAddr } from "../../addr.ts";
 import type { TransportSink } from "../../transport.ts";
 import type { ConnectionState } from "../state.ts";
 
@@ -50,8 +51,8 @@ export interface NativeSocketHost {
   /** Stop the native conn keeping the process alive, and start again. */
   unref(): void;
   ref(): void;
-  /** The TCP socket's local address, as node:net's address() gave it before the takeover. */
-  readonly tcpLocal: AddressInfo | Record<string, never>;
+  /** The TCP socket's local address (node:net's handle, which knew it, is closed). */
+  readonly tcpLocal: SocketAddr;
   /** TCP_NODELAY and SO_KEEPALIVE on the addon's fd (node:net holds none). */
   setNoDelay(on: boolean): void;
   setKeepAlive(on: boolean, idleSeconds: number): void;
@@ -105,7 +106,7 @@ export class NativeSocket extends Duplex {
 
   private readonly host: NativeSocketHost;
   private readonly tlsState: ConnectionState;
-  private readonly local: AddressInfo | Record<string, never>;
+  private readonly local: AddressInfo;
   /** The addon's reads are stopped (our buffer is full, or nobody asked yet). */
   private readsStopped = true;
   private eofPending: boolean;
@@ -128,11 +129,11 @@ export class NativeSocket extends Duplex {
     this.remoteFamily = raw.remoteFamily;
     // node:net forgets its local address with its handle (closed at the takeover): the
     // transport kept it.
-    const local = host.tcpLocal;
-    this.localAddress = local.address;
-    this.localPort = local.port;
-    this.localFamily = local.family;
-    this.local = local;
+    const { address, family, port } = host.tcpLocal;
+    this.localAddress = address;
+    this.localPort = port;
+    this.localFamily = family;
+    this.local = { address, family, port };
     this.eofPending = host.peerEnded;
     host.pause(); // until the new owner reads (_read)
     host.attach(this.sink);
@@ -227,7 +228,7 @@ export class NativeSocket extends Duplex {
     else this.once("finish", () => this.destroy());
   }
 
-  address(): AddressInfo | Record<string, never> {
+  address(): AddressInfo {
     return this.local;
   }
 

@@ -16,8 +16,8 @@
  * @module
  */
 import { X509Certificate } from "node:crypto";
-import { type AddressInfo, isIP, type Socket } from "node:net";
-import { unbracket } from "../../addr.ts";
+import { isIP, type Socket } from "node:net";
+import { type SocketAddr, unbracket } from "../../addr.ts";
 import { Alarm, abortReason, type OpOptions } from "../../deadline.ts";
 import {
   ClosedError,
@@ -27,6 +27,7 @@ import {
   TLSError,
   type TlsnetError,
 } from "../../errors.ts";
+import { localAddrOf } from "../../socket-transport.ts";
 import type { TransportOp } from "../../transport.ts";
 import type { TLSConfig } from "../config.ts";
 import type { SessionIdentity } from "../sessions.ts";
@@ -119,8 +120,8 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
   private sni:
     | { contexts: NativeContext[]; select: (name: string | undefined) => number }
     | undefined;
-  /** The TCP socket's local address, read before node:net's handle (which knows it) is closed. */
-  private tcpLocal: AddressInfo | Record<string, never> = {};
+  /** The TCP socket's local address where a PROXY header gave the conn another one. */
+  private tcpLocal: SocketAddr | undefined;
   /** Client: the identity this handshake verifies, stored with the sessions it yields. */
   private readonly identity: SessionIdentity = { chain: [], verified: false };
 
@@ -174,7 +175,10 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
         { reason: (err as { code?: string }).code, cause: err },
       );
     }
-    this.tcpLocal = this.rawSocket.address() as AddressInfo;
+    // node:net forgets the TCP socket's local address with its handle, and toSocket()'s Duplex
+    // reports it. It is this conn's own unless a PROXY header named another (then one
+    // getsockname, before the handle goes).
+    if (this.init.proxy) this.tcpLocal = localAddrOf(this.rawSocket);
     releaseFd(this.rawSocket);
     // Whoever destroys the node socket underneath (conn.socket) ends the connection.
     this.rawSocket.once("close", () => {
@@ -472,7 +476,7 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
       destroy: () => this.destroy(),
       unref: () => h.unref(),
       ref: () => h.ref(),
-      tcpLocal: this.tcpLocal,
+      tcpLocal: this.tcpLocal ?? this.localAddr,
       setNoDelay: (on) => h.setNoDelay(on),
       setKeepAlive: (on, idleSeconds) => h.setKeepAlive(on, idleSeconds),
       attach: (sink) => {
@@ -524,9 +528,8 @@ function takeOver(raw: Socket): { fd: number; pre: Buffer | undefined } | undefi
  * net.Server's connection count), since node:net closes a handle-less socket without I/O.
  */
 function releaseFd(raw: Socket): void {
-  // Cache the addresses first: node:net reads them from the handle the first time.
+  // Cache the peer's address first (node:net keeps it once read; its local one it does not).
   void raw.remoteAddress;
-  void raw.localAddress;
   const s = raw as unknown as { _handle?: { close(): void } | null };
   const handle = s._handle;
   if (!handle) return;
