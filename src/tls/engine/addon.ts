@@ -111,11 +111,15 @@ export type AddonStatus =
 
 let status: AddonStatus | undefined;
 
+/** The package's root (a checkout or an installed package), where native/ and build/ are. */
+export function packageRoot(): string {
+  // src/tls/engine/addon.ts and dist/tls/engine/addon.js are both three levels below the root.
+  return resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+}
+
 /** Where `npm run build:native` puts the addon: build/native under the package root. */
 export function defaultAddonPath(): string {
-  // src/tls/engine/addon.ts and dist/tls/engine/addon.js are both three levels below the root.
-  const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
-  return join(root, "build", "native", "tlsnet_native.node");
+  return join(packageRoot(), "build", "native", "tlsnet_native.node");
 }
 
 /** Load (once) and check the addon. Never throws. */

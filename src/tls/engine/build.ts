@@ -15,8 +15,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, realpathSync, renameSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { defaultAddonPath } from "./addon.ts";
+import { defaultAddonPath, packageRoot } from "./addon.ts";
 
 /** What {@link buildNative} takes. */
 export interface BuildNativeOptions {
@@ -28,11 +27,6 @@ export interface BuildNativeOptions {
   cc?: string;
   /** Progress lines. */
   log?: (line: string) => void;
-}
-
-/** The package's root: src/tls/engine/ and dist/tls/engine/ are three levels below it. */
-function packageRoot(): string {
-  return resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 }
 
 /** Where the running Node's own headers may be: beside the real binary, or (npm's `node`
