@@ -31,7 +31,7 @@ import type { ConnectionState } from "../state.ts";
 
 /** What the Duplex needs from the native transport it takes over. @internal */
 export interface NativeSocketHost {
-  /** The TCP socket under the TLS conn (idle: the addon polls a dup of its fd). */
+  /** The node socket the conn started on (without a handle: the addon holds the only fd). */
   readonly rawSocket: Socket;
   /** The native conn is closed (fd released). */
   isClosed(): boolean;
