@@ -5,6 +5,7 @@
  * delimiter scan resumes where the previous one stopped.
  * @module
  */
+import { Buffer } from "node:buffer";
 
 const EMPTY = Buffer.alloc(0);
 

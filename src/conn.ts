@@ -14,6 +14,7 @@
  * ```
  * @module
  */
+import { Buffer } from "node:buffer";
 import { Socket } from "node:net";
 import type { SocketAddr } from "./addr.ts";
 import { ChunkList } from "./chunks.ts";

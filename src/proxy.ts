@@ -14,6 +14,7 @@
  * header past 64 KiB is refused as soon as that is known, without waiting.
  * @module
  */
+import { Buffer } from "node:buffer";
 import { isIPv4, isIPv6, type Socket } from "node:net";
 import { type Address, parseAddress, SocketAddr } from "./addr.ts";
 import { cidrMatcher, ipBytes } from "./cidr.ts";

@@ -19,6 +19,7 @@
  *   hands the chunk over (the Conn keeps it).
  * @module
  */
+import type { Buffer } from "node:buffer";
 import type { Socket } from "node:net";
 import type { SocketAddr } from "./addr.ts";
 import type { TlsnetError } from "./errors.ts";

@@ -6,6 +6,7 @@
  * See docs/certs.md.
  */
 
+import { Buffer } from "node:buffer";
 import { createHash, type KeyObject, sign } from "node:crypto";
 import { isIP } from "node:net";
 import type { KeyType } from "./keys.ts";

@@ -5,6 +5,7 @@
  * stdout carries only the peer's bytes.
  * @module
  */
+import type { Buffer } from "node:buffer";
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { parseAddress } from "../addr.ts";

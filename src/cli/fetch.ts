@@ -4,6 +4,7 @@
  * not stop the others; the exit status is 1 if any failed.
  * @module
  */
+import type { Buffer } from "node:buffer";
 import { type FileHandle, open, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { type TLSConfig, TlsnetError, tls } from "../index.ts";

@@ -7,6 +7,7 @@
  * drain on SIGTERM / Ctrl-C.
  * @module
  */
+import { Buffer } from "node:buffer";
 import { X509Certificate } from "node:crypto";
 import { type FSWatcher, watch as fsWatch, readFileSync } from "node:fs";
 import { basename, dirname, resolve as resolvePath } from "node:path";

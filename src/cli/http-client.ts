@@ -4,6 +4,7 @@
  * transfer-encoding, or until EOF. Redirects are not followed.
  * @module
  */
+import type { Buffer } from "node:buffer";
 import { LimitExceededError, type TLSConn, UnexpectedEOFError } from "../index.ts";
 import { CliError } from "./common.ts";
 

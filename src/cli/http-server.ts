@@ -5,6 +5,7 @@
  * client says `Connection: close` or goes quiet.
  * @module
  */
+import { Buffer } from "node:buffer";
 import { DeadlineExceededError, LimitExceededError, type TLSConn } from "../index.ts";
 
 const MAX_LINE = 8 * 1024;

@@ -6,6 +6,7 @@
  * backpressure and half-close.
  * @module
  */
+import { Buffer } from "node:buffer";
 import { parseAddress } from "../addr.ts";
 import { type Conn, type TLSConn, tcp } from "../index.ts";
 import type { ProxyHeaderInit } from "../proxy.ts";

@@ -8,6 +8,7 @@
  * `http://` request gets a 400 that says to use https://, not silence.
  * @module
  */
+import { Buffer } from "node:buffer";
 import { parseAddress } from "../addr.ts";
 import type { Conn, TLSConn } from "../index.ts";
 import { type Command, out, paint, parseFlags, UsageError } from "./common.ts";

@@ -4,6 +4,7 @@
  * TLSConfig that owns one SecureContext per certificate entry.
  * @module
  */
+import { Buffer } from "node:buffer";
 import {
   constants,
   createHash,

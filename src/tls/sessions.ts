@@ -6,6 +6,7 @@
  * peer chain and verdict, as Go's does.
  * @module
  */
+import type { Buffer } from "node:buffer";
 
 /** The peer identity of the full handshake a session came from; filled once verified. */
 export interface SessionIdentity {

@@ -3,6 +3,7 @@
  * in a plain, serialisable shape.
  * @module
  */
+import type { Buffer } from "node:buffer";
 import { X509Certificate } from "node:crypto";
 import type { PeerCertificate as NodePeerCertificate, TLSSocket } from "node:tls";
 

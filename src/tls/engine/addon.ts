@@ -8,6 +8,7 @@
  * 1.3 handshake and a record each way, native/selfcheck.c).
  * @module
  */
+import type { Buffer } from "node:buffer";
 import { existsSync } from "node:fs";
 import { constants } from "node:os";
 import { dirname, join, resolve } from "node:path";

@@ -4,6 +4,7 @@
  * and shared by every connection, as the node engine's SecureContexts are.
  * @module
  */
+import { Buffer } from "node:buffer";
 import { rootCertificates } from "node:tls";
 import { ConfigError } from "../../errors.ts";
 import { cipherList, type TLSConfig } from "../config.ts";

@@ -21,6 +21,7 @@
  * @internal
  * @module
  */
+import type { Buffer } from "node:buffer";
 import { X509Certificate } from "node:crypto";
 import type { AddressInfo, Socket } from "node:net";
 import { constants } from "node:os";

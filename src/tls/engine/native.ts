@@ -15,6 +15,7 @@
  * addresses and its "close" event keep their meaning.
  * @module
  */
+import { Buffer } from "node:buffer";
 import { X509Certificate } from "node:crypto";
 import { isIP, type Socket } from "node:net";
 import { type SocketAddr, unbracket } from "../../addr.ts";

@@ -7,6 +7,7 @@
  * TLSSocket, and `ready` turns true.
  * @module
  */
+import type { Buffer } from "node:buffer";
 import type { Socket } from "node:net";
 import {
   checkServerIdentity,
