@@ -51,14 +51,15 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
   private abortRun: ((err: TlsnetError | undefined) => void) | undefined;
   /** The config of the running handshake (a listener's reload does not change it midway). */
   private runConfig: TLSConfig | undefined;
-  /** Client: the chain Node built while checking the server's name (full handshakes). */
-  private peerDetail: NodePeerCertificate | undefined;
+  /**
+   * Client: what the socket's callbacks saw: the chain Node built while checking the server's
+   * name (full handshakes), and whether a session (ticket) arrived for this conn.
+   */
+  private readonly seen: { peerDetail?: NodePeerCertificate; gotTicket?: boolean } = {};
   /** Client: the identity this handshake verifies, stored with the session it yields. */
   private identity: SessionIdentity | undefined;
-  /** Client: a session (ticket) arrived for this conn. */
-  private gotTicket = false;
   /** Server: the ALPN list the client offered, for error messages. */
-  private offeredAlpn: string[] | undefined;
+  private offeredAlpn: { protocols: string[] | undefined } | undefined;
 
   get socket(): Socket {
     return this.tlsSocket ?? this.rawSocket;
@@ -107,6 +108,10 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
     this.offered = key && sessions ? sessions.get(key) : undefined;
     const identity: SessionIdentity = { chain: [], verified: false };
     this.identity = identity;
+    // The socket keeps its options and listeners after close: they hold boxes, not this
+    // transport (see SocketTransport's onClose).
+    const seen = this.seen;
+    const offered = this.offered;
     const socket = tlsConnect({
       socket: this.rawSocket,
       secureContext: cfg.clientContext(),
@@ -116,15 +121,15 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
       ...(this.offered ? { session: this.offered.session } : {}),
       // Node hands us the chain it already built for this check: keep it, not build it twice.
       checkServerIdentity: (_host, cert) => {
-        this.peerDetail = cert;
+        seen.peerDetail = cert;
         return verifyName === undefined ? undefined : checkServerIdentity(verifyName, cert);
       },
     });
     if (key && sessions) {
       socket.on("session", (session: Buffer) => {
-        this.gotTicket = true;
+        seen.gotTicket = true;
         // A resumed conn hands on the identity of the full handshake it came from.
-        const from = socket.isSessionReused() && this.offered ? this.offered.identity : identity;
+        const from = socket.isSessionReused() && offered ? offered.identity : identity;
         sessions.set(key, { session, identity: from });
       });
     }
@@ -181,6 +186,8 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
         socket.off("end", onRunClose);
         if (onAbort) signal!.removeEventListener("abort", onAbort);
         this.abortRun = undefined;
+        // The socket outlives this conn in the heap (see SocketTransport's onClose): no link back.
+        (socket as OwnedSocket)[kOwner] = undefined;
         if (err === undefined) resolve();
         else reject(err);
       };
@@ -210,7 +217,7 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
       this.alpnFailure(
         mapTLSError(err, { op: "handshake", peer: this.peerName, role: this.init.role }),
         this.runConfig?.alpnProtocols,
-        this.offeredAlpn,
+        this.offeredAlpn?.protocols,
       ),
     );
   }
@@ -243,15 +250,20 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
 
   /** The peer's chain (DER, leaf first), asking OpenSSL only when no one did yet. */
   private peerDer(socket: TLSSocket, cfg: TLSConfig): Buffer[] {
-    if (this.peerDetail) return derChain(this.peerDetail);
+    if (this.seen.peerDetail) return derChain(this.seen.peerDetail);
     if (this.init.role === "server" && cfg.clientAuth === "none") return []; // none was asked for
     return derChain(socket.getPeerCertificate(true) as NodePeerCertificate);
   }
 
-  /** Server-preference ALPN that remembers what the client offered, for error messages. */
+  /**
+   * Server-preference ALPN that remembers what the client offered, for error messages. The
+   * socket keeps the callback after close, so it holds a box, not this transport.
+   */
   private alpnSelector(ours: readonly string[]) {
+    const offered: { protocols: string[] | undefined } = { protocols: undefined };
+    this.offeredAlpn = offered;
     return ({ protocols }: { servername: string; protocols: string[] }): string | undefined => {
-      this.offeredAlpn = protocols;
+      offered.protocols = protocols;
       return ours.find((p) => protocols.includes(p)); // undefined: alert no_application_protocol
     };
   }
@@ -343,7 +355,7 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
     const socket = this.tlsSocket;
     const { role, sessions, sessionKey } = this.init;
     if (role !== "client" || !socket || !sessions || !sessionKey || socket.destroyed) return;
-    if (this.result?.version !== "TLSv1.3" || this.gotTicket) return;
+    if (this.result?.version !== "TLSv1.3" || this.seen.gotTicket) return;
     if (!sessions.expectsTicket(sessionKey)) return;
     return new Promise<void>((resolve) => {
       const done = () => {
@@ -369,7 +381,7 @@ function noop(): void {}
 
 /** A TLS socket in a handshake run: its transport, for the shared listeners below. */
 const kOwner = Symbol("tlsnet.nodeTLSTransport");
-type OwnedSocket = TLSSocket & { [kOwner]?: NodeTLSTransport };
+type OwnedSocket = TLSSocket & { [kOwner]?: NodeTLSTransport | undefined };
 
 function onRunSecure(this: OwnedSocket): void {
   this[kOwner]?.secured(this);
