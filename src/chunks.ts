@@ -44,7 +44,8 @@ export class ChunkList {
     const avail = first.length - this.headOffset;
     let out: Buffer;
     if (n <= avail) {
-      out = first.subarray(this.headOffset, this.headOffset + n);
+      // A whole chunk is handed out as it came (no view made): the common case of read().
+      out = n === first.length ? first : first.subarray(this.headOffset, this.headOffset + n);
       this.consumeHead(n, avail);
     } else {
       out = Buffer.allocUnsafe(n);
