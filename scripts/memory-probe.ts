@@ -43,8 +43,9 @@ const certs = await writeCerts(tmp);
 process.env.TLSNET_NATIVE_ADDON ??= fileURLToPath(
   new URL("../build/native/tlsnet_native.node", import.meta.url),
 );
+const dist = compileTlsnet(tmp, () => {});
 const { tls } = (await import(
-  pathToFileURL(join(compileTlsnet(tmp, () => {}), "index.js")).href
+  pathToFileURL(join(dist, "index.js")).href
 )) as typeof import("../src/index.ts");
 const tools = goTools(
   "memory probe",
