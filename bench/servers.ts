@@ -1433,9 +1433,9 @@ export interface Measured {
 export const cellKey = (id: string, w: WorkloadId): string => `${id}/${w}`;
 
 /**
- * Per behaviour (sink, then echo): start every server, then per workload a
- * warm-up run of each and `rounds` measured runs of each, rotating who goes
- * first; stop them. A server that fails a run is left out of the later ones.
+ * Per behaviour (sink, then echo) and workload: start every server, a warm-up run of each
+ * and `rounds` measured runs of each, rotating who goes first; stop them. A server that
+ * fails a run is left out of that workload's later runs.
  */
 export async function measureRounds<Id extends string>(p: RoundsPlan<Id>): Promise<Measured> {
   const samples = new Map<string, Sample[]>();
@@ -1450,7 +1450,6 @@ export async function measureRounds<Id extends string>(p: RoundsPlan<Id>): Promi
       .map((id) => WORKLOADS[id])
       .filter((w) => w.mode === mode && w.id !== "memory");
     if (ws.length === 0) continue;
-    const running = new Map<Id, Server>();
     let backend: Server | undefined;
     try {
       if (p.backend) {
@@ -1461,58 +1460,77 @@ export async function measureRounds<Id extends string>(p: RoundsPlan<Id>): Promi
           continue;
         }
       }
-      await Promise.all(
-        p.ids.map(async (id) => {
-          try {
-            running.set(id, await p.start(id, mode, backend));
-          } catch (err) {
-            fail([id], ws, err);
-          }
-        }),
-      );
       for (const w of ws) {
-        p.log(`${w.title} …`);
-        const ids = p.ids.filter((id) => running.has(id) && !errors.has(cellKey(id, w.id)));
-        const run = (id: Id, seconds: number) =>
-          measure(running.get(id)!, w, p.loadgen, p.certFile, p.loadgenCpus, seconds, backend);
-        for (const id of ids) {
-          try {
-            await run(id, p.warmupSeconds);
-          } catch (err) {
-            fail([id], [w], err, "warm-up: ");
-          }
-        }
-        for (let r = 0; r < p.rounds; r++) {
-          // Rotate who goes first, so that a change in the machine's load
-          // does not always land on the same server.
-          const order = ids.map((_, i) => ids[(i + r) % ids.length]!);
-          for (const id of order) {
-            if (errors.has(cellKey(id, w.id))) continue;
-            try {
-              const smp = await run(id, p.seconds);
-              samples.set(cellKey(id, w.id), [...(samples.get(cellKey(id, w.id)) ?? []), smp]);
-            } catch (err) {
-              fail([id], [w], err);
-            }
-          }
-          p.log(
-            `  round ${r + 1}/${p.rounds}: ` +
-              ids
-                .map((id) => {
-                  const last = samples.get(cellKey(id, w.id))?.[r];
-                  return `${id} ${last ? fmtRate(last.rate, w.unit) : "failed"}`;
-                })
-                .join(", "),
+        // Fresh servers per workload: what one workload taught a JIT (a long echo run's
+        // feedback) does not carry into the next one's figures, and each starts alike.
+        const running = new Map<Id, Server>();
+        try {
+          await Promise.all(
+            p.ids.map(async (id) => {
+              try {
+                running.set(id, await p.start(id, mode, backend));
+              } catch (err) {
+                fail([id], [w], err);
+              }
+            }),
           );
+          await measureWorkload(p, w, running, backend, samples, errors, fail);
+        } finally {
+          await Promise.all([...running.values()].map((s) => s.stop()));
         }
       }
     } finally {
-      await Promise.all([...running.values()].map((s) => s.stop()));
       await backend?.stop();
     }
   }
   if (p.workloads.includes("memory")) await measureMemoryRounds(p, samples, fail);
   return { samples, errors };
+}
+
+/** One workload over running servers: a warm-up run of each, then `rounds` runs of each. */
+async function measureWorkload<Id extends string>(
+  p: RoundsPlan<Id>,
+  w: Workload,
+  running: Map<Id, Server>,
+  backend: Server | undefined,
+  samples: Map<string, Sample[]>,
+  errors: Map<string, string>,
+  fail: (ids: readonly Id[], ws: readonly Workload[], err: unknown, prefix?: string) => void,
+): Promise<void> {
+  p.log(`${w.title} …`);
+  const ids = p.ids.filter((id) => running.has(id) && !errors.has(cellKey(id, w.id)));
+  const run = (id: Id, seconds: number) =>
+    measure(running.get(id)!, w, p.loadgen, p.certFile, p.loadgenCpus, seconds, backend);
+  for (const id of ids) {
+    try {
+      await run(id, p.warmupSeconds);
+    } catch (err) {
+      fail([id], [w], err, "warm-up: ");
+    }
+  }
+  for (let r = 0; r < p.rounds; r++) {
+    // Rotate who goes first, so that a change in the machine's load
+    // does not always land on the same server.
+    const order = ids.map((_, i) => ids[(i + r) % ids.length]!);
+    for (const id of order) {
+      if (errors.has(cellKey(id, w.id))) continue;
+      try {
+        const smp = await run(id, p.seconds);
+        samples.set(cellKey(id, w.id), [...(samples.get(cellKey(id, w.id)) ?? []), smp]);
+      } catch (err) {
+        fail([id], [w], err);
+      }
+    }
+    p.log(
+      `  round ${r + 1}/${p.rounds}: ` +
+        ids
+          .map((id) => {
+            const last = samples.get(cellKey(id, w.id))?.[r];
+            return `${id} ${last ? fmtRate(last.rate, w.unit) : "failed"}`;
+          })
+          .join(", "),
+    );
+  }
 }
 
 /**
