@@ -7,6 +7,7 @@ import type { Socket } from "node:net";
 import { SocketAddr } from "./addr.ts";
 import { mapError, type TlsnetError } from "./errors.ts";
 import type { ProxyHeader } from "./proxy.ts";
+import { TimerQueue } from "./timer-queue.ts";
 import type { Transport, TransportOp, TransportSink } from "./transport.ts";
 
 const RESOLVED = Promise.resolve();
@@ -211,9 +212,11 @@ function noop(): void {}
  */
 function closeEnded(s: Socket, lingerMs: number): Promise<void> {
   return new Promise<void>((resolve) => {
-    const linger = setTimeout(destroySocket, lingerMs, s);
+    // Every conn a server closes comes here: a shared queue, not a node timer per close.
+    const lingers = TimerQueue.of(lingerMs, destroySocket);
+    const linger = lingers.arm(s);
     const done = () => {
-      clearTimeout(linger);
+      lingers.cancel(linger);
       resolve();
       s.destroy(); // a no-op once destroyed
       s.off("close", done);

@@ -12,21 +12,24 @@ import type { X509Certificate } from "node:crypto";
 import type { Socket } from "node:net";
 import type { SocketAddr } from "../../addr.ts";
 import {
+  Alarm,
   abortReason,
   bounded,
   checkOpOptions,
   expiryAfter,
+  NEVER,
   type OpOptions,
 } from "../../deadline.ts";
 import { handshakeChannel } from "../../diagnostics.ts";
 import { ClosedError, certificateError, TLSError, type TlsnetError } from "../../errors.ts";
 import type { ProxyHeader } from "../../proxy.ts";
 import { localAddrOf, remoteAddrOf } from "../../socket-transport.ts";
+import { TimerQueue } from "../../timer-queue.ts";
 import type { TransportSink } from "../../transport.ts";
 import type { TLSConfig } from "../config.ts";
 import type { CachedSession, SessionCache } from "../sessions.ts";
 import { type ConnectionState, dn, emptyState } from "../state.ts";
-import { callTimeoutError } from "./limits.ts";
+import { callTimeoutError, handshakeLimit } from "./limits.ts";
 
 /**
  * How a TLS transport is set up; the public API fills this in.
@@ -57,6 +60,11 @@ type Phase = "idle" | "running" | "done" | "failed";
 
 function noop(): void {}
 
+/** A server's own handshake timeout, from its shared queue. */
+function serverHandshakeExpired(t: HandshakeTransport): void {
+  t.limitExpired();
+}
+
 /** The handshake state machine and addresses every engine's transport shares. @internal */
 export abstract class HandshakeTransport {
   readonly remoteAddr: SocketAddr;
@@ -73,6 +81,12 @@ export abstract class HandshakeTransport {
   private running: Promise<ConnectionState> | undefined;
   private readyPromise: Promise<void> | undefined;
   private failure: TlsnetError | undefined;
+  /** The running handshake's limit (armLimit): what ends the run, and its timer. */
+  private limitAbort: ((err: TlsnetError) => void) | undefined;
+  private limitQueue: TimerQueue<HandshakeTransport> | undefined;
+  private limitTicket = 0;
+  private limitAlarm: Alarm | undefined;
+  private limitConfig: TLSConfig | undefined;
 
   constructor(
     readonly rawSocket: Socket,
@@ -91,6 +105,53 @@ export abstract class HandshakeTransport {
 
   /** The run succeeded, just before `ready` callers resume (an engine may start reading). */
   protected handshakeDone(): void {}
+
+  /**
+   * Bound the running handshake by its earliest limit (handshakeLimit); `abort` ends the run
+   * with the limit's error. A server's own handshake timeout, the case of every conn a
+   * listener accepts, waits in a queue shared by all handshakes of that timeout: no timer,
+   * object or closure per handshake. disarmLimit() when the run ends, however it ends.
+   */
+  protected armLimit(
+    cfg: TLSConfig,
+    opts: OpOptions | undefined,
+    abort: (err: TlsnetError) => void,
+  ): void {
+    this.limitAbort = abort;
+    this.limitConfig = cfg;
+    if (this.init.role === "server" && opts === undefined && cfg.handshakeTimeout > 0) {
+      this.limitQueue = TimerQueue.of(cfg.handshakeTimeout, serverHandshakeExpired);
+      this.limitTicket = this.limitQueue.arm(this);
+      return;
+    }
+    const [expiry, timeoutError] = handshakeLimit(
+      this.init.role,
+      cfg,
+      this.remoteAddr, // formatted only if an error needs it
+      this.init.dialExpiry,
+      opts,
+    );
+    if (expiry === NEVER) return;
+    this.limitAlarm = new Alarm(() => abort(timeoutError()));
+    this.limitAlarm.set(expiry);
+  }
+
+  protected disarmLimit(): void {
+    this.limitQueue?.cancel(this.limitTicket);
+    this.limitQueue = undefined;
+    this.limitAlarm?.clear();
+    this.limitAlarm = undefined;
+    this.limitAbort = undefined;
+  }
+
+  /** The shared queue's timeout fired for this handshake. @internal */
+  limitExpired(): void {
+    const abort = this.limitAbort;
+    const cfg = this.limitConfig;
+    this.limitQueue = undefined; // fired: nothing to cancel
+    if (abort === undefined || cfg === undefined) return;
+    abort(handshakeLimit(this.init.role, cfg, this.remoteAddr, undefined, undefined)[1]());
+  }
 
   /** The PROXY protocol header read before this conn, or null. */
   get proxy(): ProxyHeader | null {

@@ -19,7 +19,7 @@ import { Buffer } from "node:buffer";
 import { X509Certificate } from "node:crypto";
 import { isIP, type Socket } from "node:net";
 import { type SocketAddr, unbracket } from "../../addr.ts";
-import { Alarm, abortReason, type OpOptions } from "../../deadline.ts";
+import { abortReason, type OpOptions } from "../../deadline.ts";
 import {
   ClosedError,
   ConfigError,
@@ -43,7 +43,6 @@ import {
   type NativeReceiver,
 } from "./addon.ts";
 import { HandshakeTransport } from "./handshake.ts";
-import { handshakeLimit } from "./limits.ts";
 import { alpnNames, clientContext, serverContexts } from "./native-context.ts";
 import { NativeSocket, type NativeSocketHost } from "./native-socket.ts";
 import type { TLSTransport } from "./types.ts";
@@ -219,18 +218,10 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
 
   /** Resolve on EV_HANDSHAKE; reject on error, peer close, timeout, abort or close(). */
   private waitHandshake(cfg: TLSConfig, opts: OpOptions | undefined): Promise<void> {
-    const [expiry, timeoutError] = handshakeLimit(
-      this.init.role,
-      cfg,
-      this.peerName,
-      this.init.dialExpiry,
-      opts,
-    );
     const signal = opts?.signal;
     return new Promise<void>((resolve, reject) => {
-      const alarm = new Alarm(() => done(timeoutError()));
       const done = (err?: unknown) => {
-        alarm.clear();
+        this.disarmLimit();
         signal?.removeEventListener("abort", onAbort);
         this.hs = undefined;
         this.abortRun = undefined;
@@ -241,7 +232,7 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
       this.hs = { resolve: () => done(), reject: done };
       this.abortRun = done;
       signal?.addEventListener("abort", onAbort, { once: true });
-      alarm.set(expiry);
+      this.armLimit(cfg, opts, done);
       this.handle!.start();
     });
   }

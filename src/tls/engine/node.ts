@@ -15,7 +15,7 @@ import {
   TLSSocket,
   connect as tlsConnect,
 } from "node:tls";
-import { Alarm, abortReason, type OpOptions } from "../../deadline.ts";
+import { abortReason, type OpOptions } from "../../deadline.ts";
 import {
   ClosedError,
   mapTLSError,
@@ -29,7 +29,6 @@ import type { SessionIdentity } from "../sessions.ts";
 import { sniSelector } from "../sni.ts";
 import { type ConnectionState, derChain, stateOf } from "../state.ts";
 import { HandshakeTransport } from "./handshake.ts";
-import { handshakeLimit } from "./limits.ts";
 
 export type { TLSInit } from "./handshake.ts";
 
@@ -165,21 +164,13 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
     opts: OpOptions | undefined,
   ): Promise<void> {
     const secureEvent = this.init.role === "client" ? "secureConnect" : "secure";
-    const [expiry, timeoutError] = handshakeLimit(
-      this.init.role,
-      cfg,
-      this.remoteAddr, // formatted only if an error needs it
-      this.init.dialExpiry,
-      opts,
-    );
     const signal = opts?.signal;
     this.runConfig = cfg;
     (socket as OwnedSocket)[kOwner] = this;
     return new Promise<void>((resolve, reject) => {
-      const alarm = new Alarm(() => done(timeoutError()));
       const onAbort = signal ? () => done(abortReason(signal)) : undefined;
       const done = (err?: unknown) => {
-        alarm.clear();
+        this.disarmLimit();
         socket.off(secureEvent, onRunSecure);
         socket.off("error", onRunError);
         socket.off("close", onRunClose);
@@ -199,7 +190,7 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
       socket.on("end", onRunClose); // half-open sockets do not close on their own at EOF
       this.abortRun = done;
       if (onAbort) signal!.addEventListener("abort", onAbort, { once: true });
-      alarm.set(expiry);
+      this.armLimit(cfg, opts, done);
     });
   }
 
