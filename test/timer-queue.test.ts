@@ -58,6 +58,19 @@ test("a timeout armed from inside a firing one gets its own full duration", asyn
   assert.ok(performance.now() - t0 >= 80);
 });
 
+test("past its first 16 slots the ring grows and keeps the order, wrapped around or not", async () => {
+  const fired: number[] = [];
+  const q = TimerQueue.of(30, (o: { n: number }) => fired.push(o.n));
+  const tickets: number[] = [];
+  // Wrap the ring first: arm and cancel 10, so the next ones start mid-ring.
+  for (let n = 0; n < 10; n++) q.cancel(q.arm({ n: -1 }));
+  for (let n = 0; n < 40; n++) tickets.push(q.arm({ n }));
+  for (const n of [0, 1, 17, 39]) q.cancel(tickets[n]!);
+  await sleep(150);
+  const want = Array.from({ length: 40 }, (_, n) => n).filter((n) => ![0, 1, 17, 39].includes(n));
+  assert.deepEqual(fired, want);
+});
+
 test("queues are per fire function and duration", () => {
   const a = () => {};
   const b = () => {};
