@@ -118,7 +118,7 @@ extern int tlsnet_conn_index;  /* SSL ex data: conn_t* */
 extern int tlsnet_ctx_index;   /* SSL_CTX ex data: ctx_data_t* */
 
 /* Decrypted bytes go into slabs of this size (see slab.c). */
-#define TLSNET_SLAB_SIZE (256 * 1024)
+#define TLSNET_SLAB_SIZE (64 * 1024)
 
 /* selfcheck.c */
 napi_value tlsnet_self_check(napi_env env, napi_callback_info info);

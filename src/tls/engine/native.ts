@@ -18,6 +18,7 @@
 import { Buffer } from "node:buffer";
 import { X509Certificate } from "node:crypto";
 import { isIP, type Socket } from "node:net";
+import * as workers from "node:worker_threads";
 import { type SocketAddr, unbracket } from "../../addr.ts";
 import { abortReason, type OpOptions } from "../../deadline.ts";
 import {
@@ -75,11 +76,12 @@ function addon(): NativeAddon {
   }
   const native = status.addon;
   native.setup(dispatch, () => {
-    // Decrypted bytes go into slabs shared by all conns; chunks are views of them.
+    // Decrypted bytes go into slabs shared by all conns; chunks are views of them. The addon
+    // writes into the newest slab after its first chunks are out: a slab moved to a worker
+    // (postMessage's transfer list) could be freed there while still written here, so it
+    // cannot be moved (a DataCloneError); copy a chunk to send it (docs/api.md).
     const ab = native.allocSlab();
-    // NOT markAsUntransferable: Node 24.21 aborts at exit when it cannot detach an
-    // untransferable external ArrayBuffer (Buffer CallbackInfo::Clean). Chunks are views of
-    // these slabs: do not transfer their ArrayBuffers to a worker; copy them (docs/api.md).
+    workers.markAsUntransferable?.(ab); // (a namespace lookup: runtimes without it still load)
     return ab;
   });
   addonReady = native;
