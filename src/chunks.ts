@@ -310,8 +310,11 @@ export class ChunkList {
     this.head++;
     this.headOffset = 0;
     if (this.head === this.chunks.length) {
-      this.chunks.length = 0;
-      this.head = 0;
+      // All consumed. One consumed slot stays: an emptied JS array drops its backing store,
+      // and the next push (the next message, on an echo) would allocate a new one.
+      this.chunks.length = 1;
+      this.chunks[0] = EMPTY;
+      this.head = 1;
     } else if (this.head >= 1024 && this.head * 2 >= this.chunks.length) {
       this.chunks = this.chunks.slice(this.head);
       this.head = 0;

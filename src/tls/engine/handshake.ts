@@ -142,6 +142,7 @@ export abstract class HandshakeTransport {
     this.limitAlarm?.clear();
     this.limitAlarm = undefined;
     this.limitAbort = undefined;
+    this.limitConfig = undefined;
   }
 
   /** The shared queue's timeout fired for this handshake. @internal */
