@@ -81,12 +81,14 @@ export abstract class HandshakeTransport {
   private running: Promise<ConnectionState> | undefined;
   private readyPromise: Promise<void> | undefined;
   private failure: TlsnetError | undefined;
-  /** The running handshake's limit (armLimit): what ends the run, and its timer. */
-  private limitAbort: ((err: TlsnetError) => void) | undefined;
+  /** Ends the running handshake's wait: undefined for success, else the error. */
+  protected abortRun: ((err: TlsnetError | undefined) => void) | undefined;
+  /** The config of the running handshake (a listener's reload does not change it midway). */
+  protected runConfig: TLSConfig | undefined;
+  /** The running handshake's timer (armLimit): a ticket in a shared queue, or an Alarm. */
   private limitQueue: TimerQueue<HandshakeTransport> | undefined;
   private limitTicket = 0;
   private limitAlarm: Alarm | undefined;
-  private limitConfig: TLSConfig | undefined;
 
   constructor(
     readonly rawSocket: Socket,
@@ -107,18 +109,14 @@ export abstract class HandshakeTransport {
   protected handshakeDone(): void {}
 
   /**
-   * Bound the running handshake by its earliest limit (handshakeLimit); `abort` ends the run
-   * with the limit's error. A server's own handshake timeout, the case of every conn a
-   * listener accepts, waits in a queue shared by all handshakes of that timeout: no timer,
-   * object or closure per handshake. disarmLimit() when the run ends, however it ends.
+   * Bound the running handshake by its earliest limit (handshakeLimit), which ends the run
+   * through `abortRun` with the limit's error; `cfg` becomes the run's config. A server's own
+   * handshake timeout, the case of every conn a listener accepts, waits in a queue shared by
+   * all handshakes of that timeout: no timer, object or closure per handshake. disarmLimit()
+   * when the run ends, however it ends.
    */
-  protected armLimit(
-    cfg: TLSConfig,
-    opts: OpOptions | undefined,
-    abort: (err: TlsnetError) => void,
-  ): void {
-    this.limitAbort = abort;
-    this.limitConfig = cfg;
+  protected armLimit(cfg: TLSConfig, opts: OpOptions | undefined): void {
+    this.runConfig = cfg;
     if (this.init.role === "server" && opts === undefined && cfg.handshakeTimeout > 0) {
       this.limitQueue = TimerQueue.of(cfg.handshakeTimeout, serverHandshakeExpired);
       this.limitTicket = this.limitQueue.arm(this);
@@ -132,7 +130,7 @@ export abstract class HandshakeTransport {
       opts,
     );
     if (expiry === NEVER) return;
-    this.limitAlarm = new Alarm(() => abort(timeoutError()));
+    this.limitAlarm = new Alarm(() => this.abortRun?.(timeoutError()));
     this.limitAlarm.set(expiry);
   }
 
@@ -141,17 +139,16 @@ export abstract class HandshakeTransport {
     this.limitQueue = undefined;
     this.limitAlarm?.clear();
     this.limitAlarm = undefined;
-    this.limitAbort = undefined;
-    this.limitConfig = undefined;
   }
 
   /** The shared queue's timeout fired for this handshake. @internal */
   limitExpired(): void {
-    const abort = this.limitAbort;
-    const cfg = this.limitConfig;
     this.limitQueue = undefined; // fired: nothing to cancel
-    if (abort === undefined || cfg === undefined) return;
-    abort(handshakeLimit(this.init.role, cfg, this.remoteAddr, undefined, undefined)[1]());
+    const cfg = this.runConfig;
+    if (cfg === undefined) return;
+    this.abortRun?.(
+      handshakeLimit(this.init.role, cfg, this.remoteAddr, undefined, undefined)[1](),
+    );
   }
 
   /** The PROXY protocol header read before this conn, or null. */

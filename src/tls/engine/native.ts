@@ -110,10 +110,8 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
   private finished = false;
   /** Lingering close: drop data, wait for the peer's end. */
   private discarding = false;
-  private cfg: TLSConfig | undefined;
   /** The running handshake's waiter. */
   private hs: Waiter | undefined;
-  private abortRun: ((err: TlsnetError) => void) | undefined;
   private ending: Waiter[] = [];
   private closeWaiters: Array<() => void> = [];
   private onPeerEnd: (() => void) | undefined;
@@ -142,7 +140,7 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
   /** One handshake run: take the socket over, handshake in the addon, verify, run the hook. */
   protected override async run(opts: OpOptions | undefined): Promise<ConnectionState> {
     const cfg = this.config();
-    this.cfg = cfg;
+    this.runConfig = cfg; // the key log and error messages read it from the first event on
     const isClient = this.init.role === "client";
     if (this.rawSocket.destroyed) throw peerClosedDuringHandshake(this.peerName);
     const native = addon();
@@ -234,7 +232,7 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
       this.hs = { resolve: () => done(), reject: done };
       this.abortRun = done;
       signal?.addEventListener("abort", onAbort, { once: true });
-      this.armLimit(cfg, opts, done);
+      this.armLimit(cfg, opts);
       this.handle!.start();
     });
   }
@@ -286,7 +284,7 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
         this.onClosed();
         return;
       case EV_KEYLOG: {
-        const keyLog = this.cfg?.keyLog;
+        const keyLog = this.runConfig?.keyLog;
         if (keyLog) for (const line of (a as string).split("\n")) if (line) keyLog(line);
         return;
       }
@@ -311,7 +309,7 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
           ? peerClosedDuringHandshake(peer, err)
           : this.alpnFailure(
               mapTLSError(err, { op: "handshake", peer, role: this.init.role }),
-              this.cfg?.alpnProtocols,
+              this.runConfig?.alpnProtocols,
               alpnNames(this.handle?.offeredAlpn()),
             ),
       );

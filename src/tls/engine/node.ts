@@ -46,10 +46,6 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
   /** Bytes flow through this once the TLS socket is secure. */
   private stream: SocketTransport | undefined;
   private wantPaused = false;
-  /** Ends the handshake run's wait for "secure": undefined for success, else the error. */
-  private abortRun: ((err: TlsnetError | undefined) => void) | undefined;
-  /** The config of the running handshake (a listener's reload does not change it midway). */
-  private runConfig: TLSConfig | undefined;
   /**
    * Client: what the socket's callbacks saw: the chain Node built while checking the server's
    * name (full handshakes), and whether a session (ticket) arrived for this conn.
@@ -165,7 +161,6 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
   ): Promise<void> {
     const secureEvent = this.init.role === "client" ? "secureConnect" : "secure";
     const signal = opts?.signal;
-    this.runConfig = cfg;
     (socket as OwnedSocket)[kOwner] = this;
     return new Promise<void>((resolve, reject) => {
       const onAbort = signal ? () => done(abortReason(signal)) : undefined;
@@ -190,7 +185,7 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
       socket.on("end", onRunClose); // half-open sockets do not close on their own at EOF
       this.abortRun = done;
       if (onAbort) signal!.addEventListener("abort", onAbort, { once: true });
-      this.armLimit(cfg, opts, done);
+      this.armLimit(cfg, opts);
     });
   }
 
