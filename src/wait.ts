@@ -7,6 +7,21 @@
  */
 import { Alarm, abortReason, NEVER } from "./deadline.ts";
 
+/**
+ * The settle functions of the promise just made: the executor runs synchronously inside
+ * `new Promise`, so one shared executor hands them over with no closure per wait (a read
+ * that waits makes one wait per chunk).
+ */
+const captured: { resolve: (value?: undefined) => void; reject: (err: unknown) => void } = {
+  resolve: noop,
+  reject: noop,
+};
+function capture(resolve: (value?: undefined) => void, reject: (err: unknown) => void): void {
+  captured.resolve = resolve;
+  captured.reject = reject;
+}
+function noop(): void {}
+
 export class DeadlineWait {
   /** The conn's deadline for this direction (monotonic ms, NEVER for none). */
   deadline = NEVER;
@@ -47,19 +62,20 @@ export class DeadlineWait {
   wait(callExpiry: number, signal: AbortSignal | undefined): Promise<void> {
     if (signal?.aborted) return Promise.reject(abortReason(signal));
     if (this.expired(callExpiry)) return Promise.reject(this.timeoutError());
-    return new Promise<void>((resolve, reject) => {
-      this.resolveFn = resolve;
-      this.rejectFn = reject;
-      this.callExpiry = callExpiry;
-      if (signal) {
-        this.signal = signal;
-        signal.addEventListener("abort", (this.abortHandler ??= () => this.onAbort()), {
-          once: true,
-        });
-      }
-      const expiry = Math.min(this.deadline, callExpiry);
-      if (expiry !== NEVER) this.armAlarm(expiry);
-    });
+    const waiting = new Promise<void>(capture);
+    this.resolveFn = captured.resolve;
+    this.rejectFn = captured.reject;
+    captured.resolve = captured.reject = noop; // keep nothing of this conn alive
+    this.callExpiry = callExpiry;
+    if (signal) {
+      this.signal = signal;
+      signal.addEventListener("abort", (this.abortHandler ??= () => this.onAbort()), {
+        once: true,
+      });
+    }
+    const expiry = Math.min(this.deadline, callExpiry);
+    if (expiry !== NEVER) this.armAlarm(expiry);
+    return waiting;
   }
 
   /**

@@ -94,10 +94,14 @@ export function stateOf(
   chain: Buffer[],
 ): ConnectionState {
   const alpn = socket.alpnProtocol;
+  // One call for both: tlsnet negotiates only TLS 1.2 and 1.3, and a suite's version is the
+  // lowest it runs on, so "TLSv1.3" means 1.3 and anything else 1.2. The socket's own
+  // getProtocol() would be a second call into OpenSSL on every handshake.
+  const cipher = socket.getCipher() as { standardName?: string; version?: string } | null;
   return finishedState(
     {
-      version: socket.getProtocol(),
-      cipherSuite: socket.getCipher()?.standardName ?? null,
+      version: cipher ? (cipher.version === "TLSv1.3" ? "TLSv1.3" : "TLSv1.2") : null,
+      cipherSuite: cipher?.standardName ?? null,
       alpnProtocol: typeof alpn === "string" && alpn !== "" ? alpn : null,
       serverName,
       resumed: socket.isSessionReused(),
