@@ -383,6 +383,13 @@ static void do_reads(conn_t* c) {
           a->slab_off += (size_t)ret;
           got += (size_t)ret;
         }
+        /* Nothing left inside OpenSSL and the socket is drained: another SSL_read could only
+           say WANT_READ. Skip it, as libuv skips the read that would say EAGAIN; the poll
+           calls again when more comes. One SSL_read per message instead of two. */
+        if (c->drained && c->pre == NULL && !SSL_has_pending(c->ssl)) {
+          ssl_err = SSL_ERROR_WANT_READ;
+          break;
+        }
         continue;
       }
       ssl_err = SSL_get_error(c->ssl, ret);

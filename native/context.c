@@ -466,9 +466,19 @@ napi_value tlsnet_new_context(napi_env env, napi_callback_info info) {
     if (d->ticket_keys == NULL) return fail(env, ctx, "out of memory");
     memcpy(d->ticket_keys, p, n);
     d->ticket_key_count = n / TICKET_KEY_LEN;
-    if (!SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb)) {
-      return fail(env, ctx, "session ticket keys");
-    }
+  } else if (server) {
+    /* None given: a random key of this context's own, as node:tls makes for each of its
+       contexts. OpenSSL's built-in ticket keys would serve too, but with them OpenSSL renews
+       the ticket on every TLS 1.3 resumption: one more NewSessionTicket to encode, encrypt and
+       send per resumed handshake, which node:tls (and this callback, on its first key) does
+       not do. */
+    d->ticket_keys = malloc(TICKET_KEY_LEN);
+    if (d->ticket_keys == NULL) return fail(env, ctx, "out of memory");
+    if (RAND_bytes(d->ticket_keys, TICKET_KEY_LEN) <= 0) return fail(env, ctx, "ticket key");
+    d->ticket_key_count = 1;
+  }
+  if (d->ticket_key_count > 0 && !SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_key_cb)) {
+    return fail(env, ctx, "session ticket keys");
   }
 
   if (server) {

@@ -8,7 +8,7 @@
  * (/proc/self/smaps: [heap] is the main malloc arena, "anon" the V8 heap,
  * other malloc arenas and mmapped chunks).
  *
- *   node --expose-gc --import tsx scripts/memory-probe.ts [--engine native|node] [--conns N]
+ *   node --expose-gc --import tsx scripts/memory-probe.ts [--engine native|node|raw] [--conns N]
  *                                                         [--heap-top]
  *
  * --heap-top: also the V8 heap by constructor (a heap snapshot) with the conns open.
@@ -19,7 +19,9 @@
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import * as os from "node:os";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import * as nodeTls from "node:tls";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import * as v8 from "node:v8";
 import { compileTlsnet, goTools, writeCerts } from "../bench/servers.ts";
@@ -29,7 +31,8 @@ const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(name);
   return i >= 0 ? process.argv[i + 1]! : def;
 };
-const engine = arg("--engine", "native") as "native" | "node";
+/** "raw": node:tls itself (`socket.pipe(socket)`), the baseline the node engine is held to. */
+const engine = arg("--engine", "native") as "native" | "node" | "raw";
 const conns = Number(arg("--conns", "4000"));
 const gc = (globalThis as { gc?: () => void }).gc;
 if (!gc) throw new Error("run with node --expose-gc");
@@ -55,16 +58,32 @@ const tools = goTools(
 );
 if (typeof tools === "string") throw new Error(tools);
 
-const ln = await tls.listen({
-  addr: "127.0.0.1:0",
-  certs: [{ cert: readFileSync(certs.cert, "utf8"), key: readFileSync(certs.key, "utf8") }],
-  engine,
-  backlog: 4096,
-  onError: () => {},
-  handler: async (conn) => {
-    for await (const chunk of conn) await conn.write(chunk);
-  },
-});
+const cert = readFileSync(certs.cert, "utf8");
+const key = readFileSync(certs.key, "utf8");
+const ln =
+  engine === "raw"
+    ? await rawServer(cert, key)
+    : await tls.listen({
+        addr: "127.0.0.1:0",
+        certs: [{ cert, key }],
+        engine,
+        backlog: 4096,
+        onError: () => {},
+        handler: async (conn) => {
+          for await (const chunk of conn) await conn.write(chunk);
+        },
+      });
+
+/** The raw node:tls echo server of the servers benchmark, as a listener-shaped object. */
+async function rawServer(cert: string, key: string) {
+  const server = nodeTls.createServer({ cert, key }, (socket) => socket.pipe(socket));
+  server.on("tlsClientError", () => {});
+  await new Promise<void>((r) => server.listen({ host: "127.0.0.1", port: 0, backlog: 4096 }, r));
+  return {
+    addr: server.address() as AddressInfo,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
 const addon = engine === "native" ? loadAddon().addon : undefined;
 
 /** Resident KiB per kind of mapping, from smaps. */

@@ -1,14 +1,16 @@
 /**
  * Ticket keys for a fleet: `ticketKeys` as a list (the first encrypts; on the
  * node engine only the first is in force), validation, and rotation by
- * `listener.reload({ ticketKeys })` without a restart. Real listeners on
+ * `listener.reload({ ticketKeys })` without a restart, and which resumptions bring a fresh
+ * ticket (only those under a key that is no longer first, as node:tls). Real listeners on
  * loopback; the client's session cache is per server name ("localhost"), so a
  * ticket from one listener is offered to the next.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, test } from "node:test";
-import { ConfigError, tls } from "../src/index.ts";
+import * as nodeTls from "node:tls";
+import { ConfigError, type TLSListener, tls } from "../src/index.ts";
 import { echoServer, hostPort, pki, resumedOn } from "./helpers/tls.ts";
 
 const nodeEngine = tls.backend().engine === "node";
@@ -109,5 +111,61 @@ describe("rotation with reload({ ticketKeys })", () => {
       (e: unknown) => e instanceof ConfigError && /ticketKeys\[1\]/.test(e.message),
     );
     assert.equal(await resumedOn(hostPort(ln), cfg), true, "tickets of the old key still resume");
+  });
+});
+
+describe("tickets on a TLS 1.3 resumption", () => {
+  /** Resume with a node:tls client; how many tickets the resumed conn brought. */
+  async function ticketsOnResume(first: TLSListener, second: TLSListener): Promise<number> {
+    const { ca } = await pki();
+    const connect = (ln: TLSListener, session?: Buffer) =>
+      new Promise<{ tickets: Buffer[]; reused: boolean }>((resolve, reject) => {
+        const tickets: Buffer[] = [];
+        const s = nodeTls.connect({
+          host: "127.0.0.1",
+          port: ln.addr.port,
+          servername: "localhost",
+          ca: ca.cert,
+          ...(session ? { session } : {}),
+        });
+        s.on("session", (t: Buffer) => tickets.push(t));
+        s.on("error", reject);
+        // One echo: the server's tickets come right after its Finished, before the echo.
+        s.once("secureConnect", () => s.write("x"));
+        s.once("data", () => {
+          resolve({ tickets, reused: s.isSessionReused() });
+          s.destroy();
+        });
+      });
+    const full = await connect(first);
+    assert.ok(full.tickets.length > 0, "the full handshake brought tickets");
+    const again = await connect(second, full.tickets.at(-1));
+    assert.equal(again.reused, true, "the second conn resumed");
+    return again.tickets.length;
+  }
+
+  test("no new ticket while the ticket's key is still first, default keys included (as node:tls)", async (t) => {
+    const { leaf } = await pki();
+    const plain = await echoServer({ certs: [leaf] });
+    t.after(() => plain.close());
+    assert.equal(await ticketsOnResume(plain, plain), 0, "default ticket keys");
+    const k1 = randomBytes(48);
+    const keyed = await echoServer({ certs: [leaf], ticketKeys: [k1, randomBytes(48)] });
+    t.after(() => keyed.close());
+    assert.equal(await ticketsOnResume(keyed, keyed), 0, "ticketKeys [K1, K2]");
+  });
+
+  test("a fresh ticket when the ticket's key is listed but no longer first (native engine)", {
+    skip: nodeEngine
+      ? "node:tls holds only the first key: such a ticket is a full handshake"
+      : false,
+  }, async (t) => {
+    const { leaf } = await pki();
+    const [k1, k2] = [randomBytes(48), randomBytes(48)];
+    const old = await echoServer({ certs: [leaf], ticketKeys: [k1] });
+    t.after(() => old.close());
+    const rotated = await echoServer({ certs: [leaf], ticketKeys: [k2, k1] });
+    t.after(() => rotated.close());
+    assert.equal(await ticketsOnResume(old, rotated), 1, "the client moves to K2");
   });
 });
