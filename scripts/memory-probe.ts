@@ -18,8 +18,8 @@
  */
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import * as os from "node:os";
 import type { AddressInfo } from "node:net";
+import * as os from "node:os";
 import { join } from "node:path";
 import * as nodeTls from "node:tls";
 import { fileURLToPath, pathToFileURL } from "node:url";
