@@ -86,8 +86,7 @@ static void on_closed(uv_handle_t* h) {
 static void start_close(conn_t* c) {
   if (c->closing) return;
   c->closing = 1;
-  uv_poll_stop(c->poll);
-  uv_close((uv_handle_t*)c->poll, on_closed);
+  uv_close((uv_handle_t*)c->poll, on_closed); /* stops the poll too: no uv_poll_stop first */
 }
 
 static void conn_finalize(napi_env env, void* data, void* hint) {
@@ -500,7 +499,17 @@ static void on_poll(uv_poll_t* h, int status, int events) {
       c->failed = 1;
     }
   }
+  c->stepping = 1;
   step(c);
+  /* JS asked for more while step() ran: the microtasks of our own events run inside it, so
+     readStart() after the handshake and end() at EOF come from there. Do it now, rather than
+     arm the poll for writable to be called back (uv_poll_start deletes and re-adds the fd:
+     two epoll_ctl calls each way). Bounded: a conn that keeps asking waits for the loop. */
+  for (int round = 0; c->kick && !c->closing && round < 4; round++) {
+    c->kick = 0;
+    step(c);
+  }
+  c->stepping = 0;
   update_poll(c);
   napi_close_handle_scope(env, scope);
 }
@@ -529,7 +538,7 @@ static void update_poll(conn_t* c) {
 /* Run step() from the loop soon (after a call from JS changed what there is to do). */
 static void kick(conn_t* c) {
   c->kick = 1;
-  update_poll(c);
+  if (!c->stepping) update_poll(c); /* inside on_poll, it runs step() again itself */
 }
 
 /* ------------------------------------------------------------- JS methods */
@@ -663,7 +672,9 @@ static napi_value m_start(napi_env env, napi_callback_info info) {
   conn_t* c = unwrap(env, info, &argc, NULL);
   if (c == NULL || c->closing) return NULL;
   c->started = 1;
-  kick(c);
+  /* A server waits for the ClientHello: the poll for readable is all it needs. */
+  if (c->server && c->pre == NULL) update_poll(c);
+  else kick(c);
   return NULL;
 }
 

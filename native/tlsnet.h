@@ -85,9 +85,10 @@ typedef struct conn_s {
       reading : 1, discard : 1, eof : 1, want_end : 1, end_wants_write : 1, fin_sent : 1,
       finished_pending : 1, read_wants_write : 1, write_wants_read : 1, write_blocked : 1,
       drain_pending : 1, kick : 1, failed : 1, err_pending : 1, closing : 1, closed : 1,
-      finalized : 1, unref : 1, drained : 1;
+      finalized : 1, unref : 1, drained : 1, stepping : 1;
   /* drained: a recv came back short since the poll last said readable, so the socket is empty
-     for now; the next read answers "retry" without a syscall (libuv's rule for stream reads). */
+     for now; the next read answers "retry" without a syscall (libuv's rule for stream reads).
+     stepping: on_poll is running step(), which a kick() from JS re-runs at its end. */
   int sys_errno; /* errno of the last failed recv/send */
   conn_err_t* err; /* the recorded error, allocated when there is one (most conns never fail) */
 

@@ -58,6 +58,9 @@ export interface TLSInit {
 
 type Phase = "idle" | "running" | "done" | "failed";
 
+/** How long a client's close() waits for a TLS 1.3 session ticket it has not read yet. */
+export const TICKET_WAIT_MS = 250;
+
 function noop(): void {}
 
 /** A server's own handshake timeout, from its shared queue. */
@@ -331,6 +334,24 @@ export abstract class HandshakeTransport {
       reason: reason ?? "ERR_SSL_NO_APPLICATION_PROTOCOL",
       cause: err,
     });
+  }
+
+  /**
+   * Client, TLS 1.3: no session ticket has come yet for this conn's session key, and its
+   * server usually sends one, right behind the handshake. A close now would lose it: once our
+   * close_notify is out, OpenSSL drops whatever arrives, tickets included. So the engines'
+   * close() reads on for up to TICKET_WAIT_MS first, and the next connect can resume.
+   */
+  protected ticketPending(gotTicket: boolean): boolean {
+    const { role, sessions, sessionKey } = this.init;
+    if (role !== "client" || !sessions || !sessionKey || gotTicket) return false;
+    return this.result?.version === "TLSv1.3" && sessions.expectsTicket(sessionKey);
+  }
+
+  /** The wait for a ticket ran out: this server sends none, so later closes do not wait. */
+  protected noTicketCame(): void {
+    const { sessions, sessionKey } = this.init;
+    if (sessions && sessionKey) sessions.noTicketFrom(sessionKey);
   }
 
   /** The config in force for this handshake (servers: the listener's current one). */

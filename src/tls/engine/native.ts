@@ -43,7 +43,7 @@ import {
   type NativeInfo,
   type NativeReceiver,
 } from "./addon.ts";
-import { HandshakeTransport } from "./handshake.ts";
+import { HandshakeTransport, TICKET_WAIT_MS } from "./handshake.ts";
 import { alpnNames, clientContext, serverContexts } from "./native-context.ts";
 import { NativeSocket, type NativeSocketHost } from "./native-socket.ts";
 import type { TLSTransport } from "./types.ts";
@@ -116,6 +116,10 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
   private closeWaiters: Array<() => void> = [];
   private onPeerEnd: (() => void) | undefined;
   private onFinished: (() => void) | undefined;
+  /** Client: a session ticket came on this conn. */
+  private gotTicket = false;
+  /** close() waits for a ticket (awaitTicket): the ticket, the peer's end or the close ends it. */
+  private onTicket: (() => void) | undefined;
   /** Server with several certificates: the contexts to pick from by SNI. */
   private sni:
     | { contexts: NativeContext[]; select: (name: string | undefined) => number }
@@ -270,6 +274,7 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
         this.peerEnded = true;
         if (this.hs) this.hs.reject(peerClosedDuringHandshake(this.peerName));
         else if (!this.discarding) this.sink?.onEnd();
+        this.onTicket?.();
         this.onPeerEnd?.();
         return;
       case EV_ERROR:
@@ -321,6 +326,7 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
 
   private onClosed(): void {
     this.handleClosed = true;
+    this.onTicket?.();
     this.rawSocket.destroy();
     this.hs?.reject(peerClosedDuringHandshake(this.peerName));
     if (this.ending.length > 0) {
@@ -334,6 +340,8 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
   }
 
   private onSession(session: Buffer): void {
+    this.gotTicket = true;
+    this.onTicket?.();
     const { sessionKey: key, sessions } = this.init;
     if (!key || !sessions) return;
     // A resumed conn hands on the identity of the full handshake it came from.
@@ -424,9 +432,28 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
       };
       this.discarding = true;
       h.discard();
-      if (this.finished) this.onFinished();
-      else h.end();
+      const end = () => {
+        if (this.finished) this.onFinished?.();
+        else if (!this.handleClosed) h.end();
+      };
+      // Our close_notify would make OpenSSL drop a ticket still on its way: read it first.
+      if (!this.peerEnded && this.ticketPending(this.gotTicket)) this.awaitTicket(end);
+      else end();
     });
+  }
+
+  /** Read on (discarding) until a ticket comes, the peer ends or the conn closes; then `then`. */
+  private awaitTicket(then: () => void): void {
+    const timer = setTimeout(() => {
+      this.noTicketCame();
+      done();
+    }, TICKET_WAIT_MS);
+    const done = () => {
+      clearTimeout(timer);
+      this.onTicket = undefined;
+      then();
+    };
+    this.onTicket = done;
   }
 
   private closedPromise(close: () => void): Promise<void> {

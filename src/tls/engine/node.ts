@@ -28,13 +28,11 @@ import type { TLSConfig } from "../config.ts";
 import type { SessionIdentity } from "../sessions.ts";
 import { sniSelector } from "../sni.ts";
 import { type ConnectionState, derChain, stateOf } from "../state.ts";
-import { HandshakeTransport } from "./handshake.ts";
+import { HandshakeTransport, TICKET_WAIT_MS } from "./handshake.ts";
 
 export type { TLSInit } from "./handshake.ts";
 
 const RESOLVED = Promise.resolve();
-/** How long close() waits for a TLS 1.3 session ticket the client has not read yet. */
-const TICKET_WAIT_MS = 250;
 
 /**
  * The node:tls engine: a {@link Transport} that owns a lazy TLS handshake over a TCP socket,
@@ -339,10 +337,7 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
    */
   private ticketWait(): Promise<void> | undefined {
     const socket = this.tlsSocket;
-    const { role, sessions, sessionKey } = this.init;
-    if (role !== "client" || !socket || !sessions || !sessionKey || socket.destroyed) return;
-    if (this.result?.version !== "TLSv1.3" || this.seen.gotTicket) return;
-    if (!sessions.expectsTicket(sessionKey)) return;
+    if (!socket || socket.destroyed || !this.ticketPending(this.seen.gotTicket === true)) return;
     return new Promise<void>((resolve) => {
       const done = () => {
         clearTimeout(timer);
@@ -350,7 +345,7 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
         resolve();
       };
       const timer = setTimeout(() => {
-        sessions.noTicketFrom(sessionKey); // do not make every close() to it wait
+        this.noTicketCame();
         done();
       }, TICKET_WAIT_MS);
       socket.once("session", done).once("close", done);
