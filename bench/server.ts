@@ -2,7 +2,7 @@
  * Benchmark server, one per (implementation, transport, mode), started by
  * bench/run.ts in its own process.
  *
- *   node --import tsx bench/server.ts <tlsnet|node> <tls|tcp> <discard|source|echo|hold>
+ *   node --import tsx bench/server.ts <tlsnet|node|node-await> <tls|tcp> <discard|source|echo|hold>
  *
  * Started by bench/run.ts with an IPC channel, or by bench/servers.ts without
  * one (then it prints {"port":N} on stdout and exits when stdin closes; under
@@ -17,9 +17,11 @@
  *
  * The tlsnet side is written the way the API docs show (handler + await);
  * the node side the idiomatic event way (`socket.pipe(socket)`, 'data'/'end',
- * write + 'drain').
+ * write + 'drain'); "node-await" is node:tls written with await as tlsnet's side is
+ * (`for await` over the socket), for what the await style itself costs.
  * @module
  */
+import { once } from "node:events";
 import * as net from "node:net";
 import * as nodeTls from "node:tls";
 import type { Conn } from "../src/index.ts";
@@ -38,7 +40,9 @@ import {
   WRITE_SIZE,
 } from "./common.ts";
 
-const [impl, transport, mode] = process.argv.slice(2) as [Impl, Transport, ServerMode];
+/** "node-await": node:tls again, read with `for await` as an await API is used (no pipe). */
+type ServerImpl = Impl | "node-await";
+const [impl, transport, mode] = process.argv.slice(2) as [ServerImpl, Transport, ServerMode];
 dieOnError(`server ${impl}/${transport}/${mode}`);
 
 const certs = loadCerts();
@@ -143,12 +147,65 @@ function nodeHandler(socket: net.Socket): void {
   }
 }
 
+/**
+ * The node side written with await, the shape of tlsnet's handler: node:tls's own async
+ * iterator (the stream stays open after it ends, so that the answer can follow) and a write
+ * that waits for "drain" only when node asks to. What async/await costs on node:tls itself.
+ */
+async function nodeAwaitHandler(socket: net.Socket): Promise<void> {
+  socket.on("error", () => {});
+  const chunks = (): AsyncIterable<Buffer> => socket.iterator({ destroyOnReturn: false });
+  const write = async (b: Buffer) => {
+    if (!socket.write(b)) await once(socket, "drain");
+  };
+  try {
+    switch (mode) {
+      case "discard": {
+        let n = 0;
+        for await (const chunk of chunks()) n += chunk.length;
+        socket.end(`${n}\n`);
+        return;
+      }
+      case "source": {
+        const it = chunks()[Symbol.asyncIterator]();
+        let header = Buffer.alloc(0);
+        while (header.length < 8) {
+          const { value, done } = await it.next();
+          if (done) return;
+          header = Buffer.concat([header, value]);
+        }
+        let left = Number(header.readBigUInt64BE(0));
+        while (left > 0) {
+          const part = left >= block.length ? block : block.subarray(0, left);
+          left -= part.length;
+          await write(part);
+        }
+        socket.end();
+        while (!(await it.next()).done) {}
+        return;
+      }
+      case "echo":
+        for await (const chunk of chunks()) await write(chunk);
+        socket.end();
+        return;
+      case "hold":
+        for await (const _ of chunks()) {
+        }
+        socket.end();
+        return;
+    }
+  } catch {
+    socket.destroy(); // a reset: the iterator throws
+  }
+}
+
 async function startNode(): Promise<{ port: number; close: () => Promise<void> }> {
   // allowHalfOpen: the discard server answers after the client's EOF.
+  const handler = impl === "node-await" ? (s: net.Socket) => void nodeAwaitHandler(s) : nodeHandler;
   const server =
     transport === "tls"
-      ? nodeTls.createServer({ cert: certs.cert, key: certs.key, allowHalfOpen: true }, nodeHandler)
-      : net.createServer({ allowHalfOpen: true }, nodeHandler);
+      ? nodeTls.createServer({ cert: certs.cert, key: certs.key, allowHalfOpen: true }, handler)
+      : net.createServer({ allowHalfOpen: true }, handler);
   server.on("tlsClientError", () => {});
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

@@ -9,6 +9,8 @@
  *
  * Servers (each in its own process, same ECDSA P-256 certificate, on 127.0.0.1):
  *   node20  raw node:tls on this Node (bench/server.ts "node", the baseline)
+ *   node20-await  the same written with await (`for await` over the socket, as tlsnet's
+ *           handler is): what the await style itself costs on node:tls
  *   node24  the same code on Node 24 (npm package `node`)
  *   tlsnet  tlsnet on this Node (bench/server.ts "tlsnet")
  *   tlsnet-native  the same with TLSNET_ENGINE=native (needs npm run build:native)
@@ -71,6 +73,7 @@ export const RUNTIME_PINS = { node: "24.9.0", bun: "1.4.5", deno: "2.9.6" } as c
 
 export const SERVER_IDS = [
   "node20",
+  "node20-await",
   "node24",
   "tlsnet",
   "tlsnet-native",
@@ -1002,7 +1005,7 @@ async function setup(
   // keepNames helper costs a call per closure created).
   const tlsnetEnv = { ...nodeEnv, [DIST_ENV]: compileTlsnet(certDir, log) };
   const serverTs = join(here, "server.ts");
-  const nodeArgs = (impl: "node" | "tlsnet", mode: Behaviour, gc?: boolean) => [
+  const nodeArgs = (impl: "node" | "node-await" | "tlsnet", mode: Behaviour, gc?: boolean) => [
     ...(gc ? ["--expose-gc"] : []),
     "--import",
     "tsx",
@@ -1011,6 +1014,19 @@ async function setup(
     "tls",
     mode === "sink" ? "discard" : "echo",
   ];
+  /** A server of bench/server.ts under a Node binary. */
+  const nodeLaunch =
+    (
+      impl: "node" | "node-await" | "tlsnet",
+      env: NodeJS.ProcessEnv = nodeEnv,
+      cmd: string = process.execPath,
+    ) =>
+    (m: Behaviour, gc?: boolean): Launch => ({
+      cmd,
+      args: nodeArgs(impl, m, gc),
+      env,
+      gc: gc === true,
+    });
   const launches = new Map<ServerId, (mode: Behaviour, gc?: boolean) => Launch>();
   const servers: ServerInfo[] = [];
   const ssl = process.versions.openssl;
@@ -1027,12 +1043,16 @@ async function setup(
       detail: `Node ${process.version}, OpenSSL ${ssl}; bench/server.ts "node" (socket.pipe / on("data"))`,
       available: true,
     },
-    (m, gc) => ({
-      cmd: process.execPath,
-      args: nodeArgs("node", m, gc),
-      env: nodeEnv,
-      gc: gc === true,
-    }),
+    nodeLaunch("node"),
+  );
+  add(
+    {
+      id: "node20-await",
+      label: `node:tls for await, Node ${process.version}`,
+      detail: `Node ${process.version}, OpenSSL ${ssl}; bench/server.ts "node-await" (for await over the socket, write + await "drain")`,
+      available: true,
+    },
+    nodeLaunch("node-await"),
   );
   if (o.servers.includes("node24")) {
     const v = rt.node24
@@ -1047,12 +1067,7 @@ async function setup(
         available: rt.node24 !== undefined,
         note: `Node ${RUNTIME_PINS.node} from npm is not installed`,
       },
-      (m, gc) => ({
-        cmd: rt.node24!,
-        args: nodeArgs("node", m, gc),
-        env: nodeEnv,
-        gc: gc === true,
-      }),
+      rt.node24 ? nodeLaunch("node", nodeEnv, rt.node24) : undefined,
     );
   }
   add(
@@ -1062,12 +1077,7 @@ async function setup(
       detail: `tlsnet ${revision()} on Node ${process.version}, node engine (node:tls, OpenSSL ${ssl}); bench/server.ts "tlsnet", TLSNET_ENGINE=node`,
       available: true,
     },
-    (m, gc) => ({
-      cmd: process.execPath,
-      args: nodeArgs("tlsnet", m, gc),
-      env: { ...tlsnetEnv, TLSNET_ENGINE: "node" },
-      gc: gc === true,
-    }),
+    nodeLaunch("tlsnet", { ...tlsnetEnv, TLSNET_ENGINE: "node" }),
   );
   // The native engine: the addon built in this checkout (npm run build:native).
   const addon = join(root, "build", "native", "tlsnet_native.node");
@@ -1079,12 +1089,7 @@ async function setup(
       available: existsSync(addon),
       note: "the native engine is not built (npm run build:native)",
     },
-    (m, gc) => ({
-      cmd: process.execPath,
-      args: nodeArgs("tlsnet", m, gc),
-      env: { ...tlsnetEnv, TLSNET_ENGINE: "native", TLSNET_NATIVE_ADDON: addon },
-      gc: gc === true,
-    }),
+    nodeLaunch("tlsnet", { ...tlsnetEnv, TLSNET_ENGINE: "native", TLSNET_NATIVE_ADDON: addon }),
   );
   if (o.servers.includes("bun")) {
     const v = rt.bun ? versionOf(rt.bun, ["--version"]) : undefined;
