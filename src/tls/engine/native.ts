@@ -30,6 +30,7 @@ import {
   type TlsnetError,
 } from "../../errors.ts";
 import { localAddrOf } from "../../socket-transport.ts";
+import { TimerQueue } from "../../timer-queue.ts";
 import type { TransportOp } from "../../transport.ts";
 import type { TLSConfig } from "../config.ts";
 import type { SessionIdentity } from "../sessions.ts";
@@ -415,18 +416,21 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
     // socket, so that input arriving after our FIN never turns into a reset that
     // throws away the tail of what we sent. The caller is released once our FIN is out.
     return new Promise<void>((resolve) => {
-      const linger = setTimeout(() => h.close(), lingerMs);
+      // The bound on the linger waits in a queue shared by every close of this length: no
+      // node timer per close. Its timer does not hold the process; the conn's handle does,
+      // until our FIN is out.
+      const lingers = TimerQueue.of(lingerMs, closeHandle);
+      const linger = lingers.arm(h);
       const release = () => {
         if (this.finished && this.peerEnded) h.close();
       };
       this.closeWaiters.push(() => {
-        clearTimeout(linger);
+        lingers.cancel(linger);
         resolve();
       });
       this.onPeerEnd = release;
       this.onFinished = () => {
         resolve();
-        linger.unref();
         h.unref();
         release();
       };
@@ -554,6 +558,11 @@ function releaseFd(raw: Socket): void {
   if (!handle) return;
   s._handle = null;
   handle.close();
+}
+
+/** A lingering close ran out of time. */
+function closeHandle(h: NativeConn): void {
+  h.close();
 }
 
 /** The peer's leaf certificate from a native handshake's chain, if it sent one. */
