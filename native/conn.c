@@ -42,6 +42,7 @@ static void conn_free(conn_t* c) {
   free(c->servername);
   free(c->offered_alpn);
   free(c->pre);
+  free(c->out);
   free(c);
 }
 
@@ -85,6 +86,7 @@ static void on_closed(uv_handle_t* h) {
 
 static void start_close(conn_t* c) {
   if (c->closing) return;
+  if (c->fd >= 0) tlsnet_flush_out(c); /* what was written before the close, if it can go */
   c->closing = 1;
   uv_close((uv_handle_t*)c->poll, on_closed); /* stops the poll too: no uv_poll_stop first */
 }
@@ -322,22 +324,36 @@ static void flush_writes(conn_t* c) {
 
 /* close_notify, then FIN, once everything queued is out. */
 static void do_end(conn_t* c) {
-  ERR_clear_error();
-  c->sys_errno = 0;
-  int r = SSL_shutdown(c->ssl);
-  if (r < 0) {
-    int e = SSL_get_error(c->ssl, r);
-    if (e == SSL_ERROR_WANT_WRITE) {
-      c->end_wants_write = 1;
-      return;
+  if (!c->notify_sent) {
+    ERR_clear_error();
+    c->sys_errno = 0;
+    int r = SSL_shutdown(c->ssl);
+    if (r < 0) {
+      int e = SSL_get_error(c->ssl, r);
+      if (e == SSL_ERROR_WANT_WRITE) {
+        c->end_wants_write = 1;
+        return;
+      }
+      if (e != SSL_ERROR_WANT_READ) {
+        tlsnet_take_error(c, e, r);
+        c->failed = 1;
+        return;
+      }
     }
-    if (e != SSL_ERROR_WANT_READ) {
-      tlsnet_take_error(c, e, r);
-      c->failed = 1;
-      return;
-    }
+    ERR_clear_error();
+    c->notify_sent = 1;
   }
-  ERR_clear_error();
+  /* The close_notify may be corked: it goes before the FIN. */
+  int f = tlsnet_flush_out(c);
+  if (f > 0) {
+    c->end_wants_write = 1;
+    return;
+  }
+  if (f < 0) {
+    tlsnet_set_error(c, "sys", uv_err_name(-c->sys_errno), strerror(c->sys_errno));
+    c->failed = 1;
+    return;
+  }
   c->end_wants_write = 0;
   shutdown(c->fd, SHUT_WR);
   c->fin_sent = 1;
@@ -500,6 +516,7 @@ static void on_poll(uv_poll_t* h, int status, int events) {
     }
   }
   c->stepping = 1;
+  tlsnet_cork(c);
   step(c);
   /* JS asked for more while step() ran: the microtasks of our own events run inside it, so
      readStart() after the handshake and end() at EOF come from there. Do it now, rather than
@@ -510,6 +527,10 @@ static void on_poll(uv_poll_t* h, int status, int events) {
     step(c);
   }
   c->stepping = 0;
+  if (tlsnet_uncork(c) < 0 && !c->closing && !c->failed) {
+    tlsnet_set_error(c, "sys", uv_err_name(-c->sys_errno), strerror(c->sys_errno));
+    c->failed = 1; /* reported from the next turn (update_poll asks for one) */
+  }
   update_poll(c);
   napi_close_handle_scope(env, scope);
 }
@@ -523,7 +544,7 @@ static void update_poll(conn_t* c) {
     } else {
       if (((c->reading || c->discard) && !c->eof) || c->write_wants_read) ev |= UV_READABLE;
       if ((c->wq_head != NULL && !c->write_wants_read) || c->end_wants_write ||
-          c->read_wants_write) {
+          c->read_wants_write || c->out_off < c->out_len) {
         ev |= UV_WRITABLE;
       }
     }

@@ -85,12 +85,15 @@ typedef struct conn_s {
       reading : 1, discard : 1, eof : 1, want_end : 1, end_wants_write : 1, fin_sent : 1,
       finished_pending : 1, read_wants_write : 1, write_wants_read : 1, write_blocked : 1,
       drain_pending : 1, kick : 1, failed : 1, err_pending : 1, closing : 1, closed : 1,
-      finalized : 1, unref : 1, drained : 1, stepping : 1;
+      finalized : 1, unref : 1, drained : 1, stepping : 1, notify_sent : 1;
   /* drained: a recv came back short since the poll last said readable, so the socket is empty
      for now; the next read answers "retry" without a syscall (libuv's rule for stream reads).
      stepping: on_poll is running step(), which a kick() from JS re-runs at its end. */
   int sys_errno; /* errno of the last failed recv/send */
   conn_err_t* err; /* the recorded error, allocated when there is one (most conns never fail) */
+
+  uint8_t* out; /* encrypted bytes the kernel did not take yet (bio.c), sent before any other */
+  size_t out_len, out_off;
 
   wbuf_t* wq_head;
   wbuf_t* wq_tail;
@@ -136,6 +139,11 @@ int tlsnet_ensure_slab(addon_t* a, size_t min_room);
 /* bio.c */
 void tlsnet_bio_init(void);
 BIO* tlsnet_bio_new(conn_t* c);
+/* Output corking for the conn inside on_poll (see bio.c). flush/uncork: 0 all sent, 1 the
+   kernel is full (the rest waits in c->out: poll for writable), -1 failed (c->sys_errno). */
+void tlsnet_cork(conn_t* c);
+int tlsnet_uncork(conn_t* c);
+int tlsnet_flush_out(conn_t* c);
 
 /* errors.c */
 void tlsnet_take_error(conn_t* c, int ssl_err, int ret);

@@ -312,6 +312,35 @@ test("backpressure: a write waits while the peer does not read", { skip: SKIP },
   assert.equal(h.digest("hex"), createHash("sha256").update(big).digest("hex"));
 });
 
+test("writes made while an event is handled, to a peer that does not read, arrive whole and in order", {
+  skip: SKIP,
+}, async (t) => {
+  // The server answers from inside the addon's event (the writes are corked there, then wait
+  // in the kernel-full path and the write queue): 8 MiB in 4 KiB writes that are not awaited.
+  const [client, server] = await acceptedPair(t, "native");
+  const parts = Array.from({ length: 2048 }, (_, i) => randomBytes(4096).fill(i & 0xff, 0, 1));
+  const sent = createHash("sha256");
+  for (const p of parts) sent.update(p);
+  const answering = (async () => {
+    await server.readExactly(2, { timeout: 10_000 });
+    const writes = parts.map((p) => server.write(p));
+    assert.ok(server.unsentBytes > 0, "the peer is not reading: bytes wait");
+    await Promise.all(writes);
+  })();
+  await client.write("go");
+  await sleep(300); // the client reads nothing yet
+  const got = createHash("sha256");
+  let n = 0;
+  while (n < 2048 * 4096) {
+    const chunk = await client.read(1 << 20, { timeout: 10_000 });
+    assert.ok(chunk);
+    got.update(chunk);
+    n += chunk.length;
+  }
+  await withTimeout(answering, 10_000, "the server's writes");
+  assert.equal(got.digest("hex"), sent.digest("hex"));
+});
+
 /** A node:tls server on a raw socket whose TCP socket the test can reset. */
 async function resettingServer(t: T): Promise<{ port: number; sock: Promise<net.Socket> }> {
   const { leaf } = await pki();
