@@ -3,7 +3,7 @@
  * front of one plaintext backend, driven by the servers benchmark's Go load
  * generator (bench/loadgen). All measured in one run, one table.
  *
- *   npm run bench -- proxies [--quick] [--seconds S] [--rounds N] [--proxies a,b]
+ *   npm run bench -- proxies [--quick] [--seconds S] [--rounds N] [--warmup S] [--proxies a,b]
  *                            [--workloads a,b] [--json] [--svg FILE] [--no-pin]
  *   npm run bench:proxies -- …   (the same)
  *
@@ -73,7 +73,7 @@ const DEFAULT_WORKLOADS: readonly WorkloadId[] = ["bulk", "echo", "full"];
 /** What the ratios are against: the oldest and most widespread of them. */
 const BASE: ProxyId = "stunnel";
 
-const USAGE = `usage: npm run bench -- proxies [--quick] [--seconds S] [--rounds N] [--proxies LIST]
+const USAGE = `usage: npm run bench -- proxies [--quick] [--seconds S] [--rounds N] [--warmup S] [--proxies LIST]
                                 [--workloads LIST] [--json] [--svg FILE] [--no-pin]
   proxies:    ${PROXY_IDS.join(" ")} (default: all installed)
   workloads:  ${WORKLOAD_IDS.join(" ")} (default: ${DEFAULT_WORKLOADS.join(" ")})

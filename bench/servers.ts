@@ -3,7 +3,7 @@
  * generator that is not Node (bench/loadgen, Go), so that the server, not the
  * client, is what saturates. All measured in one run, one table.
  *
- *   npm run bench -- servers [--quick] [--seconds S] [--rounds N] [--servers a,b]
+ *   npm run bench -- servers [--quick] [--seconds S] [--rounds N] [--warmup S] [--servers a,b]
  *                            [--workloads a,b] [--json] [--svg FILE] [--no-install] [--no-pin]
  *   npm run bench:servers -- …   (the same)
  *
@@ -117,14 +117,16 @@ export interface ServersOptions extends Omit<LoadBenchOptions<ServerId>, "ids"> 
 /** The help of the options that every load generator benchmark takes. */
 export function runHelp(command: string, each: string, quickTime: string): string {
   return `  --seconds S   length of each measured run (default 2; --quick 1)
-  --rounds N    measured runs per ${each} and workload (default 3; --quick 1)
+  --rounds N    measured runs per ${each} and workload (default 3; --quick 1); rounds rotate
+                who goes first, so with two ${each}s they are interleaved pairs (A/B)
+  --warmup S    warm-up run of each ${each} per workload (default 1; --quick 0.5)
   --quick       1 round of 1 s after a 0.5 s warm-up (${quickTime})
   --json        the report as JSON on stdout
   --svg FILE    the rate chart (default bench/out/${command}.svg); the CPU chart goes
                 beside it (${command}-cpu.svg)`;
 }
 
-const USAGE = `usage: npm run bench -- servers [--quick] [--seconds S] [--rounds N] [--servers LIST]
+const USAGE = `usage: npm run bench -- servers [--quick] [--seconds S] [--rounds N] [--warmup S] [--servers LIST]
                                 [--workloads LIST] [--idle-conns N] [--json] [--svg FILE]
                                 [--no-install] [--no-pin]
   servers:    ${SERVER_IDS.join(" ")} (default: all)
@@ -165,7 +167,7 @@ export function parseLoadBenchArgs<Id extends string>(
     ids: [...spec.ids],
     workloads: [...spec.workloads],
     seconds: 0,
-    warmupSeconds: 0,
+    warmupSeconds: -1, // unset: 1 s, --quick 0.5 s
     rounds: 0,
     quick: false,
     json: false,
@@ -202,6 +204,7 @@ export function parseLoadBenchArgs<Id extends string>(
     else if (a === "--no-pin") o.pin = false;
     else if (a === "--seconds") o.seconds = num(a, argv[++i], 0.2, 60);
     else if (a === "--rounds") o.rounds = Math.round(num(a, argv[++i], 1, 20));
+    else if (a === "--warmup") o.warmupSeconds = num(a, argv[++i], 0, 60);
     else if (a === spec.idsFlag) o.ids = list(a, argv[++i], spec.ids);
     else if (a === "--workloads") o.workloads = list(a, argv[++i], accepted);
     else if (a === "--idle-conns" && spec.workloads.includes("memory")) {
@@ -215,7 +218,7 @@ export function parseLoadBenchArgs<Id extends string>(
   }
   if (o.seconds === 0) o.seconds = o.quick ? 1 : 2;
   if (o.rounds === 0) o.rounds = o.quick ? 1 : 3;
-  o.warmupSeconds = o.quick ? 0.5 : 1;
+  if (o.warmupSeconds < 0) o.warmupSeconds = o.quick ? 0.5 : 1;
   return o;
 }
 
