@@ -421,6 +421,12 @@ export interface Trace {
 export const SLACK_MS = 1500;
 /** How early a timer-driven rejection may come (timers are coarse). */
 const EARLY_MS = 5;
+/**
+ * Deadlines are given as wall-clock times (Date.now() + ms) and converted to the monotonic
+ * clock with the conn's own Date.now(): two readings in whole milliseconds, so the conn's
+ * expiry may come up to about 1 ms before the model's `t + at`.
+ */
+const WALL_CLOCK_SLACK_MS = 2;
 /** A deadline this far in the past at the call is "already expired" for sure. */
 const PAST_MARGIN_MS = 20;
 /** With the peer reading again, pending writes must complete within this long. */
@@ -1125,7 +1131,8 @@ function snap(tr: Trace, conn: Conn): { t: number; okIds: number[]; unread: numb
  * The first time a deadline for `dir` fires at or after `from`: the deadline in
  * force over each interval between setDeadline calls, and whether it passes.
  * With `hold`, a deadline counts only if it stayed in force `hold` ms past its
- * expiry (a deadline moved away within the same moment need not have fired).
+ * expiry (a deadline moved away within the same moment need not have fired); a negative
+ * `hold` counts one moved away up to -hold ms before its expiry (it may have fired first).
  */
 function deadlineFire(tr: Trace, dir: "r" | "w", from: number, hold = 0): number {
   const sets = tr.deadlines.filter((d) => d.dir === dir);
@@ -1434,7 +1441,10 @@ export function checkTrace(tr: Trace): Violation[] {
               `#${op.id} ${op.desc}: DeadlineExceededError op "${opName}", expected "${want}"`,
             );
           }
-          const fired = dir ? deadlineFire(tr, dir, op.callT) <= settle + EARLY_MS : false;
+          // A deadline replaced within WALL_CLOCK_SLACK_MS of its expiry may have fired first.
+          const fired = dir
+            ? deadlineFire(tr, dir, op.callT, -WALL_CLOCK_SLACK_MS) <= settle + EARLY_MS
+            : false;
           const timed = op.timeout !== undefined && op.callT + op.timeout <= settle + EARLY_MS;
           const permanent =
             dir === "w" &&
