@@ -59,7 +59,7 @@ export interface TLSInit {
 type Phase = "idle" | "running" | "done" | "failed";
 
 /** How long a client's close() waits for a TLS 1.3 session ticket it has not read yet. */
-export const TICKET_WAIT_MS = 250;
+const TICKET_WAIT_MS = 250;
 
 function noop(): void {}
 
@@ -348,10 +348,27 @@ export abstract class HandshakeTransport {
     return this.result?.version === "TLSv1.3" && sessions.expectsTicket(sessionKey);
   }
 
-  /** The wait for a ticket ran out: this server sends none, so later closes do not wait. */
-  protected noTicketCame(): void {
-    const { sessions, sessionKey } = this.init;
-    if (sessions && sessionKey) sessions.noTicketFrom(sessionKey);
+  /**
+   * Wait up to TICKET_WAIT_MS for that ticket. `hook(done)` makes the engine's events that end
+   * the wait (the ticket, the peer's end, the close) call `done`, and returns what unhooks them.
+   * Resolves once the wait ends, either way; a wait that runs out marks the server as one that
+   * sends none, so later closes to it do not wait.
+   */
+  protected waitForTicket(hook: (done: () => void) => () => void): Promise<void> {
+    return new Promise<void>((resolve) => {
+      let unhook = noop;
+      const done = () => {
+        clearTimeout(timer);
+        unhook();
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        const { sessions, sessionKey } = this.init;
+        if (sessions && sessionKey) sessions.noTicketFrom(sessionKey);
+        done();
+      }, TICKET_WAIT_MS);
+      unhook = hook(done);
+    });
   }
 
   /** The config in force for this handshake (servers: the listener's current one). */

@@ -44,7 +44,7 @@ import {
   type NativeInfo,
   type NativeReceiver,
 } from "./addon.ts";
-import { HandshakeTransport, TICKET_WAIT_MS } from "./handshake.ts";
+import { HandshakeTransport } from "./handshake.ts";
 import { alpnNames, clientContext, serverContexts } from "./native-context.ts";
 import { NativeSocket, type NativeSocketHost } from "./native-socket.ts";
 import type { TLSTransport } from "./types.ts";
@@ -119,7 +119,7 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
   private onFinished: (() => void) | undefined;
   /** Client: a session ticket came on this conn. */
   private gotTicket = false;
-  /** close() waits for a ticket (awaitTicket): the ticket, the peer's end or the close ends it. */
+  /** close() waits for a ticket (waitForTicket): the ticket, the peer's end or the close ends it. */
   private onTicket: (() => void) | undefined;
   /** Server with several certificates: the contexts to pick from by SNI. */
   private sni:
@@ -441,23 +441,16 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
         else if (!this.handleClosed) h.end();
       };
       // Our close_notify would make OpenSSL drop a ticket still on its way: read it first.
-      if (!this.peerEnded && this.ticketPending(this.gotTicket)) this.awaitTicket(end);
-      else end();
+      // It reads on (discarding) meanwhile: the ticket, the peer's end or the close ends the wait.
+      if (!this.peerEnded && this.ticketPending(this.gotTicket)) {
+        void this.waitForTicket((done) => {
+          this.onTicket = done;
+          return () => {
+            this.onTicket = undefined;
+          };
+        }).then(end);
+      } else end();
     });
-  }
-
-  /** Read on (discarding) until a ticket comes, the peer ends or the conn closes; then `then`. */
-  private awaitTicket(then: () => void): void {
-    const timer = setTimeout(() => {
-      this.noTicketCame();
-      done();
-    }, TICKET_WAIT_MS);
-    const done = () => {
-      clearTimeout(timer);
-      this.onTicket = undefined;
-      then();
-    };
-    this.onTicket = done;
   }
 
   private closedPromise(close: () => void): Promise<void> {

@@ -28,7 +28,7 @@ import type { TLSConfig } from "../config.ts";
 import type { SessionIdentity } from "../sessions.ts";
 import { sniSelector } from "../sni.ts";
 import { type ConnectionState, derChain, stateOf } from "../state.ts";
-import { HandshakeTransport, TICKET_WAIT_MS } from "./handshake.ts";
+import { HandshakeTransport } from "./handshake.ts";
 
 export type { TLSInit } from "./handshake.ts";
 
@@ -338,17 +338,9 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
   private ticketWait(): Promise<void> | undefined {
     const socket = this.tlsSocket;
     if (!socket || socket.destroyed || !this.ticketPending(this.seen.gotTicket === true)) return;
-    return new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        socket.off("session", done).off("close", done);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        this.noTicketCame();
-        done();
-      }, TICKET_WAIT_MS);
+    return this.waitForTicket((done) => {
       socket.once("session", done).once("close", done);
+      return () => socket.off("session", done).off("close", done);
     });
   }
 
