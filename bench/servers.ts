@@ -1517,9 +1517,7 @@ async function measureWorkload<Id extends string>(
     }
   }
   for (let r = 0; r < p.rounds; r++) {
-    // Rotate who goes first, so that a change in the machine's load
-    // does not always land on the same server.
-    const order = ids.map((_, i) => ids[(i + r) % ids.length]!);
+    const order = rotated(ids, r);
     for (const id of order) {
       if (errors.has(cellKey(id, w.id))) continue;
       try {
@@ -1529,16 +1527,31 @@ async function measureWorkload<Id extends string>(
         fail([id], [w], err);
       }
     }
-    p.log(
-      `  round ${r + 1}/${p.rounds}: ` +
-        ids
-          .map((id) => {
-            const last = samples.get(cellKey(id, w.id))?.[r];
-            return `${id} ${last ? fmtRate(last.rate, w.unit) : "failed"}`;
-          })
-          .join(", "),
-    );
+    p.log(roundLine(p.rounds, w, ids, r, samples));
   }
+}
+
+/**
+ * Round `r`'s order: rotated by one a round, so that a change in the machine's load does not
+ * always land on the same server (and two servers run as interleaved pairs).
+ */
+function rotated<Id>(ids: readonly Id[], r: number): Id[] {
+  return ids.map((_, i) => ids[(i + r) % ids.length]!);
+}
+
+/** The progress line of round `r`: each id's rate in it, or "failed". */
+function roundLine(
+  rounds: number,
+  w: Workload,
+  ids: readonly string[],
+  r: number,
+  samples: Map<string, Sample[]>,
+): string {
+  const rates = ids.map((id) => {
+    const last = samples.get(cellKey(id, w.id))?.[r];
+    return `${id} ${last ? fmtRate(last.rate, w.unit) : "failed"}`;
+  });
+  return `  round ${r + 1}/${rounds}: ${rates.join(", ")}`;
 }
 
 /**
@@ -1556,7 +1569,7 @@ async function measureMemoryRounds<Id extends string>(
   p.log(`${w.title}, ${conns} conns …`);
   const failed = new Set<Id>();
   for (let r = 0; r < p.rounds; r++) {
-    const order = p.ids.map((_, i) => p.ids[(i + r) % p.ids.length]!);
+    const order = rotated(p.ids, r);
     for (const id of order) {
       if (failed.has(id)) continue;
       let s: Server | undefined;
@@ -1571,15 +1584,7 @@ async function measureMemoryRounds<Id extends string>(
         await s?.stop();
       }
     }
-    p.log(
-      `  round ${r + 1}/${p.rounds}: ` +
-        p.ids
-          .map((id) => {
-            const last = samples.get(cellKey(id, w.id))?.[r];
-            return `${id} ${last ? fmtRate(last.rate, w.unit) : "failed"}`;
-          })
-          .join(", "),
-    );
+    p.log(roundLine(p.rounds, w, p.ids, r, samples));
   }
 }
 
