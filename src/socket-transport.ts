@@ -241,38 +241,16 @@ function destroyThis(this: Socket): void {
   this.destroy();
 }
 
-/** What a TCP handle's getpeername/getsockname fill in. */
-interface AddrOut {
-  address?: string | undefined;
-  family?: string | undefined;
-  port?: number | undefined;
-}
-type AddrHandle = { getpeername?(out: AddrOut): number; getsockname?(out: AddrOut): number };
-
 /**
- * One object for every address query, read at once: the socket's own getters make a fresh
- * object per socket and call through three of them, on the path of every accepted conn.
- */
-const scratch: AddrOut = { address: "", family: "", port: 0 };
-
-/** Ask the socket's handle directly; undefined when it cannot (closed, connecting, no handle). */
-function handleAddr(socket: Socket, which: "getpeername" | "getsockname"): SocketAddr | undefined {
-  const handle = (socket as Socket & { _handle?: AddrHandle | null })._handle;
-  const query = handle?.[which];
-  if (typeof query !== "function" || socket.connecting) return undefined;
-  scratch.address = undefined;
-  if (query.call(handle, scratch) !== 0 || scratch.address === undefined) return undefined;
-  return new SocketAddr(scratch.address, scratch.port ?? 0, familyOf(scratch.family));
-}
-
-/**
- * The peer's address of a socket (0.0.0.0:0 when the socket no longer knows it).
+ * The peer's address of a socket (0.0.0.0:0 when the socket no longer knows it). The socket's
+ * own getters cache it, and the native engine relies on that cache once the handle is gone.
  * @internal
  */
 export function remoteAddrOf(socket: Socket): SocketAddr {
-  return (
-    handleAddr(socket, "getpeername") ??
-    addrOrZero(socket.remoteAddress, socket.remotePort, socket.remoteFamily)
+  return new SocketAddr(
+    socket.remoteAddress ?? "0.0.0.0",
+    socket.remotePort ?? 0,
+    familyOf(socket.remoteFamily),
   );
 }
 
@@ -281,15 +259,11 @@ export function remoteAddrOf(socket: Socket): SocketAddr {
  * @internal
  */
 export function localAddrOf(socket: Socket): SocketAddr {
-  return (
-    handleAddr(socket, "getsockname") ??
-    addrOrZero(socket.localAddress, socket.localPort, socket.localFamily)
+  return new SocketAddr(
+    socket.localAddress ?? "0.0.0.0",
+    socket.localPort ?? 0,
+    familyOf(socket.localFamily),
   );
-}
-
-/** What the socket's own getters say, or 0.0.0.0:0 when it no longer knows. */
-function addrOrZero(address: string | undefined, port: number | undefined, family?: string) {
-  return new SocketAddr(address ?? "0.0.0.0", port ?? 0, familyOf(family));
 }
 
 function familyOf(f: string | undefined): "IPv4" | "IPv6" | undefined {

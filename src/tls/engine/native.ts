@@ -144,8 +144,7 @@ export class NativeTLSTransport extends HandshakeTransport implements TLSTranspo
 
   /** One handshake run: take the socket over, handshake in the addon, verify, run the hook. */
   protected override async run(opts: OpOptions | undefined): Promise<ConnectionState> {
-    const cfg = this.config();
-    this.runConfig = cfg; // the key log and error messages read it from the first event on
+    const cfg = this.config(); // armLimit makes it the run's config before the addon starts
     const isClient = this.init.role === "client";
     if (this.rawSocket.destroyed) throw peerClosedDuringHandshake(this.peerName);
     const native = addon();
