@@ -2,7 +2,7 @@
  * Benchmark server, one per (implementation, transport, mode), started by
  * bench/run.ts in its own process.
  *
- *   node --import tsx bench/server.ts <tlsnet|node|node-await> <tls|tcp> <discard|source|echo|hold>
+ *   node --import tsx bench/server.ts <tlsnet|tlsnet-await|node|node-await> <tls|tcp> <discard|source|echo|hold>
  *
  * Started by bench/run.ts with an IPC channel, or by bench/servers.ts without
  * one (then it prints {"port":N} on stdout and exits when stdin closes; under
@@ -15,10 +15,11 @@
  * - echo:    echo everything (ping-pong).
  * - hold:    keep the connection until the client ends it (handshakes, idle memory).
  *
- * The tlsnet side is written the way the API docs show (handler + await);
- * the node side the idiomatic event way (`socket.pipe(socket)`, 'data'/'end',
- * write + 'drain'); "node-await" is node:tls written with await as tlsnet's side is
- * (`for await` over the socket), for what the await style itself costs.
+ * The tlsnet side is written the way the API docs show (handler + await; echo is
+ * `conn.copyTo(conn)`, as Go's is `io.Copy(c, c)`); the node side the idiomatic event way
+ * (`socket.pipe(socket)`, 'data'/'end', write + 'drain'). Two variants show what the await
+ * style itself costs: "tlsnet-await" echoes with `for await` + `await conn.write`, and
+ * "node-await" is node:tls written that way (`for await` over the socket).
  * @module
  */
 import { once } from "node:events";
@@ -40,8 +41,11 @@ import {
   WRITE_SIZE,
 } from "./common.ts";
 
-/** "node-await": node:tls again, read with `for await` as an await API is used (no pipe). */
-type ServerImpl = Impl | "node-await";
+/**
+ * "node-await": node:tls again, read with `for await` as an await API is used (no pipe);
+ * "tlsnet-await": tlsnet with its echo written as that loop rather than copyTo().
+ */
+type ServerImpl = Impl | "node-await" | "tlsnet-await";
 const [impl, transport, mode] = process.argv.slice(2) as [ServerImpl, Transport, ServerMode];
 dieOnError(`server ${impl}/${transport}/${mode}`);
 
@@ -72,8 +76,12 @@ async function tlsnetHandler(conn: Conn): Promise<void> {
       return;
     }
     case "echo": {
-      // What node's `socket.pipe(socket)` does: every chunk back as it comes.
-      for await (const chunk of conn) await conn.write(chunk);
+      if (impl === "tlsnet-await") {
+        for await (const chunk of conn) await conn.write(chunk);
+        return;
+      }
+      // What node's `socket.pipe(socket)` and Go's io.Copy do: every chunk back as it comes.
+      await conn.copyTo(conn);
       return;
     }
     case "hold": {
@@ -224,7 +232,7 @@ async function startNode(): Promise<{ port: number; close: () => Promise<void> }
 
 // ---------------------------------------------------------------- control
 
-const srv = impl === "tlsnet" ? await startTlsnet() : await startNode();
+const srv = impl.startsWith("tlsnet") ? await startTlsnet() : await startNode();
 if (!process.send) {
   // Started without an IPC channel (bench/servers.ts, any Node binary): say the
   // port on stdout, and exit when stdin closes (the benchmark went away).

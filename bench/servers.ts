@@ -12,7 +12,9 @@
  *   node20-await  the same written with await (`for await` over the socket, as tlsnet's
  *           handler is): what the await style itself costs on node:tls
  *   node24  the same code on Node 24 (npm package `node`)
- *   tlsnet  tlsnet on this Node (bench/server.ts "tlsnet")
+ *   tlsnet  tlsnet on this Node, node engine (bench/server.ts "tlsnet"; echo is copyTo)
+ *   tlsnet-await  the same with echo written as `for await` + `await conn.write`: what
+ *           the await style costs on tlsnet (compare node20-await)
  *   tlsnet-native  the same with TLSNET_ENGINE=native (needs npm run build:native)
  *   bun     Bun.listen (bench/peers/bun-server.js, npm package `bun`)
  *   deno    Deno.listenTls (bench/peers/deno-server.js, npm package `deno`)
@@ -76,6 +78,7 @@ export const SERVER_IDS = [
   "node20-await",
   "node24",
   "tlsnet",
+  "tlsnet-await",
   "tlsnet-native",
   "bun",
   "deno",
@@ -1008,7 +1011,8 @@ async function setup(
   // keepNames helper costs a call per closure created).
   const tlsnetEnv = { ...nodeEnv, [DIST_ENV]: compileTlsnet(certDir, log) };
   const serverTs = join(here, "server.ts");
-  const nodeArgs = (impl: "node" | "node-await" | "tlsnet", mode: Behaviour, gc?: boolean) => [
+  type NodeImpl = "node" | "node-await" | "tlsnet" | "tlsnet-await";
+  const nodeArgs = (impl: NodeImpl, mode: Behaviour, gc?: boolean) => [
     ...(gc ? ["--expose-gc"] : []),
     "--import",
     "tsx",
@@ -1019,11 +1023,7 @@ async function setup(
   ];
   /** A server of bench/server.ts under a Node binary. */
   const nodeLaunch =
-    (
-      impl: "node" | "node-await" | "tlsnet",
-      env: NodeJS.ProcessEnv = nodeEnv,
-      cmd: string = process.execPath,
-    ) =>
+    (impl: NodeImpl, env: NodeJS.ProcessEnv = nodeEnv, cmd: string = process.execPath) =>
     (m: Behaviour, gc?: boolean): Launch => ({
       cmd,
       args: nodeArgs(impl, m, gc),
@@ -1081,6 +1081,15 @@ async function setup(
       available: true,
     },
     nodeLaunch("tlsnet", { ...tlsnetEnv, TLSNET_ENGINE: "node" }),
+  );
+  add(
+    {
+      id: "tlsnet-await",
+      label: `tlsnet for await, Node ${process.version}`,
+      detail: `as "tlsnet", with echo written as for await + await conn.write instead of copyTo; bench/server.ts "tlsnet-await", TLSNET_ENGINE=node`,
+      available: true,
+    },
+    nodeLaunch("tlsnet-await", { ...tlsnetEnv, TLSNET_ENGINE: "node" }),
   );
   // The native engine: the addon built in this checkout (npm run build:native).
   const addon = join(root, "build", "native", "tlsnet_native.node");

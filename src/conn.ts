@@ -21,6 +21,7 @@ import { ChunkList } from "./chunks.ts";
 import {
   Alarm,
   abortReason,
+  bounded,
   checkOpOptions,
   type DeadlineInput,
   expiryAfter,
@@ -147,6 +148,15 @@ class TurnQueue {
   }
 }
 
+/**
+ * Options of {@link Conn.copyTo}.
+ *
+ * @property end Half-close the destination (closeWrite) when this conn reaches EOF. Default true.
+ * @property signal Abort the copy; it rejects with `signal.reason` and closes nothing.
+ * @interface
+ */
+export type CopyOptions = { end?: boolean | undefined; signal?: AbortSignal | undefined };
+
 /** Options of frames(): the length prefix and the largest frame accepted. */
 export type FrameOptions = OpOptions & { lengthBytes?: 1 | 2 | 4; maxBytes?: number };
 
@@ -244,6 +254,8 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
 
   private limitBytes = DEFAULT_LIMIT;
   private paused = false;
+  /** Set while copyTo() waits for data: each chunk goes to the copy's destination, unbuffered. */
+  private pump: ((chunk: Buffer) => void) | undefined;
 
   private readableStream: ReadableStream<Uint8Array> | undefined;
   private writableStream: WritableStream<Uint8Array> | undefined;
@@ -251,6 +263,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   // The transport's sink: handlers bound once, reused for every event.
   private readonly sink: TransportSink = {
     onData: (chunk: Buffer) => {
+      if (this.pump !== undefined) return this.pump(chunk); // copyTo() takes it straight through
       this.buf.push(chunk);
       if (this.readWait.pending) this.readWait.resolve();
       else if (this.limitBytes > 0 && this.buf.length >= this.limitBytes) this.updateFlow();
@@ -1338,6 +1351,90 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       this.finishing = false;
       this.writers.release();
     }
+  }
+
+  // ---------------------------------------------------------------- copying
+
+  /**
+   * Copy everything read from this conn into `dest` until EOF, then half-close `dest`
+   * (closeWrite: FIN, TLS close_notify) unless `end` is false. Resolves with the number of
+   * bytes copied. Go's `io.Copy(dest, conn)`, node's `pipe`: the way to write a proxy or an
+   * echo server (`conn.copyTo(conn)`).
+   *
+   * While `dest` keeps up, each chunk is written from the event that brought it, with no
+   * promise per chunk; when `dest` pushes back, this conn stops reading until it drains
+   * (this conn's buffering limit bounds what waits). Other reads of this conn wait until the
+   * copy ends; writes of others to `dest` go out between chunks. This conn's read deadline and
+   * `dest`'s write deadline apply as they do to reads and writes.
+   *
+   * Rejects with the first read error (ConnectionResetError, TLSError, DeadlineExceededError
+   * from the read deadline, ClosedError when this conn is closed) or write error of `dest`,
+   * or `signal.reason`; neither conn is closed then: the caller decides (a proxy closes both).
+   *
+   * @example
+   * ```ts
+   * // A TCP proxy: both directions, each ending the other's write side at its EOF.
+   * await Promise.all([client.copyTo(backend), backend.copyTo(client)]);
+   * ```
+   */
+  async copyTo(dest: Conn, opts?: CopyOptions): Promise<number> {
+    if (!(dest instanceof Conn)) throw new TypeError("copyTo(dest): dest must be a Conn");
+    const signal = opts?.signal;
+    checkOpOptions(signal === undefined ? undefined : { signal });
+    if (signal?.aborted) throw abortReason(signal);
+    this.checkUsable();
+    const turn = this.readers.acquire(NEVER, signal, () => this.readTimeoutError());
+    if (turn) await turn;
+    let copied = 0;
+    /** A write of `dest` that did not take the chunk at once: the copy waits for it. */
+    let blocked: Promise<void> | undefined;
+    const pump = (chunk: Buffer): void => {
+      copied += chunk.length;
+      const written = dest.write(chunk);
+      if (written === RESOLVED) return; // taken: the common case, nothing to wait for
+      written.catch(noop); // awaited below; the copy may end first (this conn closed)
+      blocked = written;
+      this.pump = undefined; // what comes next is buffered until dest is ready again
+      this.readWait.resolve();
+    };
+    try {
+      for (;;) {
+        this.checkUsable();
+        if (blocked !== undefined) {
+          const waitFor = blocked;
+          blocked = undefined;
+          await bounded(waitFor, NEVER, signal, noop);
+          continue;
+        }
+        if (!this.transport.ready) {
+          if (this.readyError) throw this.readyError; // the handshake failed: sticky
+          await this.waitReady(this.readWait, NEVER, signal);
+          continue;
+        }
+        if (this.buf.length > 0) {
+          const chunk = this.buf.take(Math.min(DEFAULT_READ_SIZE, this.buf.headLength()));
+          copied += chunk.length;
+          await dest.write(chunk, signal === undefined ? undefined : { signal });
+          continue;
+        }
+        if (this.eof) {
+          this.throwIfFailed();
+          break;
+        }
+        if (this.readError) throw this.readError;
+        this.pump = pump;
+        try {
+          await this.waitReadable(NEVER, signal);
+        } finally {
+          this.pump = undefined;
+        }
+      }
+    } finally {
+      this.readers.release();
+      this.updateFlow();
+    }
+    if (opts?.end !== false) await dest.closeWrite(signal === undefined ? undefined : { signal });
+    return copied;
   }
 
   private checkWritable(): void {

@@ -12,7 +12,13 @@
  * @module tlsnet
  */
 export { type Address, SocketAddr } from "./addr.ts";
-export { Conn, type MaxBytesOptions, type Transport, type TransportSink } from "./conn.ts";
+export {
+  Conn,
+  type CopyOptions,
+  type MaxBytesOptions,
+  type Transport,
+  type TransportSink,
+} from "./conn.ts";
 export type { DeadlineInput, OpOptions } from "./deadline.ts";
 export type { DialOptions } from "./dial.ts";
 export {

@@ -140,22 +140,13 @@ async function splice(client: TLSConn, backend: Conn, io: { in: number; out: num
     });
   try {
     await Promise.all([
-      failFast(pump(client, backend, (n) => (io.in += n))),
-      failFast(pump(backend, client, (n) => (io.out += n))),
+      failFast(client.copyTo(backend).then((n) => void (io.in += n))),
+      failFast(backend.copyTo(client).then((n) => void (io.out += n))),
     ]);
   } finally {
     await backend.close();
   }
   if (first !== undefined) throw first;
-}
-
-/** Copy `from` into `to` (awaiting each write: backpressure), then half-close `to`. */
-async function pump(from: Conn, to: Conn, count: (n: number) => void): Promise<void> {
-  for await (const chunk of from) {
-    count(chunk.length);
-    await to.write(chunk);
-  }
-  await to.closeWrite();
 }
 
 /** The PROXY header for a client conn; v2 adds ALPN, SNI and TLS details as TLVs. */
