@@ -47,7 +47,7 @@ if (cluster.isPrimary) {
     ticketKeys: Buffer.from(process.env.TLSNET_TICKET_KEYS ?? "", "base64"),
     handler: async (conn) => {
       await conn.write(`served by worker ${process.pid}, resumed=${conn.state().resumed}\n`);
-      for await (const chunk of conn) await conn.write(chunk);
+      await conn.copyTo(conn); // echo until the client half-closes, then half-close back
     },
   });
   process.on("SIGTERM", () => void ln.close({ graceful: 2000 }).then(() => process.exit(0)));
