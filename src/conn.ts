@@ -232,24 +232,28 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   private readonly readers = new TurnQueue();
   private readonly writers = new TurnQueue();
   /** The reader waiting for data or readiness; a timeout leaves the conn readable. */
-  private readonly readWait = new DeadlineWait(
-    () => this.readTimeoutError(),
-    () => this.readError, // a waiting read that the buffer does not satisfy never will
-  );
+  private readonly readWait = new DeadlineWait<Conn>(this, Conn.readWaitTimedOut);
   /** The writer's wait, made on first need (most writes never wait): see the writeWait getter. */
-  private writeWaitMade: DeadlineWait | undefined;
+  private writeWaitMade: DeadlineWait<Conn> | undefined;
 
   /** The writer waiting for drain (a timeout is permanent: a partial record cannot be resumed) or readiness. */
-  private get writeWait(): DeadlineWait {
-    this.writeWaitMade ??= new DeadlineWait(() => {
-      if (!this.draining) return this.writeTimeoutError();
-      this.writeError ??= new DeadlineExceededError(
-        "write",
-        `write to ${this.peerName} timed out; the connection can no longer be written to`,
-      );
-      return this.writeError;
-    });
+  private get writeWait(): DeadlineWait<Conn> {
+    this.writeWaitMade ??= new DeadlineWait<Conn>(this, Conn.writeWaitTimedOut);
     return this.writeWaitMade;
+  }
+
+  // The waits' timeout errors: static, shared by all conns (no closures per conn).
+  private static readWaitTimedOut(conn: Conn): unknown {
+    return conn.readTimeoutError();
+  }
+
+  private static writeWaitTimedOut(conn: Conn): unknown {
+    if (!conn.draining) return conn.writeTimeoutError();
+    conn.writeError ??= new DeadlineExceededError(
+      "write",
+      `write to ${conn.peerName} timed out; the connection can no longer be written to`,
+    );
+    return conn.writeError;
   }
 
   private limitBytes = DEFAULT_LIMIT;
@@ -276,7 +280,10 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       publish(errorChannel, () => ({ error: err, remoteAddr: this.remoteAddr }));
       // An error after the peer's EOF (a write into a closed peer) does not rewrite
       // the read side's history: EOF stays EOF.
-      if (!this.eof) this.readError ??= this.transport.mapError(err, "read");
+      if (!this.eof) {
+        this.readError ??= this.transport.mapError(err, "read");
+        this.readWait.failure = this.readError; // a waiting read the buffer does not satisfy never will be
+      }
       this.writeError ??= this.transport.mapError(err, "write");
       this.readWait.resolve();
       this.writeWaitMade?.reject(this.writeError);
@@ -414,7 +421,9 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    * @internal
    */
   [kOnClose](fn: () => void): void {
-    (this.closeListeners ??= []).push(fn);
+    // A literal of one, not [].push: a pushed array reserves 17 slots, and most conns have one.
+    if (this.closeListeners) this.closeListeners.push(fn);
+    else this.closeListeners = [fn];
   }
 
   private notifyClosed(): void {
@@ -1177,7 +1186,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
 
   /** Wait in `wait` (bounded by its deadline, the call's expiry and signal) until the transport is ready. */
   private waitReady(
-    wait: DeadlineWait,
+    wait: DeadlineWait<Conn>,
     callExpiry: number,
     signal: AbortSignal | undefined,
   ): Promise<void> {
@@ -1472,6 +1481,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       return this.closing;
     }
     this.closed = true;
+    this.pump = undefined; // a copy in progress stops here, not at its next turn
     if (this.readWait.pending || (this.writeWaitMade?.pending && !this.finishing)) {
       const closedErr = new ClosedError(`connection to ${this.peerName} was closed`);
       this.readWait.reject(closedErr);

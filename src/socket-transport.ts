@@ -27,12 +27,11 @@ export class SocketTransport implements Transport {
   /**
    * `socket` carries the bytes; `raw` is the TCP socket under it (the same for
    * TCP), whose addresses are reported unless a PROXY header (`proxy`) named
-   * the client. `map` turns socket errors into tlsnet's.
+   * the client. (A TLS stream's errors are mapped by the TLS transport that owns it.)
    */
   constructor(
     readonly socket: Socket,
     readonly rawSocket: Socket = socket,
-    private readonly map?: (err: unknown, op: TransportOp) => TlsnetError,
     /**
      * The addresses the caller already has (a TLS stream over a known socket; a listener
      * bound to one IP knows the local one); the others are asked of the socket.
@@ -199,7 +198,6 @@ export class SocketTransport implements Transport {
   }
 
   mapError(err: unknown, op: TransportOp): TlsnetError {
-    if (this.map) return this.map(err, op);
     return mapError(err, { op: op === "close" ? "write" : op, peer: this.remoteAddr.toString() });
   }
 }

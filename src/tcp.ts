@@ -29,7 +29,7 @@ const plain = {
   wrap: (socket: Socket, proxy: ProxyHeader | null, localAddr: SocketAddr | undefined) =>
     new Conn(
       proxy || localAddr
-        ? new SocketTransport(socket, socket, undefined, localAddr && { localAddr }, proxy)
+        ? new SocketTransport(socket, socket, localAddr && { localAddr }, proxy)
         : socket,
     ),
 };

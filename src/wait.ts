@@ -22,9 +22,14 @@ function capture(resolve: (value?: undefined) => void, reject: (err: unknown) =>
 }
 function noop(): void {}
 
-export class DeadlineWait {
+export class DeadlineWait<O = unknown> {
   /** The conn's deadline for this direction (monotonic ms, NEVER for none). */
   deadline = NEVER;
+  /**
+   * Set once the result a waitFor() producer waits for can never come (the conn broke): a
+   * resolve() that finds no result then rejects with it.
+   */
+  failure: unknown;
   private resolveFn: (() => void) | undefined;
   private rejectFn: ((err: unknown) => void) | undefined;
   private callExpiry = NEVER;
@@ -39,13 +44,12 @@ export class DeadlineWait {
   private abortHandler: (() => void) | undefined;
 
   /**
-   * `timeoutError` makes the error a timed-out wait rejects with. `failure`, if given, is asked
-   * when a waitFor() producer has no result yet: an error there means the result will never
-   * come, and the wait rejects with it (bound once here, not a closure per wait).
+   * `timeoutError(owner)` makes the error a timed-out wait rejects with: one function shared by
+   * every wait of its kind and the wait's owner, rather than a closure per wait.
    */
   constructor(
-    private readonly timeoutError: () => unknown,
-    private readonly failure?: () => unknown,
+    private readonly owner: O,
+    private readonly timeoutError: (owner: O) => unknown,
   ) {}
 
   get pending(): boolean {
@@ -61,7 +65,7 @@ export class DeadlineWait {
   /** Wait until resolve(), reject(), the deadline or callExpiry, or the signal. One at a time. */
   wait(callExpiry: number, signal: AbortSignal | undefined): Promise<void> {
     if (signal?.aborted) return Promise.reject(abortReason(signal));
-    if (this.expired(callExpiry)) return Promise.reject(this.timeoutError());
+    if (this.expired(callExpiry)) return Promise.reject(this.timeoutError(this.owner));
     const waiting = new Promise<void>(capture);
     this.resolveFn = captured.resolve;
     this.rejectFn = captured.reject;
@@ -82,7 +86,7 @@ export class DeadlineWait {
    * Like wait(), but the wait settles with `produce()`'s value, asked on every
    * resolve(): the event that brings the data also hands it to the caller, with
    * no async frame in between. `produce` returning undefined keeps waiting, unless
-   * the constructor's `failure` gives an error then; its throw rejects. `onSettle` runs
+   * `failure` is set; its throw rejects. `onSettle` runs
    * when the wait ends, however it ends.
    */
   waitFor<T>(
@@ -132,8 +136,7 @@ export class DeadlineWait {
       this.settle();
       resolve(value);
     } else {
-      const err = this.failure?.();
-      if (err !== undefined) this.reject(err); // it will never come
+      if (this.failure !== undefined) this.reject(this.failure); // it will never come
     }
   }
 
@@ -164,7 +167,7 @@ export class DeadlineWait {
   }
 
   private armAlarm(expiry: number): void {
-    (this.alarm ??= new Alarm(() => this.reject(this.timeoutError()))).set(expiry);
+    (this.alarm ??= new Alarm(() => this.reject(this.timeoutError(this.owner)))).set(expiry);
   }
 
   private onAbort(): void {

@@ -45,10 +45,10 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
   private stream: SocketTransport | undefined;
   private wantPaused = false;
   /**
-   * Client: what the socket's callbacks saw: the chain Node built while checking the server's
+   * Client (made by wrapClient): what the socket's callbacks saw: the chain Node built while checking the server's
    * name (full handshakes), and whether a session (ticket) arrived for this conn.
    */
-  private readonly seen: { peerDetail?: NodePeerCertificate; gotTicket?: boolean } = {};
+  private seen: { peerDetail?: NodePeerCertificate; gotTicket?: boolean } | undefined;
   /** Client: the identity this handshake verifies, stored with the session it yields. */
   private identity: SessionIdentity | undefined;
   /** Server: the ALPN list the client offered, for error messages. */
@@ -103,7 +103,8 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
     this.identity = identity;
     // The socket keeps its options and listeners after close: they hold boxes, not this
     // transport (see SocketTransport's onClose).
-    const seen = this.seen;
+    const seen: NonNullable<typeof this.seen> = {};
+    this.seen = seen;
     const offered = this.offered;
     const socket = tlsConnect({
       socket: this.rawSocket,
@@ -189,10 +190,12 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
 
   /** "secure": start the byte stream and end the run's wait. @internal */
   secured(socket: TLSSocket): void {
-    // Start the byte stream now, before verification: data that came with the
-    // peer's Finished is buffered, not lost; the Conn reads it once ready.
-    this.startStream(socket);
+    // End the run's wait first: its listeners come off before the stream's go on, so no
+    // event ever has three listeners (node grows a listener array of two to 19 slots).
     this.abortRun?.(undefined);
+    // Start the byte stream now, in the same event, before verification: data that came
+    // with the peer's Finished is buffered, not lost; the Conn reads it once ready.
+    this.startStream(socket);
   }
 
   /** A TLS error during the run's wait. @internal */
@@ -220,21 +223,15 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
     // leave every read waiting forever. Release it, as tls.Server does.
     const release = (socket as unknown as { _releaseControl?: () => boolean })._releaseControl;
     if (typeof release === "function") release.call(socket);
-    const role = this.init.role;
-    this.stream = new SocketTransport(
-      socket,
-      this.rawSocket,
-      (err, op) =>
-        mapTLSError(err, { op: op === "close" ? "write" : op, peer: this.peerName, role }),
-      this,
-    );
+    // No error mapper: the Conn maps errors with this transport's mapError, never the stream's.
+    this.stream = new SocketTransport(socket, this.rawSocket, this);
     if (this.sink) this.stream.start(this.sink);
     if (this.wantPaused) this.stream.pause();
   }
 
   /** The peer's chain (DER, leaf first), asking OpenSSL only when no one did yet. */
   private peerDer(socket: TLSSocket, cfg: TLSConfig): Buffer[] {
-    if (this.seen.peerDetail) return derChain(this.seen.peerDetail);
+    if (this.seen?.peerDetail) return derChain(this.seen.peerDetail);
     if (this.init.role === "server" && cfg.clientAuth === "none") return []; // none was asked for
     return derChain(socket.getPeerCertificate(true) as NodePeerCertificate);
   }
@@ -337,7 +334,7 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
    */
   private ticketWait(): Promise<void> | undefined {
     const socket = this.tlsSocket;
-    if (!socket || socket.destroyed || !this.ticketPending(this.seen.gotTicket === true)) return;
+    if (!socket || socket.destroyed || !this.ticketPending(this.seen?.gotTicket === true)) return;
     return this.waitForTicket((done) => {
       socket.once("session", done).once("close", done);
       return () => socket.off("session", done).off("close", done);
