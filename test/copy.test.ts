@@ -11,9 +11,11 @@ import {
   type Conn,
   ConnectionResetError,
   DeadlineExceededError,
+  TLSError,
   tcp,
   tls,
 } from "../src/index.ts";
+import { prng } from "./helpers/hostile.ts";
 import { collect } from "./helpers/net.ts";
 import { sha256, sleep, tcpPair, until, withTimeout } from "./helpers/pair.ts";
 import { hostPort, pki, tlsPair } from "./helpers/tls.ts";
@@ -201,4 +203,82 @@ test("copyTo() waits for a lazy TLS handshake, and other reads wait for the copy
   assert.equal(await copying, 10);
   assert.equal(await later, null, "the copy took everything up to EOF");
   assert.equal(server.state().version, client.state().version);
+});
+
+test("copyTo() fails with the destination's reset; the source stays readable", async (t) => {
+  const { client, server, close } = await tlsPair();
+  t.after(close);
+  const { client: out, server: peer, close: closeOut } = await tlsPair();
+  t.after(closeOut);
+  const copying = server.copyTo(out);
+  await client.write("one");
+  assert.equal((await peer.readExactly(3)).toString(), "one");
+  peer.netConn.socket.resetAndDestroy();
+  // Keep sending until a write into the reset conn fails (the first may still be taken).
+  const err = await withTimeout(
+    (async () => {
+      for (let i = 0; i < 200; i++) {
+        await client.write(Buffer.alloc(16 * 1024, i));
+        const settled = await Promise.race([
+          copying.then(
+            () => "ok",
+            (e: unknown) => e,
+          ),
+          sleep(5),
+        ]);
+        if (settled !== undefined) return settled;
+      }
+      return "still copying";
+    })(),
+    10_000,
+    "copyTo after the destination's reset",
+  );
+  assert.ok(err instanceof ConnectionResetError || err instanceof TLSError, String(err));
+  await client.write("next");
+  const rest = await server.read();
+  assert.ok(rest !== null && rest.length > 0, "the source is still readable");
+});
+
+test("copyTo() under random chunking, stalls and limits: every byte, in order, buffers bounded", async (t) => {
+  for (const seed of [1, 2, 3, 4]) {
+    const rnd = prng(seed);
+    const pick = (n: number) => rnd(2).readUInt16BE(0) % n;
+    const { client, server, close } = seed % 2 ? await tcpPair() : await tlsPair();
+    t.after(close);
+    const {
+      client: out,
+      server: sink,
+      close: closeOut,
+    } = seed % 2 ? await tlsPair() : await tcpPair();
+    t.after(closeOut);
+    const limit = 1024 * (1 + pick(256));
+    server.limit(limit);
+    const parts = Array.from({ length: 200 }, () => rnd(1 + pick(40_000)));
+    const copying = server.copyTo(out);
+    const sending = (async () => {
+      for (const p of parts) {
+        await client.write(p);
+        if (pick(10) === 0) await sleep(pick(4));
+      }
+      await client.closeWrite();
+    })();
+    // A sink that stalls now and then, so the copy meets backpressure at random points.
+    const got: Buffer[] = [];
+    let maxUnread = 0;
+    for (;;) {
+      maxUnread = Math.max(maxUnread, server.unreadBytes);
+      const chunk = await sink.read(1 + pick(70_000));
+      if (chunk === null) break;
+      got.push(chunk);
+      if (pick(8) === 0) await sleep(1 + pick(15));
+    }
+    await sending;
+    const total = parts.reduce((n, p) => n + p.length, 0);
+    assert.equal(await copying, total, `seed ${seed}`);
+    assert.equal(sha256(...got), sha256(...parts), `seed ${seed}: every byte, in order`);
+    assert.ok(
+      maxUnread <= limit + 64 * 1024,
+      `seed ${seed}: ${maxUnread} buffered, limit ${limit}`,
+    );
+  }
 });
