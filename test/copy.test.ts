@@ -11,6 +11,7 @@ import {
   type Conn,
   ConnectionResetError,
   DeadlineExceededError,
+  TLSConn,
   TLSError,
   tcp,
   tls,
@@ -19,6 +20,23 @@ import { prng } from "./helpers/hostile.ts";
 import { collect } from "./helpers/net.ts";
 import { sha256, sleep, tcpPair, until, withTimeout } from "./helpers/pair.ts";
 import { hostPort, pki, tlsPair } from "./helpers/tls.ts";
+
+type Pair = { client: Conn; server: Conn; close: () => Promise<void> };
+
+/**
+ * Two connected pairs, closed after the test: the source (client writes, server is copied
+ * from) and the destination (out is copied into, peer receives).
+ */
+async function rig(
+  t: { after(fn: () => Promise<void>): void },
+  kinds: ["tcp" | "tls", "tcp" | "tls"] = ["tcp", "tcp"],
+): Promise<{ client: Conn; server: Conn; out: Conn; peer: Conn }> {
+  const make = (k: "tcp" | "tls"): Promise<Pair> => (k === "tcp" ? tcpPair() : tlsPair());
+  const [src, dst] = await Promise.all([make(kinds[0]), make(kinds[1])]);
+  t.after(src.close);
+  t.after(dst.close);
+  return { client: src.client, server: src.server, out: dst.client, peer: dst.server };
+}
 
 /** Write `parts` with a pause between them (separate chunks on the wire), then FIN. */
 async function drip(conn: Conn, parts: Buffer[], gapMs = 2): Promise<void> {
@@ -43,10 +61,7 @@ test("copyTo(itself) echoes every chunk in order, ends the write side at EOF, re
 });
 
 test("copyTo() sends what was buffered before it started first (a proxy after reading a header)", async (t) => {
-  const { client, server, close } = await tcpPair();
-  t.after(close);
-  const { client: out, server: backend, close: closeOut } = await tcpPair();
-  t.after(closeOut);
+  const { client, server, out, peer: backend } = await rig(t);
   await client.write("HEADER\nbody-1;");
   assert.equal(await server.readLine(), "HEADER");
   await until(() => server.unreadBytes > 0, "the rest of the first chunk is buffered");
@@ -58,10 +73,7 @@ test("copyTo() sends what was buffered before it started first (a proxy after re
 });
 
 test("copyTo() under backpressure: the source stops reading at its limit, nothing is lost", async (t) => {
-  const { client, server, close } = await tcpPair();
-  t.after(close);
-  const { client: out, server: sink, close: closeOut } = await tcpPair();
-  t.after(closeOut);
+  const { client, server, out, peer: sink } = await rig(t);
   const limit = 256 * 1024;
   server.limit(limit);
   const data = randomBytes(24 * 1024 * 1024);
@@ -117,10 +129,7 @@ test("copyTo() with end: false leaves the destination writable; a proxy pair cop
   assert.deepEqual(await proxying, [12, 16]);
   await serving;
 
-  const { client, server, close } = await tcpPair();
-  t.after(close);
-  const { client: out, server: peer, close: closeOut } = await tcpPair();
-  t.after(closeOut);
+  const { client, server, out, peer } = await rig(t);
   const copying = server.copyTo(out, { end: false });
   await client.write("part");
   await client.closeWrite();
@@ -131,10 +140,7 @@ test("copyTo() with end: false leaves the destination writable; a proxy pair cop
 });
 
 test("copyTo() fails with the source's reset, leaving the destination open", async (t) => {
-  const { client, server, close } = await tcpPair();
-  t.after(close);
-  const { client: out, server: peer, close: closeOut } = await tcpPair();
-  t.after(closeOut);
+  const { client, server, out, peer } = await rig(t);
   const copying = server.copyTo(out);
   await client.write("before");
   assert.equal((await peer.readExactly(6)).toString(), "before");
@@ -150,10 +156,7 @@ test("copyTo() fails with the source's reset, leaving the destination open", asy
 });
 
 test("copyTo() ends on the read deadline, on close of either conn, and on abort", async (t) => {
-  const { client, server, close } = await tcpPair();
-  t.after(close);
-  const { client: out, server: peer, close: closeOut } = await tcpPair();
-  t.after(closeOut);
+  const { client, server, out, peer } = await rig(t);
 
   server.setReadDeadline(Date.now() + 100);
   const timedOut = await withTimeout(
@@ -206,13 +209,11 @@ test("copyTo() waits for a lazy TLS handshake, and other reads wait for the copy
 });
 
 test("copyTo() fails with the destination's reset; the source stays readable", async (t) => {
-  const { client, server, close } = await tlsPair();
-  t.after(close);
-  const { client: out, server: peer, close: closeOut } = await tlsPair();
-  t.after(closeOut);
+  const { client, server, out, peer } = await rig(t, ["tls", "tls"]);
   const copying = server.copyTo(out);
   await client.write("one");
   assert.equal((await peer.readExactly(3)).toString(), "one");
+  assert.ok(peer instanceof TLSConn);
   peer.netConn.socket.resetAndDestroy();
   // Keep sending until a write into the reset conn fails (the first may still be taken).
   const err = await withTimeout(
@@ -243,14 +244,12 @@ test("copyTo() under random chunking, stalls and limits: every byte, in order, b
   for (const seed of [1, 2, 3, 4]) {
     const rnd = prng(seed);
     const pick = (n: number) => rnd(2).readUInt16BE(0) % n;
-    const { client, server, close } = seed % 2 ? await tcpPair() : await tlsPair();
-    t.after(close);
     const {
-      client: out,
-      server: sink,
-      close: closeOut,
-    } = seed % 2 ? await tlsPair() : await tcpPair();
-    t.after(closeOut);
+      client,
+      server,
+      out,
+      peer: sink,
+    } = await rig(t, seed % 2 ? ["tcp", "tls"] : ["tls", "tcp"]);
     const limit = 1024 * (1 + pick(256));
     server.limit(limit);
     const parts = Array.from({ length: 200 }, () => rnd(1 + pick(40_000)));
