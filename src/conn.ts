@@ -1388,6 +1388,10 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
    */
   async copyTo(dest: Conn, opts?: CopyOptions): Promise<number> {
     if (!(dest instanceof Conn)) throw new TypeError("copyTo(dest): dest must be a Conn");
+    const end = opts?.end;
+    if (end !== undefined && typeof end !== "boolean") {
+      throw new TypeError(`copyTo(dest, { end }): end must be a boolean, got ${typeof end}`);
+    }
     const signal = opts?.signal;
     checkOpOptions(signal === undefined ? undefined : { signal });
     if (signal?.aborted) throw abortReason(signal);
@@ -1442,7 +1446,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       this.readers.release();
       this.updateFlow();
     }
-    if (opts?.end !== false) await dest.closeWrite(signal === undefined ? undefined : { signal });
+    if (end !== false) await dest.closeWrite(signal === undefined ? undefined : { signal });
     return copied;
   }
 

@@ -155,6 +155,21 @@ test("copyTo() fails with the source's reset, leaving the destination open", asy
   assert.equal((await peer.readExactly(10)).toString(), "still open");
 });
 
+test("copyTo() refuses what is not a conn and options of the wrong type, before anything is read", async (t) => {
+  const { client, server, out } = await rig(t);
+  await client.write("kept");
+  await until(() => server.unreadBytes === 4, "the bytes are buffered");
+  const bad: Array<[string, () => Promise<number>]> = [
+    ["a socket", () => server.copyTo(client.socket as unknown as Conn)],
+    ["end: 1", () => server.copyTo(out, { end: 1 as unknown as boolean })],
+    ['signal: "x"', () => server.copyTo(out, { signal: "x" as unknown as AbortSignal })],
+  ];
+  for (const [what, call] of bad) {
+    await assert.rejects(call(), TypeError, what);
+  }
+  assert.equal((await server.readExactly(4)).toString(), "kept", "nothing was consumed");
+});
+
 test("copyTo() ends on the read deadline, on close of either conn, and on abort", async (t) => {
   const { client, server, out, peer } = await rig(t);
 
