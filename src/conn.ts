@@ -258,6 +258,9 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
 
   private limitBytes = DEFAULT_LIMIT;
   private paused = false;
+  /** Bytes the transport delivered (bytesRead) and bytes write() handed to it (bytesWritten). */
+  private received = 0;
+  private handedOver = 0;
   /** Set while copyTo() waits for data: each chunk goes to the copy's destination, unbuffered. */
   private pump: ((chunk: Buffer) => void) | undefined;
 
@@ -267,6 +270,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   // The transport's sink: handlers bound once, reused for every event.
   private readonly sink: TransportSink = {
     onData: (chunk: Buffer) => {
+      this.received += chunk.length;
       if (this.pump !== undefined) return this.pump(chunk); // copyTo() takes it straight through
       this.buf.push(chunk);
       if (this.readWait.pending) this.readWait.resolve();
@@ -471,6 +475,23 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   /** Bytes received and buffered, not yet returned to the caller by a read. */
   get unreadBytes(): number {
     return this.buf.length;
+  }
+
+  /**
+   * Bytes received from the peer so far (TLS: application data, decrypted), read or not:
+   * `unreadBytes` of them are still buffered. Like Node's `socket.bytesRead`; it stays
+   * readable after close. After a STARTTLS upgrade the TLS conn counts from 0.
+   */
+  get bytesRead(): number {
+    return this.received;
+  }
+
+  /**
+   * Bytes accepted by write() so far (strings counted as UTF-8), sent or not: `unsentBytes`
+   * of them may still wait. Like Node's `socket.bytesWritten`; it stays readable after close.
+   */
+  get bytesWritten(): number {
+    return this.handedOver;
   }
 
   /**
@@ -1269,6 +1290,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       !t.destroyed &&
       (this.writeWaitMade === undefined || !this.writeWaitMade.expired(NEVER))
     ) {
+      this.handedOver += byteCount(data);
       if (data.length === 0 || t.write(data)) return RESOLVED;
       this.writers.tryAcquire(); // idle, so taken at once: later writes queue behind the drain
       this.draining = true;
@@ -1302,6 +1324,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       this.checkWritable();
       await this.writerReady(callExpiry, signal);
       const t = this.transport;
+      this.handedOver += byteCount(data);
       const more =
         typeof data === "string" || data instanceof Uint8Array
           ? data.length === 0 || t.write(data)
@@ -1592,6 +1615,15 @@ function maxBytesOf(opts: MaxBytesOptions | undefined, dflt: number, what: strin
     throw new RangeError(`${what}: maxBytes must be a number >= 1, got ${String(m)}`);
   }
   return m;
+}
+
+/** The bytes a write hands over: strings as UTF-8. */
+function byteCount(data: string | Uint8Array | ReadonlyArray<string | Uint8Array>): number {
+  if (typeof data === "string") return Buffer.byteLength(data);
+  if (data instanceof Uint8Array) return data.length;
+  let n = 0;
+  for (const part of data) n += typeof part === "string" ? Buffer.byteLength(part) : part.length;
+  return n;
 }
 
 function checkWriteData(data: unknown): void {

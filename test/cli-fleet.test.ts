@@ -296,6 +296,26 @@ describe("tlsnet proxy", () => {
     await px.waitFor(new RegExp(`error: backend 127\\.0\\.0\\.1:${port}: .*refused`));
   });
 
+  test("a backend that resets mid-stream: the log counts what went through before the error", async (t) => {
+    const be = await tcp.listen({
+      addr: "127.0.0.1:0",
+      handler: async (c) => {
+        await c.readExactly(5);
+        await c.write("12345678");
+        await sleep(50); // the reply goes out before the reset
+        c.socket.resetAndDestroy();
+      },
+    });
+    t.after(() => be.close());
+    const px = await proxy(t, ["--to", be.addr.toString()]);
+    const conn = await tls.connect(`localhost:${px.port}`, { caFile: CA_FILE, timeout: 5000 });
+    t.after(() => conn.close());
+    await conn.write("hello");
+    assert.equal((await conn.readExactly(8, { timeout: 5000 })).toString(), "12345678");
+    assert.equal(await conn.read(16, { timeout: 5000 }).catch(() => null), null);
+    await px.waitFor(/to=127\.0\.0\.1:\d+ .* in=5 out=8 error: /);
+  });
+
   test("SIGTERM: open proxied conns finish within --grace, then it exits 0", async (t) => {
     const be = await backend(t);
     const px = await proxy(t, [

@@ -10,6 +10,7 @@ import {
   UnexpectedEOFError,
 } from "../src/index.ts";
 import { tcpPair } from "./helpers/pair.ts";
+import { tlsPair } from "./helpers/tls.ts";
 import { sha256, sleep, timed, until } from "./helpers/util.ts";
 
 /** Wait until `conn` has buffered at least `n` bytes, so the next write lands in a new chunk. */
@@ -441,4 +442,28 @@ describe("reads answered at once from the buffer (the synchronous fast path)", (
       );
     }
   });
+});
+
+test("bytesRead and bytesWritten count every byte each way, TCP and TLS, and stay after close", async (t) => {
+  for (const kind of ["tcp", "tls"] as const) {
+    const { client, server, close } = kind === "tcp" ? await tcpPair() : await tlsPair();
+    t.after(close);
+    // Strings count as UTF-8 ("é" and "€" are 2 and 3 bytes), arrays as the sum of their parts.
+    await client.write("héllo €");
+    await client.write([Buffer.alloc(1000, 1), "ab", new Uint8Array(3)]);
+    await client.write(randomBytes(70_000));
+    const sent = Buffer.byteLength("héllo €") + 1000 + 2 + 3 + 70_000;
+    assert.equal(client.bytesWritten, sent, `${kind}: client bytesWritten`);
+    await until(() => server.bytesRead === sent, `${kind}: the server received it all`);
+    assert.equal(server.unreadBytes, sent, "none of it read yet");
+    await server.readExactly(100);
+    assert.equal(server.bytesRead - server.unreadBytes, 100, "read = received - unread");
+    await server.write("ok");
+    assert.equal((await client.readExactly(2)).toString(), "ok");
+    assert.equal(client.bytesRead, 2);
+    assert.equal(server.bytesWritten, 2);
+    await close();
+    assert.equal(client.bytesWritten, sent, "kept after close");
+    assert.equal(server.bytesRead, sent, "kept after close");
+  }
 });

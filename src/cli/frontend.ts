@@ -491,14 +491,11 @@ function watchFiles(
   };
 }
 
-/** One log line per connection: when, who, TLS version, ALPN, SNI, client cert, extras, time, bytes. */
-export function logConn(
-  conn: TLSConn,
-  took: number,
-  io: { in: number; out: number },
-  failure: unknown,
-  extra: string[] = [],
-): void {
+/**
+ * One log line per connection: when, who, TLS version, ALPN, SNI, client cert, extras, time,
+ * and the bytes received from and written to the client (the conn's own counts).
+ */
+export function logConn(conn: TLSConn, took: number, failure: unknown, extra: string[] = []): void {
   const s = conn.state();
   const peer = conn.peerCertificate();
   const parts = [
@@ -510,8 +507,8 @@ export function logConn(
     ...(peer ? [`client="${peer.subject}"`] : []),
     ...extra,
     ms(took),
-    `in=${io.in}`,
-    `out=${io.out}`,
+    `in=${conn.bytesRead}`,
+    `out=${conn.bytesWritten}`,
   ];
   if (failure !== undefined) parts.push(`error: ${(failure as Error).message ?? String(failure)}`);
   out(parts.join(" "));

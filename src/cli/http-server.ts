@@ -13,17 +13,12 @@ const MAX_HEADERS = 100;
 const MAX_BODY = 1024 * 1024;
 const IDLE_MS = 30_000;
 
-/** Serve requests on `conn` until it closes; counts bytes in `io`. */
-export async function serveHTTP(conn: TLSConn, io: { in: number; out: number }): Promise<void> {
-  const read = async () => {
-    const line = await conn.readLine({ maxBytes: MAX_LINE, timeout: IDLE_MS });
-    if (line !== null) io.in += Buffer.byteLength(line) + 2;
-    return line;
-  };
+/** Serve requests on `conn` until it closes. */
+export async function serveHTTP(conn: TLSConn): Promise<void> {
+  const read = () => conn.readLine({ maxBytes: MAX_LINE, timeout: IDLE_MS });
   const send = async (status: string, headers: Record<string, string>, body: string) => {
     const head = [`HTTP/1.1 ${status}`, ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`)];
     const text = `${head.join("\r\n")}\r\n\r\n${body}`;
-    io.out += Buffer.byteLength(text);
     await conn.write(text);
   };
   const fail = (status: string, why: string) =>
@@ -74,7 +69,7 @@ export async function serveHTTP(conn: TLSConn, io: { in: number; out: number }):
     if (!Number.isInteger(length) || length < 0)
       return fail("400 Bad Request", "bad Content-Length");
     if (length > MAX_BODY) return fail("413 Content Too Large", "request body over 1 MiB");
-    if (length > 0) io.in += (await conn.readExactly(length, { timeout: IDLE_MS })).length;
+    if (length > 0) await conn.readExactly(length, { timeout: IDLE_MS });
 
     const connection = (headers.get("connection") ?? "").toLowerCase();
     const close =

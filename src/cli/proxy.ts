@@ -89,7 +89,6 @@ async function run(argv: string[]): Promise<number> {
 
   const handle = async (conn: TLSConn) => {
     const t0 = performance.now();
-    const io = { in: 0, out: 0 };
     let failure: unknown;
     try {
       const proxyHeader = ppOut ? headerFor(conn, ppOut === "v1" ? 1 : 2) : undefined;
@@ -102,11 +101,11 @@ async function run(argv: string[]): Promise<number> {
       } catch (e) {
         throw new Error(`backend ${to}: ${(e as Error).message}`, { cause: e });
       }
-      await splice(conn, backend, io);
+      await splice(conn, backend);
     } catch (e) {
       failure = e;
     } finally {
-      logConn(conn, performance.now() - t0, io, failure, [`to=${to}`]);
+      logConn(conn, performance.now() - t0, failure, [`to=${to}`]);
     }
   };
 
@@ -131,18 +130,15 @@ async function run(argv: string[]): Promise<number> {
  * half-close of the other (TLS: close_notify). The first failure closes both
  * conns and is thrown; the backend conn is always closed on return.
  */
-async function splice(client: TLSConn, backend: Conn, io: { in: number; out: number }) {
+async function splice(client: TLSConn, backend: Conn) {
   let first: unknown;
-  const failFast = (p: Promise<void>) =>
+  const failFast = (p: Promise<unknown>) =>
     p.catch(async (e: unknown) => {
       first ??= e;
       await Promise.all([client.close(), backend.close()]);
     });
   try {
-    await Promise.all([
-      failFast(client.copyTo(backend).then((n) => void (io.in += n))),
-      failFast(backend.copyTo(client).then((n) => void (io.out += n))),
-    ]);
+    await Promise.all([failFast(client.copyTo(backend)), failFast(backend.copyTo(client))]);
   } finally {
     await backend.close();
   }

@@ -72,15 +72,15 @@ async function run(argv: string[]): Promise<number> {
 
   const handle = async (conn: TLSConn) => {
     const t0 = performance.now();
-    const io = { in: 0, out: 0 };
     let failure: unknown;
     try {
-      if (mode === "http") await serveHTTP(conn, io);
-      else await echo(conn, io);
+      // Echo until the client half-closes, then half-close back.
+      if (mode === "http") await serveHTTP(conn);
+      else await conn.copyTo(conn);
     } catch (e) {
       failure = e;
     } finally {
-      logConn(conn, performance.now() - t0, io, failure);
+      logConn(conn, performance.now() - t0, failure);
     }
   };
   // In http mode, a plain http:// request on the TLS port gets a 400 that says to use https://.
@@ -137,14 +137,4 @@ async function plainHTTP(raw: Conn, first: Buffer, port: number): Promise<void> 
   } catch {
     // the client went away: nothing to answer
   }
-}
-
-/** Echo until the client half-closes, then half-close back. */
-async function echo(conn: TLSConn, io: { in: number; out: number }): Promise<void> {
-  for await (const chunk of conn) {
-    io.in += chunk.length;
-    await conn.write(chunk);
-    io.out += chunk.length;
-  }
-  await conn.closeWrite();
 }
