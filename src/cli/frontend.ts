@@ -546,6 +546,16 @@ export function tryHost(address: string): string {
   return address.includes(":") ? `[${address}]` : address;
 }
 
+let stampMs = -1;
+let stampText = "";
+
+/** The time of day for a log line, HH:MM:SS.mmm (UTC). */
 export function stamp(): string {
-  return new Date().toISOString().slice(11, 23);
+  // One Date and string per millisecond: a busy proxy logs many conns in the same one.
+  const now = Date.now();
+  if (now !== stampMs) {
+    stampMs = now;
+    stampText = new Date(now).toISOString().slice(11, 23);
+  }
+  return stampText;
 }
