@@ -1416,7 +1416,8 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       throw new TypeError(`copyTo(dest, { end }): end must be a boolean, got ${typeof end}`);
     }
     const signal = opts?.signal;
-    checkOpOptions(signal === undefined ? undefined : { signal });
+    const signalOnly = signal === undefined ? undefined : { signal }; // for the ops it calls
+    checkOpOptions(signalOnly);
     if (signal?.aborted) throw abortReason(signal);
     this.checkUsable();
     const turn = this.readers.acquire(NEVER, signal, () => this.readTimeoutError());
@@ -1450,7 +1451,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
         if (this.buf.length > 0) {
           const chunk = this.buf.take(Math.min(DEFAULT_READ_SIZE, this.buf.headLength()));
           copied += chunk.length;
-          await dest.write(chunk, signal === undefined ? undefined : { signal });
+          await dest.write(chunk, signalOnly);
           continue;
         }
         if (this.eof) {
@@ -1469,7 +1470,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       this.readers.release();
       this.updateFlow();
     }
-    if (end !== false) await dest.closeWrite(signal === undefined ? undefined : { signal });
+    if (end !== false) await dest.closeWrite(signalOnly);
     return copied;
   }
 

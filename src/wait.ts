@@ -86,8 +86,8 @@ export class DeadlineWait<O = unknown> {
    * Like wait(), but the wait settles with `produce()`'s value, asked on every
    * resolve(): the event that brings the data also hands it to the caller, with
    * no async frame in between. `produce` returning undefined keeps waiting, unless
-   * `failure` is set; its throw rejects. `onSettle` runs
-   * when the wait ends, however it ends.
+   * `failure` is set (then the wait rejects with it); a throw from `produce` rejects.
+   * `onSettle` runs when the wait ends, however it ends.
    */
   waitFor<T>(
     callExpiry: number,
@@ -135,8 +135,8 @@ export class DeadlineWait<O = unknown> {
     if (value !== undefined) {
       this.settle();
       resolve(value);
-    } else {
-      if (this.failure !== undefined) this.reject(this.failure); // it will never come
+    } else if (this.failure !== undefined) {
+      this.reject(this.failure); // it will never come
     }
   }
 

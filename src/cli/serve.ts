@@ -74,9 +74,8 @@ async function run(argv: string[]): Promise<number> {
     const t0 = performance.now();
     let failure: unknown;
     try {
-      // Echo until the client half-closes, then half-close back.
       if (mode === "http") await serveHTTP(conn);
-      else await conn.copyTo(conn);
+      else await conn.copyTo(conn); // echo until the client half-closes, then half-close back
     } catch (e) {
       failure = e;
     } finally {

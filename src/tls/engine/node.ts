@@ -45,8 +45,8 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
   private stream: SocketTransport | undefined;
   private wantPaused = false;
   /**
-   * Client (made by wrapClient): what the socket's callbacks saw: the chain Node built while checking the server's
-   * name (full handshakes), and whether a session (ticket) arrived for this conn.
+   * Client (made by wrapClient): what the socket's callbacks saw: the chain Node built while
+   * checking the server's name (full handshakes), and whether a session (ticket) arrived.
    */
   private seen: { peerDetail?: NodePeerCertificate; gotTicket?: boolean } | undefined;
   /** Client: the identity this handshake verifies, stored with the session it yields. */
