@@ -5,6 +5,7 @@
  */
 import type { Socket } from "node:net";
 import { SocketAddr } from "./addr.ts";
+import { startDirectReads, stopDirectReads } from "./direct-reads.ts";
 import { mapError, type TlsnetError } from "./errors.ts";
 import type { ProxyHeader } from "./proxy.ts";
 import { TimerQueue } from "./timer-queue.ts";
@@ -23,6 +24,8 @@ export class SocketTransport implements Transport {
   /** The peer's EOF has been seen. */
   private peerEnded = false;
   private sink: TransportSink | undefined;
+  /** Reads reach the sink through Node's onread path (TLS sockets), not "data" events. */
+  private direct = false;
 
   /**
    * `socket` carries the bytes; `raw` is the TCP socket under it (the same for
@@ -52,7 +55,9 @@ export class SocketTransport implements Transport {
     this.sink = sink;
     const s = this.socket;
     s.allowHalfOpen = true; // the peer's FIN must not end our side: closeWrite is the caller's
-    s.on("data", sink.onData);
+    // A TLS socket's records skip node's Readable machinery where this Node allows it.
+    this.direct = (s as { encrypted?: boolean }).encrypted === true && startDirectReads(s, sink);
+    if (!this.direct) s.on("data", sink.onData);
     s.on("end", this.onEnd);
     s.on("error", sink.onError);
     s.on("close", this.onClose);
@@ -75,9 +80,10 @@ export class SocketTransport implements Transport {
   };
 
   /** Our listeners off the socket; an error guard stays (a late error must not crash). */
-  private unlisten(sink: TransportSink): void {
+  private unlisten(sink: TransportSink, handOff = false): void {
     const s = this.socket;
-    s.off("data", sink.onData);
+    if (this.direct) stopDirectReads(s, handOff);
+    else s.off("data", sink.onData);
     s.off("end", this.onEnd);
     s.off("error", sink.onError);
     s.off("close", this.onClose);
@@ -91,7 +97,7 @@ export class SocketTransport implements Transport {
     const sink = this.sink;
     const s = this.socket;
     if (!sink) return s;
-    this.unlisten(sink); // an error during hand-over must not crash the process
+    this.unlisten(sink, true); // an error during hand-over must not crash the process
     s.pause();
     return s;
   }
@@ -174,8 +180,10 @@ export class SocketTransport implements Transport {
       });
       s.once("end", maybeRelease);
       s.once("error", release);
-      if (this.sink) s.off("data", this.sink.onData);
-      s.on("data", noop); // what arrives from now on is discarded
+      // What arrives from now on is discarded.
+      if (this.direct) stopDirectReads(s, false);
+      else if (this.sink) s.off("data", this.sink.onData);
+      s.on("data", noop);
       s.resume();
       const onFinish = () => {
         finished = true;
