@@ -90,10 +90,11 @@ class TurnQueue {
   private waiting: Turn[] | undefined;
 
   /** undefined: the caller has the turn now; else a promise of it. Pair every grant with release(). */
-  acquire(
+  acquire<O>(
     callExpiry: number,
     signal: AbortSignal | undefined,
-    onTimeout: () => unknown,
+    owner: O,
+    onTimeout: (owner: O) => unknown, // shared, with its owner: no closure per turn taken
   ): Promise<void> | undefined {
     if (!this.busy) {
       this.busy = true;
@@ -111,7 +112,7 @@ class TurnQueue {
         signal?.removeEventListener("abort", onAbort);
         reject(err);
       };
-      const alarm = new Alarm(() => leave(onTimeout()));
+      const alarm = new Alarm(() => leave(onTimeout(owner)));
       const onAbort = () => leave(abortReason(signal!));
       const turn: Turn = {
         grant: () => {
@@ -245,6 +246,11 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
   // The waits' timeout errors: static, shared by all conns (no closures per conn).
   private static readWaitTimedOut(conn: Conn): unknown {
     return conn.readTimeoutError();
+  }
+
+  /** A write waiting for its turn timed out: nothing of it was sent, so not permanent. */
+  private static writeTurnTimedOut(conn: Conn): unknown {
+    return conn.writeTimeoutError();
   }
 
   private static writeWaitTimedOut(conn: Conn): unknown {
@@ -1147,7 +1153,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     if (signal?.aborted) throw abortReason(signal); // one rule for every op: at once
     const callExpiry = expiryAfter(opts?.timeout);
     this.checkUsable();
-    const turn = this.readers.acquire(callExpiry, signal, () => this.readTimeoutError());
+    const turn = this.readers.acquire(callExpiry, signal, this, Conn.readWaitTimedOut);
     if (turn) await turn;
     try {
       this.checkUsable();
@@ -1318,11 +1324,12 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     if (signal?.aborted) throw abortReason(signal);
     const callExpiry = expiryAfter(opts?.timeout);
     this.checkWritable();
-    const turn = this.writers.acquire(callExpiry, signal, () => this.writeTimeoutError());
+    const turn = this.writers.acquire(callExpiry, signal, this, Conn.writeTurnTimedOut);
     if (turn) await turn;
     try {
       this.checkWritable();
-      await this.writerReady(callExpiry, signal);
+      const ready = this.writerReady(callExpiry, signal);
+      if (ready) await ready;
       const t = this.transport;
       this.handedOver += byteCount(data);
       const more =
@@ -1342,14 +1349,29 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     }
   }
 
-  /** In the writer's turn: wait for the transport, then check the deadline before handing anything over. */
-  private async writerReady(callExpiry: number, signal: AbortSignal | undefined): Promise<void> {
+  /**
+   * In the writer's turn: wait for the transport, then check the deadline before handing
+   * anything over. Undefined when the writer may go on at once (the usual case: no promise).
+   */
+  private writerReady(
+    callExpiry: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> | undefined {
+    if (!this.transport.ready) return this.writerReadyLater(callExpiry, signal);
+    if (this.writeWait.expired(callExpiry)) throw this.writeTimeoutError(); // not permanent: nothing sent
+    return undefined;
+  }
+
+  private async writerReadyLater(
+    callExpiry: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
     while (!this.transport.ready) {
       if (this.readyError) throw this.readyError; // the handshake failed: sticky
       await this.waitReady(this.writeWait, callExpiry, signal);
       this.checkWritable();
     }
-    if (this.writeWait.expired(callExpiry)) throw this.writeTimeoutError(); // not permanent: nothing sent
+    if (this.writeWait.expired(callExpiry)) throw this.writeTimeoutError();
   }
 
   /**
@@ -1366,13 +1388,14 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     this.checkUsable();
     if (this.writeError) throw this.writeError;
     if (this.writeEnded) return;
-    const turn = this.writers.acquire(callExpiry, signal, () => this.writeTimeoutError());
+    const turn = this.writers.acquire(callExpiry, signal, this, Conn.writeTurnTimedOut);
     if (turn) await turn;
     try {
       this.checkUsable();
       if (this.writeError) throw this.writeError;
       if (this.writeEnded) return;
-      await this.writerReady(callExpiry, signal);
+      const ready = this.writerReady(callExpiry, signal);
+      if (ready) await ready;
       this.writeEnded = true;
       this.finishing = true;
       this.transport.end().then(() => this.writeWait.resolve(), this.sink.onError);
@@ -1420,7 +1443,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
     checkOpOptions(signalOnly);
     if (signal?.aborted) throw abortReason(signal);
     this.checkUsable();
-    const turn = this.readers.acquire(NEVER, signal, () => this.readTimeoutError());
+    const turn = this.readers.acquire(NEVER, signal, this, Conn.readWaitTimedOut);
     if (turn) await turn;
     let copied = 0;
     /** A write of `dest` that did not take the chunk at once: the copy waits for it. */
