@@ -17,6 +17,11 @@
  * the socket's next reads go into a buffer of its own, which is handed to the sink as it is
  * and replaced, so no buffer the sink owns is ever written again. A conn keeps its own buffer
  * only while its reads stay large; idle conns share the one.
+ *
+ * The swap takes effect when the callback returns to Node, after the microtasks it queued.
+ * Until then a read of the same socket would land in the buffer just handed out, and the one
+ * thing that reads synchronously is an empty write (TLSWrap runs its read loop for it): a Conn
+ * never writes an empty chunk, and a socket handed off (whose new owner may) gets copies only.
  * @module
  */
 import { Buffer } from "node:buffer";
@@ -108,24 +113,45 @@ export function stopDirectReads(socket: Socket, handOff: boolean): void {
   }
 }
 
-/** Node calls this with each read, the socket as `this`; true keeps reading. */
+/**
+ * Node calls this with each read, the socket as `this`; true keeps reading. The next read's
+ * buffer is chosen only after the sink returns: the sink may write to other sockets, and any
+ * of those reads that runs meanwhile makes its own choice first.
+ */
 function onDirectRead(this: DirectSocket, n: number, buf: Buffer): boolean {
   const target = this[kTarget];
   if (target === undefined) return true; // closing: discarded, the buffer stays
+  // Handed off: always a copy, the buffer stays. A "data" listener (node:http answering at once)
+  // may make this very socket read again before we return, into the buffer it is using now.
+  if (target === "push") return this.push(copyOut(buf, n));
   let chunk: Buffer;
+  let next: Buffer | undefined;
   if (n >= HAND_OVER && buf !== shared) {
     chunk = n === buf.length ? buf : buf.subarray(0, n);
-    chosen = Buffer.allocUnsafeSlow(RECORD); // that one is the sink's now
+    next = Buffer.allocUnsafeSlow(RECORD); // that one is the sink's now
   } else {
-    chunk = Buffer.allocUnsafe(n);
-    buf.copy(chunk, 0, 0, n);
+    chunk = copyOut(buf, n);
     // A large read into the shared buffer: the next ones get a buffer they can keep.
-    if (n >= HAND_OVER) chosen = Buffer.allocUnsafeSlow(RECORD);
-    else if (buf !== shared) chosen = shared; // small again: back to the shared one
+    if (n >= HAND_OVER) next = Buffer.allocUnsafeSlow(RECORD);
+    else if (buf !== shared) next = shared; // small again: back to the shared one
   }
-  if (target === "push") return this.push(chunk);
-  target.onData(chunk);
+  try {
+    target.onData(chunk);
+  } catch (err) {
+    // Still switch buffers (a throw would leave Node reading into the one handed out); the
+    // error surfaces as it would have from a "data" listener, uncaught.
+    queueMicrotask(() => {
+      throw err;
+    });
+  }
+  chosen = next;
   return true;
+}
+
+function copyOut(buf: Buffer, n: number): Buffer {
+  const chunk = Buffer.allocUnsafe(n);
+  buf.copy(chunk, 0, 0, n);
+  return chunk;
 }
 
 /**

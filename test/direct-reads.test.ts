@@ -116,6 +116,24 @@ test("a TLS conn's socket handed over mid-stream gets the rest as 'data' events,
   assert.equal(hashOf(kept), sha256(...parts));
 });
 
+test("a handed-over TLS socket whose 'data' listener writes (even empty writes, which read again at once) keeps every chunk intact", async (t) => {
+  const { client, server, close } = await tlsPair();
+  t.after(close);
+  const parts = mixedWrites(31, 4 * 1024 * 1024);
+  const socket = server.toSocket(); // handshaken: its reads already took the onread path
+  t.after(() => void socket.destroy());
+  const kept: Buffer[] = [];
+  const ended = new Promise<void>((resolve) => socket.once("end", () => resolve()));
+  socket.on("data", (chunk: Buffer) => {
+    kept.push(chunk);
+    // node:http's end() writes an empty chunk from inside "data"; node:tls runs its read loop
+    // for one, so more records arrive in this socket's buffer before this listener returns.
+    socket.write(Buffer.alloc(0));
+  });
+  await withTimeout(Promise.all([ended, send(client, parts)]), 30_000, "the stream and its EOF");
+  assert.equal(hashOf(kept), sha256(...parts));
+});
+
 test("a TLS conn closed while its peer still sends discards the rest and is released at the peer's EOF", async (t) => {
   const { client, server, close } = await tlsPair();
   t.after(close);
