@@ -486,3 +486,49 @@ test("#26 closeWrite() as the first op on a lazy server conn keeps the client's 
     await Promise.all([server.close()]);
   }
 });
+
+// ------------------------------------------------------------------ IP names, as addresses
+
+test("an IP name is matched against the IP SANs as an address (::1 in either spelling); an unlisted IP is refused", async (t) => {
+  const { ca, leaf } = await pki(); // SANs: localhost, 127.0.0.1, ::1
+  const dial = async (listen: string, addr: (port: number) => string, serverName?: string) => {
+    const ln = await tls.listen({ addr: listen, certs: [leaf] });
+    t.after(() => ln.close());
+    const accepted = ln.accept().then(async (c) => {
+      t.after(() => c.close());
+      await c.handshake({ timeout: 5000 }).catch(() => {});
+    });
+    const opts = { ca: ca.cert, timeout: 5000, ...(serverName ? { serverName } : {}) };
+    try {
+      const c = await tls.connect(addr(ln.addr.port), opts);
+      t.after(() => c.close());
+      return c.state().verified;
+    } finally {
+      await accepted;
+    }
+  };
+  // 127.0.0.2 is on loopback but not in the certificate: refused with the host name error.
+  await assert.rejects(
+    dial("127.0.0.2:0", (p) => `127.0.0.2:${p}`),
+    (err: unknown) =>
+      err instanceof CertificateError &&
+      /127\.0\.0\.2/.test(err.message) &&
+      /host name/.test(err.message),
+  );
+  assert.equal(await dial("127.0.0.1:0", (p) => `127.0.0.1:${p}`), true);
+  const why = await ipv6Unavailable();
+  if (why) {
+    t.diagnostic(`IPv6 loopback unavailable: ${why}`);
+    return;
+  }
+  assert.equal(
+    await dial("[::1]:0", (p) => `[::1]:${p}`),
+    true,
+    "::1 (Node 22.23's checkServerIdentity refuses it)",
+  );
+  assert.equal(
+    await dial("[::1]:0", (p) => `[::1]:${p}`, "0:0:0:0:0:0:0:1"),
+    true,
+    "the long spelling",
+  );
+});

@@ -8,7 +8,7 @@
  * @module
  */
 import type { Buffer } from "node:buffer";
-import type { Socket } from "node:net";
+import { BlockList, isIP, type Socket } from "node:net";
 import {
   checkServerIdentity,
   type PeerCertificate as NodePeerCertificate,
@@ -116,7 +116,7 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
       // Node hands us the chain it already built for this check: keep it, not build it twice.
       checkServerIdentity: (_host, cert) => {
         seen.peerDetail = cert;
-        return verifyName === undefined ? undefined : checkServerIdentity(verifyName, cert);
+        return verifyName === undefined ? undefined : checkIdentity(verifyName, cert);
       },
     });
     if (key && sessions) {
@@ -363,6 +363,33 @@ function onRunError(this: OwnedSocket, err: Error): void {
 
 function onRunClose(this: OwnedSocket): void {
   this[kOwner]?.peerLeft();
+}
+
+/**
+ * node:tls's checkServerIdentity, except that an IP address is first matched here against the
+ * certificate's IP SANs, compared as addresses. Node 22.23 runs domainToASCII on the name
+ * before it checks for an IP, which turns "::1" into "" and sends it down the host name path,
+ * so an IPv6 literal never matched there. A mismatch still gets node's error (the same code).
+ */
+function checkIdentity(name: string, cert: NodePeerCertificate): Error | undefined {
+  const family = isIP(name);
+  if (family !== 0 && ipSanCovers(cert.subjectaltname, name, family === 6 ? "ipv6" : "ipv4")) {
+    return undefined;
+  }
+  return checkServerIdentity(name, cert);
+}
+
+function ipSanCovers(sans: string | undefined, ip: string, family: "ipv4" | "ipv6"): boolean {
+  if (!sans) return false;
+  const wanted = new BlockList();
+  wanted.addAddress(ip, family);
+  for (const entry of sans.split(", ")) {
+    if (!entry.startsWith("IP Address:")) continue;
+    const san = entry.slice("IP Address:".length);
+    const f = isIP(san);
+    if (f !== 0 && wanted.check(san, f === 6 ? "ipv6" : "ipv4")) return true;
+  }
+  return false;
 }
 
 /**
