@@ -182,8 +182,10 @@ export class SocketTransport implements Transport {
       s.once("error", release);
       // What arrives from now on is discarded.
       if (this.direct) stopDirectReads(s, false);
-      else if (this.sink) s.off("data", this.sink.onData);
-      s.on("data", noop);
+      else {
+        if (this.sink) s.off("data", this.sink.onData);
+        s.on("data", noop);
+      }
       s.resume();
       const onFinish = () => {
         finished = true;

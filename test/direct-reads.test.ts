@@ -9,6 +9,7 @@
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
+import type { Socket } from "node:net";
 import { test } from "node:test";
 import { type Conn, type TLSConn, tls } from "../src/index.ts";
 import { prng } from "./helpers/hostile.ts";
@@ -54,6 +55,26 @@ async function keepChunks(conn: Conn, slowEvery = 0): Promise<Buffer[]> {
     if (slowEvery > 0 && kept.length % slowEvery === 0) await sleep(2); // let records pile up
   }
   return kept;
+}
+
+/**
+ * Hand `conn` over with toSocket() and push every "data" chunk onto `kept` (after what is
+ * already there); `inside` runs within each "data" event. Resolves at the socket's EOF.
+ */
+function handOver(
+  t: { after(fn: () => void): void },
+  conn: Conn,
+  kept: Buffer[],
+  inside?: (socket: Socket) => void,
+): Promise<void> {
+  const socket = conn.toSocket(); // what the conn buffered goes back in front
+  t.after(() => void socket.destroy());
+  const ended = new Promise<void>((resolve) => socket.once("end", () => resolve()));
+  socket.on("data", (chunk: Buffer) => {
+    kept.push(chunk);
+    inside?.(socket);
+  });
+  return ended;
 }
 
 function hashOf(chunks: Buffer[]): string {
@@ -108,10 +129,7 @@ test("a TLS conn's socket handed over mid-stream gets the rest as 'data' events,
     kept.push(chunk);
     got += chunk.length;
   }
-  const socket = server.toSocket(); // what the conn buffered goes back in front
-  t.after(() => void socket.destroy());
-  const ended = new Promise<void>((resolve) => socket.once("end", () => resolve()));
-  socket.on("data", (chunk: Buffer) => kept.push(chunk));
+  const ended = handOver(t, server, kept);
   await withTimeout(Promise.all([ended, sending]), 20_000, "the handed-over socket's EOF");
   assert.equal(hashOf(kept), sha256(...parts));
 });
@@ -120,16 +138,11 @@ test("a handed-over TLS socket whose 'data' listener writes (even empty writes, 
   const { client, server, close } = await tlsPair();
   t.after(close);
   const parts = mixedWrites(31, 4 * 1024 * 1024);
-  const socket = server.toSocket(); // handshaken: its reads already took the onread path
-  t.after(() => void socket.destroy());
   const kept: Buffer[] = [];
-  const ended = new Promise<void>((resolve) => socket.once("end", () => resolve()));
-  socket.on("data", (chunk: Buffer) => {
-    kept.push(chunk);
-    // node:http's end() writes an empty chunk from inside "data"; node:tls runs its read loop
-    // for one, so more records arrive in this socket's buffer before this listener returns.
-    socket.write(Buffer.alloc(0));
-  });
+  // Handshaken, so its reads already took the onread path. node:http's end() writes an empty
+  // chunk from inside "data"; node:tls runs its read loop for one, so more records arrive in
+  // this socket's buffer before the listener returns.
+  const ended = handOver(t, server, kept, (socket) => socket.write(Buffer.alloc(0)));
   await withTimeout(Promise.all([ended, send(client, parts)]), 30_000, "the stream and its EOF");
   assert.equal(hashOf(kept), sha256(...parts));
 });
