@@ -8,7 +8,8 @@
  * Checked: each server sees the client's real address, a second connection
  * resumes on the other replica, killing a replica loses no exchange, a
  * SIGTERM'd replica drains. Skipped, with the reason, when haproxy is missing
- * (.ci/run installs it). Config in a temp dir, loopback only, no stats socket.
+ * (.ci/run installs it). Config in a temp dir, loopback only, no stats socket;
+ * HAProxy logs checks and connections to stderr, which a failure prints.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -70,8 +71,13 @@ async function haproxy(t: TestContext, servers: number[]): Promise<{ port: numbe
     [
       "global",
       "    maxconn 200",
+      // Health-check transitions and one line per connection on stderr, for a failure's log.
+      "    log stderr format raw local0 info",
       "defaults",
       "    mode tcp",
+      "    log global",
+      "    option tcplog",
+      "    option log-health-checks",
       "    timeout connect 1s",
       "    timeout client 30s",
       "    timeout server 30s",
@@ -89,10 +95,15 @@ async function haproxy(t: TestContext, servers: number[]): Promise<{ port: numbe
     ].join("\n"),
   );
   const proc = start(["-db", "-f", file], { t, command: [HAPROXY!] });
+  // Ready once one TCP conn gets through. That probe takes a round-robin turn, so wait
+  // until HAProxy has logged it (the line is written when its stream ends, after the
+  // pick): otherwise the pick can land between the test's first two conns.
+  let probe = "";
   await until(
     async () => {
       try {
         const c = await tcp.connect(`127.0.0.1:${port}`, { timeout: 500 });
+        probe = c.localAddr.toString();
         await c.close();
         return true;
       } catch {
@@ -103,6 +114,7 @@ async function haproxy(t: TestContext, servers: number[]): Promise<{ port: numbe
     10_000,
     50,
   );
+  await proc.waitFor(new RegExp(`^${probe.replace(/\./g, "\\.")} \\[`, "m"), 10_000, "stderr");
   return { port, proc };
 }
 
