@@ -496,6 +496,17 @@ static void step(conn_t* c) {
   }
 }
 
+/* The socket's pending error (SO_ERROR, which reading clears) as the conn's failure: 1 if any. */
+static int take_socket_error(conn_t* c) {
+  int soerr = 0;
+  socklen_t len = sizeof soerr;
+  if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr == 0) return 0;
+  c->sys_errno = soerr;
+  tlsnet_set_error(c, "sys", uv_err_name(-soerr), strerror(soerr));
+  c->failed = 1;
+  return 1;
+}
+
 static void on_poll(uv_poll_t* h, int status, int events) {
   conn_t* c = uv_handle_get_data((uv_handle_t*)h);
   if (c->closing) return;
@@ -504,19 +515,11 @@ static void on_poll(uv_poll_t* h, int status, int events) {
   napi_open_handle_scope(env, &scope);
   c->kick = 0;
   if (status < 0 || (events & UV_READABLE)) c->drained = 0;
-  if (status < 0) {
-    /* libuv stopped the poll (POLLERR): the socket's error says why */
-    c->armed = 0;
-    int soerr = 0;
-    socklen_t len = sizeof soerr;
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) == 0 && soerr != 0 && !c->failed) {
-      c->sys_errno = soerr;
-      tlsnet_set_error(c, "sys", uv_err_name(-soerr), strerror(soerr));
-      c->failed = 1;
-    }
-  }
+  if (status < 0) c->armed = 0; /* libuv stopped the poll (POLLERR) */
   c->stepping = 1;
   tlsnet_cork(c);
+  /* Even after POLLERR, what arrived before the error is read first, as read() serves it
+     before the error: a peer's alert, then the reset of its close. */
   step(c);
   /* JS asked for more while step() ran: the microtasks of our own events run inside it, so
      readStart() after the handshake and end() at EOF come from there. Do it now, rather than
@@ -526,6 +529,7 @@ static void on_poll(uv_poll_t* h, int status, int events) {
     c->kick = 0;
     step(c);
   }
+  if (status < 0 && !c->closing && !c->failed && take_socket_error(c)) step(c);
   c->stepping = 0;
   if (tlsnet_uncork(c) < 0 && !c->closing && !c->failed) {
     tlsnet_set_error(c, "sys", uv_err_name(-c->sys_errno), strerror(c->sys_errno));

@@ -3,13 +3,15 @@
  * the lazy handshake and the options, deadlines and close() around it, SNI for IP
  * literals, leaked error codes, resumed-session identity, server-side advice, the
  * client handshake bound, STARTTLS injection, closing the plain conn after an
- * upgrade, and closeWrite() as the first op. Each test asserts the rule of the fix
- * and failed on the code before it.
+ * upgrade, and closeWrite() as the first op. Later finds: IP names matched as
+ * addresses, and a peer's alert that arrives with its reset. Each test asserts the
+ * rule of the fix and failed on the code before it.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import net from "node:net";
 import { after, test } from "node:test";
+import nodeTls from "node:tls";
 import { fileURLToPath } from "node:url";
 import { createCA } from "../src/certs/index.ts";
 import {
@@ -531,4 +533,53 @@ test("an IP name is matched against the IP SANs as an address (::1 in either spe
     true,
     "the long spelling",
   );
+});
+
+/** The ClientHello a node:tls client sends first, caught by a plain TCP server. */
+async function clientHello(t: { after: (fn: () => void) => void }): Promise<Buffer> {
+  const srv = net.createServer();
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  t.after(() => srv.close());
+  const first = new Promise<Buffer>((resolve) =>
+    srv.once("connection", (s) => {
+      s.on("error", noop);
+      s.once("data", (d: Buffer) => {
+        resolve(d);
+        s.destroy();
+      });
+    }),
+  );
+  const { port } = srv.address() as net.AddressInfo;
+  const c = nodeTls.connect({ host: "127.0.0.1", port, servername: "localhost" });
+  c.on("error", noop);
+  const hello = await first;
+  c.destroy();
+  return hello;
+}
+
+test("a peer's alert that arrives together with its reset is the error reported, not the reset (10 runs)", async (t) => {
+  // A client that refuses our certificate sends its alert and closes over our flight it
+  // never read, which sends a reset. When both are in the socket by the time the server
+  // looks (as on a busy server), the alert is still read first: it says why.
+  const { leaf } = await pki();
+  const ln = await tls.listen({ addr: "127.0.0.1:0", certs: [leaf] });
+  t.after(() => ln.close());
+  const hello = await clientHello(t);
+  const alert = Buffer.from([21, 3, 3, 0, 2, 2, 48]); // fatal unknown_ca, as curl sends it
+  for (let i = 0; i < 10; i++) {
+    const sock = net.connect(ln.addr.port, "127.0.0.1");
+    sock.on("error", noop);
+    await new Promise((r) => sock.once("connect", r));
+    const server = await ln.accept({ timeout: 5000 });
+    const handshake = errorWithin(server.handshake(), 5000, "the server's handshake");
+    sock.write(hello);
+    await new Promise((r) => sock.once("data", r)); // the server's flight
+    // Both in one turn of this loop: the server cannot read between them.
+    sock.write(alert);
+    sock.resetAndDestroy();
+    const err = await handshake;
+    await server.close();
+    assert.ok(err instanceof TLSError, `run ${i}: TLSError, got ${show(err)}`);
+    assert.equal(err.reason, "ERR_SSL_TLSV1_ALERT_UNKNOWN_CA", `run ${i}: ${show(err)}`);
+  }
 });
