@@ -127,6 +127,11 @@ export class SocketTransport implements Transport {
     return this.socket.destroyed;
   }
 
+  /** The peer's EOF has been delivered: no data can arrive any more. */
+  get readEnded(): boolean {
+    return this.peerEnded || this.socket.readableEnded;
+  }
+
   end(): Promise<void> {
     const s = this.socket;
     if (s.writableFinished) return RESOLVED;
@@ -154,7 +159,7 @@ export class SocketTransport implements Transport {
     }
     // The peer has ended already (the usual end of a request/response exchange): nothing more
     // can arrive, so there is nothing to linger for. FIN after what is queued, then release.
-    if (this.peerEnded || s.readableEnded) return closeEnded(s, lingerMs);
+    if (this.readEnded) return closeEnded(s, lingerMs);
     // A lingering close: FIN after what is queued, then read and discard until the
     // peer's EOF (or lingerMs) before releasing the socket, so that input arriving
     // after our FIN never makes the kernel answer with a reset that throws away
@@ -168,7 +173,7 @@ export class SocketTransport implements Transport {
         s.destroy();
       };
       const maybeRelease = () => {
-        if (finished && (this.peerEnded || s.readableEnded)) release();
+        if (finished && this.readEnded) release();
       };
       s.once("close", () => {
         clearTimeout(linger);

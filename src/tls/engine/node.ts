@@ -283,7 +283,9 @@ export class NodeTLSTransport extends HandshakeTransport implements Transport {
     // Node drops application data that arrived with the peer's Finished when
     // TLSSocket.end() runs before the next turn of the loop after "secure"
     // (TLS 1.3; seen on Node 20 and 24). A half-close is rare: always let one
-    // turn pass first, rather than schedule a turn for every handshake.
+    // turn pass first, rather than schedule a turn for every handshake. After the
+    // peer's EOF (an echo, a proxy) no data is left to drop: end at once.
+    if (stream.readEnded) return stream.end();
     return new Promise<void>((r) => setImmediate(r)).then(() => stream.end());
   }
 
