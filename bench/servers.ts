@@ -117,12 +117,20 @@ export interface ServersOptions extends Omit<LoadBenchOptions<ServerId>, "ids"> 
   servers: ServerId[];
 }
 
+/**
+ * The default warm-up run, per server and workload. Servers run for days: what counts is the
+ * steady state, and a fresh JIT runtime reaches it only after some seconds of load. After 1 s,
+ * the first 2 s round of full handshakes still cost raw node:tls 5-10 % and tlsnet 12-20 %
+ * more CPU per handshake than the later rounds (docs/benchmarks.md, run F).
+ */
+const WARMUP_SECONDS = 5;
+
 /** The help of the options that every load generator benchmark takes. */
 export function runHelp(command: string, each: string, quickTime: string): string {
   return `  --seconds S   length of each measured run (default 2; --quick 1)
   --rounds N    measured runs per ${each} and workload (default 3; --quick 1); rounds rotate
                 who goes first, so with two ${each}s they are interleaved pairs (A/B)
-  --warmup S    warm-up run of each ${each} per workload (default 1; --quick 0.5)
+  --warmup S    warm-up run of each ${each} per workload (default ${WARMUP_SECONDS}; --quick 0.5)
   --quick       1 round of 1 s after a 0.5 s warm-up (${quickTime})
   --json        the report as JSON on stdout
   --svg FILE    the rate chart (default bench/out/${command}.svg); the CPU chart goes
@@ -170,7 +178,7 @@ export function parseLoadBenchArgs<Id extends string>(
     ids: [...spec.ids],
     workloads: [...spec.workloads],
     seconds: 0,
-    warmupSeconds: -1, // unset: 1 s, --quick 0.5 s
+    warmupSeconds: -1, // unset: WARMUP_SECONDS, --quick 0.5 s
     rounds: 0,
     quick: false,
     json: false,
@@ -221,7 +229,7 @@ export function parseLoadBenchArgs<Id extends string>(
   }
   if (o.seconds === 0) o.seconds = o.quick ? 1 : 2;
   if (o.rounds === 0) o.rounds = o.quick ? 1 : 3;
-  if (o.warmupSeconds < 0) o.warmupSeconds = o.quick ? 0.5 : 1;
+  if (o.warmupSeconds < 0) o.warmupSeconds = o.quick ? 0.5 : WARMUP_SECONDS;
   return o;
 }
 
