@@ -358,6 +358,8 @@ export interface CellStats {
   max: number;
   /** Median server CPU per operation, in the workload's cpuUnit. */
   cpuPerOp: number;
+  /** Each measured run's server CPU per operation, in the order of `rates`. */
+  cpuPerOps: number[];
   /** Median server CPU time / wall time of a run (1 = one core busy). */
   serverCores: number;
   /** Median load generator CPU time / wall time. */
@@ -1937,6 +1939,7 @@ export function rateCells<Id extends string>(
         min: rates.length ? Math.min(...rates) : Number.NaN,
         max: rates.length ? Math.max(...rates) : Number.NaN,
         cpuPerOp: mid((s) => s.cpuPerOp),
+        cpuPerOps: list.map((s) => s.cpuPerOp),
         serverCores: mid((s) => s.serverCores),
         loadgenCores: mid((s) => s.loadgenCores),
         ...(backend ? { backendCores: mid((s) => s.backendCores) } : {}),
