@@ -1460,9 +1460,9 @@ export interface Measured {
 export const cellKey = (id: string, w: WorkloadId): string => `${id}/${w}`;
 
 /**
- * Per behaviour (sink, then echo) and workload: start every server, a warm-up run of each
- * and `rounds` measured runs of each, rotating who goes first; stop them. A server that
- * fails a run is left out of that workload's later runs.
+ * Per behaviour (sink, then echo) and workload: start every server, then `rounds` measured
+ * runs of each, rotating who goes first, each server warmed up right before its first; stop
+ * them. A server that fails a run is left out of that workload's later runs.
  */
 export async function measureRounds<Id extends string>(p: RoundsPlan<Id>): Promise<Measured> {
   const samples = new Map<string, Sample[]>();
@@ -1514,7 +1514,7 @@ export async function measureRounds<Id extends string>(p: RoundsPlan<Id>): Promi
   return { samples, errors };
 }
 
-/** One workload over running servers: a warm-up run of each, then `rounds` runs of each. */
+/** One workload over running servers: `rounds` runs of each, the first right after its warm-up run. */
 async function measureWorkload<Id extends string>(
   p: RoundsPlan<Id>,
   w: Workload,
@@ -1528,16 +1528,19 @@ async function measureWorkload<Id extends string>(
   const ids = p.ids.filter((id) => running.has(id) && !errors.has(cellKey(id, w.id)));
   const run = (id: Id, seconds: number) =>
     measure(running.get(id)!, w, p.loadgen, p.certFile, p.loadgenCpus, seconds, backend);
-  for (const id of ids) {
-    try {
-      await run(id, p.warmupSeconds);
-    } catch (err) {
-      fail([id], [w], err, "warm-up: ");
-    }
-  }
   for (let r = 0; r < p.rounds; r++) {
     const order = rotated(ids, r);
     for (const id of order) {
+      // Each server's warm-up right before its first measured run: after a warm-up pass over
+      // all of them, the first ones measured had idled beside the others' warm-ups and their
+      // first round cost 25-35 % more CPU per handshake.
+      if (r === 0) {
+        try {
+          await run(id, p.warmupSeconds);
+        } catch (err) {
+          fail([id], [w], err, "warm-up: ");
+        }
+      }
       if (errors.has(cellKey(id, w.id))) continue;
       try {
         const smp = await run(id, p.seconds);
