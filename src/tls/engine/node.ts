@@ -7,14 +7,15 @@
  * TLSSocket, and `ready` turns true.
  * @module
  */
-import type { Buffer } from "node:buffer";
-import { BlockList, isIP, type Socket } from "node:net";
+import { Buffer } from "node:buffer";
+import { isIP, type Socket } from "node:net";
 import {
   checkServerIdentity,
   type PeerCertificate as NodePeerCertificate,
   TLSSocket,
   connect as tlsConnect,
 } from "node:tls";
+import { ipBytes } from "../../cidr.ts";
 import { abortReason, type OpOptions } from "../../deadline.ts";
 import {
   ClosedError,
@@ -374,22 +375,18 @@ function onRunClose(this: OwnedSocket): void {
  * so an IPv6 literal never matched there. A mismatch still gets node's error (the same code).
  */
 function checkIdentity(name: string, cert: NodePeerCertificate): Error | undefined {
-  const family = isIP(name);
-  if (family !== 0 && ipSanCovers(cert.subjectaltname, name, family === 6 ? "ipv6" : "ipv4")) {
-    return undefined;
-  }
+  if (isIP(name) !== 0 && ipSanCovers(cert.subjectaltname, name)) return undefined;
   return checkServerIdentity(name, cert);
 }
 
-function ipSanCovers(sans: string | undefined, ip: string, family: "ipv4" | "ipv6"): boolean {
-  if (!sans) return false;
-  const wanted = new BlockList();
-  wanted.addAddress(ip, family);
+/** Whether one of the "IP Address:" SANs is `ip`, compared as 16 bytes (src/cidr.ts). */
+function ipSanCovers(sans: string | undefined, ip: string): boolean {
+  const wanted = ipBytes(ip);
+  if (!sans || !wanted) return false;
   for (const entry of sans.split(", ")) {
     if (!entry.startsWith("IP Address:")) continue;
-    const san = entry.slice("IP Address:".length);
-    const f = isIP(san);
-    if (f !== 0 && wanted.check(san, f === 6 ? "ipv6" : "ipv4")) return true;
+    const san = ipBytes(entry.slice("IP Address:".length));
+    if (san && Buffer.compare(san, wanted) === 0) return true;
   }
   return false;
 }
