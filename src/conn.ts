@@ -1371,7 +1371,7 @@ export class Conn implements AsyncIterable<Buffer>, AsyncDisposable {
       await this.waitReady(this.writeWait, callExpiry, signal);
       this.checkWritable();
     }
-    if (this.writeWait.expired(callExpiry)) throw this.writeTimeoutError();
+    this.writerReady(callExpiry, signal); // ready now: only its deadline check is left
   }
 
   /**
