@@ -350,7 +350,7 @@ static void do_end(conn_t* c) {
     return;
   }
   if (f < 0) {
-    tlsnet_set_error(c, "sys", uv_err_name(-c->sys_errno), strerror(c->sys_errno));
+    tlsnet_set_sys_error(c);
     c->failed = 1;
     return;
   }
@@ -502,7 +502,7 @@ static int take_socket_error(conn_t* c) {
   socklen_t len = sizeof soerr;
   if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0 || soerr == 0) return 0;
   c->sys_errno = soerr;
-  tlsnet_set_error(c, "sys", uv_err_name(-soerr), strerror(soerr));
+  tlsnet_set_sys_error(c);
   c->failed = 1;
   return 1;
 }
@@ -532,7 +532,7 @@ static void on_poll(uv_poll_t* h, int status, int events) {
   if (status < 0 && !c->closing && !c->failed && take_socket_error(c)) step(c);
   c->stepping = 0;
   if (tlsnet_uncork(c) < 0 && !c->closing && !c->failed) {
-    tlsnet_set_error(c, "sys", uv_err_name(-c->sys_errno), strerror(c->sys_errno));
+    tlsnet_set_sys_error(c);
     c->failed = 1; /* reported from the next turn (update_poll asks for one) */
   }
   update_poll(c);

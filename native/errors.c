@@ -27,6 +27,11 @@ void tlsnet_set_error(conn_t* c, const char* kind, const char* code, const char*
   copy(c->err->text, sizeof c->err->text, text);
 }
 
+/* The conn's system error (c->sys_errno), as node:net names it: ECONNRESET, EPIPE, ... */
+void tlsnet_set_sys_error(conn_t* c) {
+  tlsnet_set_error(c, "sys", uv_err_name(-c->sys_errno), strerror(c->sys_errno));
+}
+
 /* The recorded error; without one (no memory to record it), ENOMEM. */
 const conn_err_t* tlsnet_error_of(const conn_t* c) {
   static const conn_err_t oom = {"sys", "ENOMEM", "out of memory recording an error"};
@@ -62,9 +67,8 @@ void tlsnet_ssl_error_text(char* code, size_t code_len, char* text, size_t text_
 void tlsnet_take_error(conn_t* c, int ssl_err, int ret) {
   (void)ret;
   if (ssl_err == SSL_ERROR_SYSCALL && c->sys_errno != 0) {
-    const char* name = uv_err_name(-c->sys_errno);
     ERR_clear_error();
-    tlsnet_set_error(c, "sys", name, strerror(c->sys_errno));
+    tlsnet_set_sys_error(c);
     return;
   }
   if (ssl_err == SSL_ERROR_SSL || ERR_peek_error() != 0) {

@@ -148,6 +148,7 @@ int tlsnet_flush_out(conn_t* c);
 /* errors.c */
 void tlsnet_take_error(conn_t* c, int ssl_err, int ret);
 void tlsnet_set_error(conn_t* c, const char* kind, const char* code, const char* text);
+void tlsnet_set_sys_error(conn_t* c);
 const conn_err_t* tlsnet_error_of(const conn_t* c);
 const char* tlsnet_x509_error_name(long code);
 void tlsnet_ssl_error_text(char* code, size_t code_len, char* text, size_t text_len);
